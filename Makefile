@@ -1,0 +1,84 @@
+# Stripe → PostgreSQL. `make` (or `make help`) lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+ENV ?= DEV
+export ENV
+SOURCE ?= json
+JSON_DIR ?= data/imported_stripe_data
+MODE ?= upsert
+RESOURCES ?=
+FILE ?=
+N ?= 200000
+MSG ?= schema change
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+TABLES := products prices customers payment_methods subscriptions invoices payment_intents charges
+INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
+
+.PHONY: help install demo db-up db-down db-status init-db reset-db init-migration \
+	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo ""
+	@echo "  Variables: ENV=$(ENV) SOURCE=$(SOURCE) JSON_DIR=$(JSON_DIR) MODE=$(MODE) RESOURCES=… FILE=…"
+
+guard-dev:
+	@if [ "$(ENV)" = "PROD" ]; then \
+		echo "error: '$(MAKECMDGOALS)' is refused under ENV=PROD: it populates or destroys data (DEV only)." >&2; \
+		exit 1; fi
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { echo "error: python3 (3.11+) is needed" >&2; exit 1; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+demo: $(STAMP) db-up init-db ## First run: databases up, schema, ingest the sample export, summary
+	$(PY) scripts/ingest_all.py --json-dir data/sample
+
+db-up: $(STAMP) ## Start PostgreSQL dev (5434) and test (5435): docker compose, else embedded
+	$(PY) scripts/db_servers.py up
+
+db-down: $(STAMP) ## Stop both PostgreSQL servers (data is kept)
+	$(PY) scripts/db_servers.py down
+
+db-status: $(STAMP) ## Show whether both PostgreSQL servers answer
+	$(PY) scripts/db_servers.py status
+
+init-db: $(STAMP) ## Create stripe_db_dev and stripe_db_test and migrate both to head
+	$(PY) scripts/init_db.py
+
+reset-db: guard-dev $(STAMP) ## Drop and recreate both databases (DEV only)
+	$(PY) scripts/init_db.py --reset
+
+init-migration: $(STAMP) ## Autogenerate an Alembic revision if the models changed (MSG="…")
+	$(PY) scripts/init_migration.py -m "$(MSG)"
+
+ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=…)
+	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $(if $(RESOURCES),--resources "$(RESOURCES)")
+
+ingest-%: $(STAMP) ## Ingest one table, e.g. make ingest-charges SOURCE=json FILE=…
+	@if [ ! -f scripts/ingest/ingest_$*.py ]; then \
+		echo "error: no table '$*'; tables: $(TABLES)" >&2; exit 2; fi
+	$(PY) scripts/ingest/ingest_$*.py $(INGEST_ARGS) $(if $(FILE),--file "$(FILE)")
+
+test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check app scripts tests alembic
+	$(VENV)/bin/mypy
+
+bench-ingest: guard-dev $(STAMP) db-up ## Ingest N synthetic objects vs raw COPY: rows/s, ratio, peak memory
+	$(PY) scripts/bench_ingest.py --n $(N)
+
+clean: ## Remove fetched JSON, rejects and reports (keeps databases)
+	rm -rf data/imported_stripe_data data/rejects data/reports data/bench

@@ -1,0 +1,1 @@
+"""Mirror Stripe objects into PostgreSQL."""

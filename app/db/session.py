@@ -1,0 +1,28 @@
+"""Engines and sessions, one per database URL."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import load_settings
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """Plain `postgresql://` URLs (as psql takes them) use psycopg2, the driver we ship;
+    SQLAlchemy 2.1 would otherwise pick psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    return create_engine(sqlalchemy_url(url or load_settings().database_url), pool_pre_ping=True)
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)

@@ -1,0 +1,429 @@
+"""The one ingest loop: Stripe objects in, rows upserted in bulk, every outcome counted.
+
+For each batch: transform (bad objects set aside with their reason), create placeholder rows
+for referenced objects that are missing, COPY the rows into a temporary staging table, then one
+`INSERT … SELECT … ON CONFLICT (id) DO UPDATE … WHERE raw IS DISTINCT FROM excluded.raw` moves
+them into the table. One transaction per batch: a crash leaves whole batches, a re-run finishes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import psycopg2
+from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DataError, IntegrityError
+
+from app.errors import TransformError
+from app.rejects import RejectSink
+from app.resources import Child, Resource
+from app.sources import BadLine
+from app.transformers.common import dig
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["upsert", "skip"]
+MODES: tuple[Mode, ...] = ("upsert", "skip")
+# rows per batch come from a cell budget, so wide tables get smaller batches
+CELLS_PER_BATCH = 60_000
+# columns the database fills itself or that only placeholders use
+_MANAGED = ("synced_at", "is_placeholder", "referenced_by")
+# a transformed row carries its embedded items (subscription items, invoice lines) under this key
+_CHILDREN = "__children__"
+
+
+@dataclass
+class TableStats:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    deleted: int = 0
+    placeholders: int = 0
+
+    def add(self, other: TableStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class IngestResult:
+    resource: str
+    stats: dict[str, TableStats] = field(default_factory=dict)  # per table, parent first
+    seconds: float = 0.0
+    error: str | None = None  # a fatal error for this resource (file not JSON, missing…)
+
+    def table(self, name: str) -> TableStats:
+        return self.stats.setdefault(name, TableStats())
+
+    @property
+    def rejected(self) -> int:
+        return sum(s.rejected for s in self.stats.values())
+
+
+def batch_size_for(table: Table) -> int:
+    return max(100, CELLS_PER_BATCH // len(table.columns))
+
+
+def ingest(
+    conn: Connection,
+    resource: Resource,
+    objects: Iterable[Any],
+    *,
+    mode: Mode = "upsert",
+    api_version: str | None = None,
+    rejects: RejectSink | None = None,
+    source_name: str = "",
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Load `objects` (Stripe dicts) into the resource's table(s) and count what happened."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    result = IngestResult(resource.name)
+    result.table(resource.name)
+    for child in resource.children:
+        result.table(child.name)
+    started = time.monotonic()
+    loader = TableLoader(conn, resource.table)
+    child_loaders = {c.name: TableLoader(conn, c.model.__table__) for c in resource.children}
+    size = batch_size_for(resource.table)
+    batch: list[dict[str, Any]] = []
+    for index, obj in enumerate(objects):
+        result.table(resource.name).read += 1
+        row = _transform(resource, obj, index, api_version, source_name, rejects, result)
+        if row is not None:
+            batch.append(row)
+        if len(batch) >= size:
+            _load_batch(conn, resource, loader, child_loaders, batch, mode, rejects,
+                        source_name, result)
+            batch = []
+        if progress is not None:
+            progress.tick()
+    if batch:
+        _load_batch(conn, resource, loader, child_loaders, batch, mode, rejects,
+                    source_name, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _transform(resource: Resource, obj: Any, index: int, api_version: str | None,
+               source_name: str, rejects: RejectSink | None,
+               result: IngestResult) -> dict[str, Any] | None:
+    try:
+        if isinstance(obj, BadLine):
+            raise TransformError(resource.name, None, obj.reason)
+        row = resource.transform(obj)
+        row["api_version"] = api_version
+        if resource.children and not row["deleted"]:
+            row[_CHILDREN] = _child_rows(resource, row)
+        return row
+    except TransformError as exc:
+        result.table(resource.name).rejected += 1
+        log.warning("%s: set aside %s", source_name or resource.name, exc)
+        if rejects is not None:
+            raw = obj.text if isinstance(obj, BadLine) else obj
+            rejects.add(resource.name, source_name, index, exc.object_id, exc.reason, raw)
+        return None
+
+
+def _load_batch(conn: Connection, resource: Resource, loader: TableLoader,
+                child_loaders: dict[str, TableLoader], rows: list[dict[str, Any]], mode: Mode,
+                rejects: RejectSink | None, source_name: str, result: IngestResult) -> None:
+    """Load one batch in one transaction; if the database refuses it, find the rows it refuses."""
+    try:
+        with _transaction(conn):
+            _write_batch(resource, loader, child_loaders, rows, mode, result)
+    except _DATABASE_ERRORS as exc:
+        if len(rows) == 1:
+            row = rows[0]
+            reason = f"the database refused it: {_first_line(exc)}"
+            result.table(resource.name).rejected += 1
+            log.warning("%s: set aside %s %s: %s", source_name or resource.name,
+                        resource.name, row["id"], reason)
+            if rejects is not None:
+                rejects.add(resource.name, source_name, None, row["id"], reason, row["raw"])
+            return
+        # bisect: the good rows still land, each bad one is named (only on this error path)
+        middle = len(rows) // 2
+        for half in (rows[:middle], rows[middle:]):
+            _load_batch(conn, resource, loader, child_loaders, half, mode, rejects,
+                        source_name, result)
+
+
+def _write_batch(resource: Resource, loader: TableLoader,
+                 child_loaders: dict[str, TableLoader], rows: list[dict[str, Any]], mode: Mode,
+                 result: IngestResult) -> None:
+    stats = TableStats()
+    rows = _last_of_each_id(rows, mode, stats)
+    live = [r for r in rows if not r["deleted"]]
+    gone = [r for r in rows if r["deleted"]]
+    stats.placeholders += loader.ensure_referenced(live, skip=())
+    written = loader.upsert(live, mode, stats)
+    marked = loader.mark_deleted(gone)
+    stats.deleted += marked
+    stats.unchanged += len(gone) - marked
+    for child in resource.children:
+        # only the items of parents that were written: an unchanged parent has unchanged items
+        child_stats = TableStats()
+        child_stats.read = sum(len(r[_CHILDREN][child.name]) for r in live)
+        child_rows = [c for r in live if r["id"] in written for c in r[_CHILDREN][child.name]]
+        child_stats.unchanged = child_stats.read - len(child_rows)
+        child_rows = _last_of_each_id(child_rows, mode, child_stats)
+        child_loader = child_loaders[child.name]
+        child_loader.delete_stale_children(child.parent_column, written, child_rows)
+        stats.placeholders += child_loader.ensure_referenced(child_rows, skip=(child.parent_column,))
+        child_loader.upsert(child_rows, mode, child_stats)
+        result.table(child.name).add(child_stats)
+    result.table(resource.name).add(stats)
+
+
+def _last_of_each_id(rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> list[dict[str, Any]]:
+    """One row per id (ON CONFLICT cannot touch a row twice): the newest, or the first in skip."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if mode == "skip" and row["id"] in by_id:
+            continue
+        by_id[row["id"]] = row
+    stats.unchanged += len(rows) - len(by_id)
+    return list(by_id.values())
+
+
+def _child_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Transform the items a parent embeds (subscription items, invoice lines) with it, so a
+    bad item sets its parent aside instead of failing a whole batch."""
+    children: dict[str, list[dict[str, Any]]] = {}
+    for child in resource.children:
+        found = dig(row["raw"], *child.path) or []
+        if not isinstance(found, list):
+            raise TransformError(resource.name, row["id"], f"`{'.'.join(child.path)}` is not a list")
+        items = []
+        for obj in found:
+            try:
+                item = child.transform(obj)
+            except TransformError as exc:
+                raise TransformError(resource.name, row["id"], f"{child.name}: {exc}") from exc
+            item[child.parent_column] = row["id"]
+            item["api_version"] = row["api_version"]
+            items.append(item)
+        children[child.name] = items
+    return children
+
+
+class TableLoader:
+    """Bulk writes into one table through a temporary staging table."""
+
+    def __init__(self, conn: Connection, table: Table) -> None:
+        self.conn = conn
+        self.table = table
+        self.name = table.name
+        self.columns = [c.name for c in table.columns if c.name not in _MANAGED]
+        self.stage = f"stage_{self.name}"
+        self.foreign_keys = [
+            (fk.parent.name, fk.column.table.name) for fk in table.foreign_keys
+        ]
+        self._formatters = [_formatter(table.columns[c].type) for c in self.columns]
+
+    def _cursor(self) -> Any:
+        return self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+    def ensure_referenced(self, rows: list[dict[str, Any]], skip: tuple[str, ...]) -> int:
+        """Insert a placeholder row for every referenced id its table does not have yet."""
+        created = 0
+        cursor = self._cursor()
+        for column, target in self.foreign_keys:
+            if column in skip:
+                continue
+            refs: dict[str, str] = {}
+            for row in rows:
+                ref = row.get(column)
+                if ref is not None and ref not in refs:
+                    refs[ref] = row["id"]
+            if not refs:
+                continue
+            cursor.execute(
+                f"INSERT INTO {target} (id, referenced_by, is_placeholder) "
+                "SELECT id, ref, true FROM unnest(%s::text[], %s::text[]) AS r(id, ref) "
+                "ON CONFLICT (id) DO NOTHING",
+                (list(refs), list(refs.values())),
+            )
+            if cursor.rowcount > 0:
+                created += cursor.rowcount
+                log.debug("%s: %d placeholder(s) in %s", self.name, cursor.rowcount, target)
+        return created
+
+    def _copy_to_stage(self, rows: list[dict[str, Any]]) -> None:
+        cursor = self._cursor()
+        # every batch: a rolled-back batch takes the temp table it created with it
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {self.name} INCLUDING DEFAULTS)"
+        )
+        cursor.execute(f"TRUNCATE {self.stage}")
+        buffer = io.StringIO()
+        write = buffer.write
+        columns = self.columns
+        formatters = self._formatters
+        for row in rows:
+            write("\t".join([fmt(row.get(col)) for col, fmt in zip(columns, formatters)]))
+            write("\n")
+        buffer.seek(0)
+        cursor.copy_expert(f"COPY {self.stage} ({', '.join(columns)}) FROM STDIN", buffer)
+
+    def upsert(self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> set[str]:
+        """Insert new rows, update changed ones (upsert mode); return the ids written."""
+        if not rows:
+            return set()
+        self._copy_to_stage(rows)
+        cols = ", ".join(self.columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted"))
+        when = (
+            f"{self.name}.raw IS DISTINCT FROM excluded.raw OR {self.name}.is_placeholder"
+            if mode == "upsert"
+            else f"{self.name}.is_placeholder"
+        )
+        cursor = self._cursor()
+        cursor.execute(
+            f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {self.stage} "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}, is_placeholder = false, "
+            f"referenced_by = NULL, synced_at = now() WHERE {when} "
+            "RETURNING id, (xmax = 0) AS inserted"
+        )
+        written = cursor.fetchall()
+        inserted = sum(1 for _id, new in written if new)
+        stats.inserted += inserted
+        stats.updated += len(written) - inserted
+        stats.unchanged += len(rows) - len(written)
+        return {row_id for row_id, _new in written}
+
+    def mark_deleted(self, rows: list[dict[str, Any]]) -> int:
+        """Soft delete: a `deleted: true` object flags its row; nothing is dropped."""
+        if not rows:
+            return 0
+        cursor = self._cursor()
+        cursor.execute(
+            f"INSERT INTO {self.name} (id, raw, deleted, api_version) "
+            "SELECT id, raw, true, v FROM unnest(%s::text[], %s::jsonb[], %s::text[]) "
+            "AS r(id, raw, v) "
+            f"ON CONFLICT (id) DO UPDATE SET deleted = true, is_placeholder = false, "
+            f"raw = COALESCE({self.name}.raw, excluded.raw), synced_at = now() "
+            f"WHERE NOT {self.name}.deleted",
+            (
+                [r["id"] for r in rows],
+                [orjson.dumps(r["raw"]).decode() for r in rows],
+                [r["api_version"] for r in rows],
+            ),
+        )
+        return max(cursor.rowcount, 0)
+
+    def delete_stale_children(self, parent_column: str, parents: set[str],
+                              rows: list[dict[str, Any]]) -> None:
+        """Items a changed parent no longer lists are removed with it (they are not objects
+        Stripe lists on their own; the parent's `raw` keeps what it said)."""
+        if not parents:
+            return
+        self._cursor().execute(
+            f"DELETE FROM {self.name} WHERE {parent_column} = ANY(%s) AND NOT (id = ANY(%s))",
+            (list(parents), [r["id"] for r in rows]),
+        )
+
+
+_DATABASE_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, DataError, IntegrityError)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _transaction:
+    """A batch's transaction: its own, or a savepoint when the caller already holds one
+    (tests run each test in a transaction that is rolled back)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.tx = self.conn.begin_nested() if self.conn.in_transaction() else self.conn.begin()
+        self.tx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.tx.__exit__(*exc)
+
+
+# COPY text format: backslash, tab, newline and carriage return must be escaped
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _format_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _format_json(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    # orjson escapes control characters inside strings, so only backslashes need doubling
+    return orjson.dumps(value).decode().replace("\\", "\\\\")
+
+
+def _format_bool(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return "t" if value else "f"
+
+
+def _format_int(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return str(value)
+
+
+def _format_time(value: datetime | None) -> str:
+    return "\\N" if value is None else value.isoformat()
+
+
+def _formatter(column_type: Any) -> Any:
+    kind = type(column_type).__name__
+    if kind == "JSONB":
+        return _format_json
+    if kind == "Boolean":
+        return _format_bool
+    if kind in ("BigInteger", "Integer"):
+        return _format_int
+    if kind == "DateTime":
+        return _format_time
+    return _format_text
+
+
+class Progress:
+    """A progress line on stderr every few seconds of long work."""
+
+    def __init__(self, label: str, every_seconds: float = 2.0) -> None:
+        self.label = label
+        self.count = 0
+        self.started = time.monotonic()
+        self.next_report = self.started + every_seconds
+        self.every = every_seconds
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % 1000 == 0 and time.monotonic() >= self.next_report:
+            elapsed = time.monotonic() - self.started
+            log.info("%s: %d objects (%.0f/s)", self.label, self.count, self.count / elapsed)
+            self.next_report = time.monotonic() + self.every
+
+
+def ingest_file(conn: Connection, resource: Resource, path: Path, **kwargs: Any) -> IngestResult:
+    from app.sources import read_json_objects
+
+    return ingest(conn, resource, read_json_objects(path), source_name=str(path), **kwargs)

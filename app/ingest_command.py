@@ -1,0 +1,169 @@
+"""The command behind `make ingest-all` and every `scripts/ingest/ingest_<table>.py`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
+
+from app.config import Settings, load_settings, mask_secrets
+from app.db.session import get_engine
+from app.errors import ConfigError, InputFileError, PipelineError
+from app.ingest import MODES, IngestResult, Progress, ingest
+from app.rejects import RejectSink
+from app.resources import BY_NAME, Resource, load_order
+from app.sources import read_api_objects, read_json_objects
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_REJECTS, EXIT_FAILED = 0, 1, 2
+
+
+def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
+    one = resources is not None and len(resources) == 1
+    what = resources[0] if one else "every resource, parents first"
+    parser = argparse.ArgumentParser(
+        description=f"Load Stripe objects into PostgreSQL: {what}.",
+        epilog=(
+            "Exit codes: 0 all loaded; 1 some objects were set aside (see the rejects files); "
+            "2 an input could not be read or the database refused the run. "
+            "Environment: ENV (DEV|PROD), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE."
+        ),
+    )
+    parser.add_argument("--source", choices=["json", "api"], default="json",
+                        help="json: files written by `make fetch` (default); api: the Stripe API "
+                             "(or the local sandbox) through the stripe SDK")
+    parser.add_argument("--json-dir", type=Path, default=None,
+                        help="folder of <resource>.json files (default: data/imported_stripe_data)")
+    if one:
+        parser.add_argument("--file", type=Path, default=None,
+                            help="one JSON file to load instead of <json-dir>/<resource>.json")
+    else:
+        parser.add_argument("--resources", default="",
+                            help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}")
+    parser.add_argument("--mode", choices=MODES, default="upsert",
+                        help="upsert (default): changed objects update their row; "
+                             "skip: keep the first version of every row")
+    parser.add_argument("--rejects-dir", type=Path, default=None,
+                        help="where objects that could not be loaded are written "
+                             "(default: data/rejects)")
+    parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv: list[str] | None = None, resources: list[str] | None = None) -> int:
+    args = build_parser(resources).parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    try:
+        settings = load_settings()
+        names = resources or _split(args.resources) or None
+        chosen = load_order(names)
+    except (PipelineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    url = args.database_url or settings.database_url
+    json_dir = args.json_dir or settings.json_dir
+    single_file = getattr(args, "file", None)
+    try:
+        results = run(url, chosen, settings, source=args.source, json_dir=json_dir,
+                      single_file=single_file, mode=args.mode,
+                      rejects_dir=args.rejects_dir or settings.rejects_dir)
+    except PipelineError as exc:
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_summary(results))
+    return exit_code(results, args.rejects_dir or settings.rejects_dir)
+
+
+def _split(value: str) -> list[str]:
+    return [part for part in value.replace(",", " ").split() if part]
+
+
+def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, json_dir: Path,
+        single_file: Path | None, mode: str, rejects_dir: Path) -> list[IngestResult]:
+    engine = get_engine(url)
+    try:
+        with engine.connect() as conn:
+            missing = [r.name for r in chosen if not inspect(conn).has_table(r.name)]
+            conn.rollback()
+    except OperationalError as exc:
+        raise ConfigError(
+            f"cannot reach the database ({mask_secrets(url)}): {str(exc.orig).strip()} — "
+            "start it with `make db-up`"
+        ) from exc
+    if missing:
+        raise ConfigError(f"table(s) {', '.join(missing)} do not exist: run `make init-db` first")
+    results = []
+    with RejectSink(rejects_dir) as rejects, engine.connect() as conn:
+        for resource in chosen:
+            rejects.start(resource.name)
+            if source == "api":
+                objects = read_api_objects(resource, settings)
+                label, version = f"{settings.stripe_api_base} {resource.name}", settings.stripe_api_version
+            else:
+                path = single_file or json_dir / resource.file_name
+                objects = read_json_objects(path)
+                label, version = str(path), _api_version_of(path, settings)
+            try:
+                result = ingest(conn, resource, objects, mode=mode,  # type: ignore[arg-type]
+                                api_version=version, rejects=rejects, source_name=label,
+                                progress=Progress(resource.name))
+            except InputFileError as exc:
+                log.error("error: %s", exc)
+                result = IngestResult(resource.name, error=str(exc))
+            except PipelineError as exc:
+                log.error("error: %s: %s", resource.name, mask_secrets(str(exc)))
+                result = IngestResult(resource.name, error=mask_secrets(str(exc)))
+            results.append(result)
+    return results
+
+
+def _api_version_of(path: Path, settings: Settings) -> str:
+    """The Stripe-Version the fetcher pinned, from its `<resource>.meta.json` beside the file."""
+    meta = path.with_suffix(".meta.json")
+    if meta.exists():
+        try:
+            version = orjson.loads(meta.read_bytes()).get("stripe_version")
+        except (orjson.JSONDecodeError, AttributeError):
+            version = None
+        if isinstance(version, str) and version:
+            return version
+    return settings.stripe_api_version
+
+
+COLUMNS = ("read", "inserted", "updated", "unchanged", "deleted", "rejected", "placeholders")
+
+
+def format_summary(results: list[IngestResult]) -> str:
+    header = f"{'table':<24}" + "".join(f"{c:>13}" for c in COLUMNS) + f"{'seconds':>9}"
+    lines = [header, "-" * len(header)]
+    for result in results:
+        if result.error:
+            lines.append(f"{result.resource:<24}  FAILED: {result.error}")
+            continue
+        for index, (table, stats) in enumerate(result.stats.items()):
+            name = table if index == 0 else f"  └ {table}"
+            seconds = f"{result.seconds:>9.2f}" if index == 0 else ""
+            lines.append(f"{name:<24}" + "".join(f"{getattr(stats, c):>13,}" for c in COLUMNS)
+                         + seconds)
+    return "\n".join(lines)
+
+
+def exit_code(results: list[IngestResult], rejects_dir: Path) -> int:
+    failed = [r.resource for r in results if r.error]
+    rejected = sum(r.rejected for r in results)
+    if failed:
+        print(f"\n{len(failed)} resource(s) failed: {', '.join(failed)}", file=sys.stderr)
+    if rejected:
+        print(f"\n{rejected} object(s) set aside, with their reasons, in {rejects_dir}/",
+              file=sys.stderr)
+    if failed:
+        return EXIT_FAILED
+    return EXIT_REJECTS if rejected else EXIT_OK

@@ -1,0 +1,46 @@
+"""Objects set aside: one JSON Lines file per resource, each line saying where and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+
+class RejectSink:
+    """Writes `<dir>/<resource>.rejects.jsonl`; a run starts each resource's file afresh."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.counts: dict[str, int] = {}
+        self._files: dict[str, IO[bytes]] = {}
+
+    def path_for(self, resource: str) -> Path:
+        return self.directory / f"{resource}.rejects.jsonl"
+
+    def start(self, resource: str) -> None:
+        """Forget the rejects of an earlier run of this resource: they would mislead."""
+        self.path_for(resource).unlink(missing_ok=True)
+
+    def add(self, resource: str, source: str, index: int | None, object_id: str | None,
+            reason: str, obj: Any) -> None:
+        handle = self._files.get(resource)
+        if handle is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = self._files[resource] = self.path_for(resource).open("ab")
+        record = {"resource": resource, "file": source, "index": index, "id": object_id,
+                  "reason": reason, "object": obj}
+        handle.write(orjson.dumps(record, default=str) + b"\n")
+        self.counts[resource] = self.counts.get(resource, 0) + 1
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> RejectSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

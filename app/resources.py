@@ -1,0 +1,129 @@
+"""The one registry of Stripe resources: fetch, ingest, check and tests all read it.
+
+Adding a ninth resource is one model, one transformer and one `Resource(...)` line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from typing import Any
+
+from app.db.base import Base
+from app.models import (
+    Charge,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    PaymentIntent,
+    PaymentMethod,
+    Price,
+    Product,
+    Subscription,
+    SubscriptionItem,
+)
+from app.transformers import (
+    stripe_charge_to_model,
+    stripe_customer_to_model,
+    stripe_invoice_line_to_model,
+    stripe_invoice_to_model,
+    stripe_payment_intent_to_model,
+    stripe_payment_method_to_model,
+    stripe_price_to_model,
+    stripe_product_to_model,
+    stripe_subscription_item_to_model,
+    stripe_subscription_to_model,
+)
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Child:
+    """Objects embedded in a parent's list field, mirrored into a table of their own."""
+
+    name: str
+    model: type[Base]
+    transform: Transform
+    path: tuple[str, ...]  # where the list's objects sit in the parent, e.g. ("items", "data")
+    parent_column: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # table name, JSON file stem, make target suffix
+    model: type[Base]
+    transform: Transform
+    object_name: str  # Stripe's `object` value
+    list_path: str  # GET path listing the resource
+    sdk_class: str  # stripe SDK class for SOURCE=api
+    depends_on: tuple[str, ...] = ()
+    list_params: dict[str, str] = field(default_factory=dict)
+    expand: tuple[str, ...] = ()
+    # listed per customer (`/v1/customers/{id}/payment_methods`), not by one global list
+    per_customer: bool = False
+    children: tuple[Child, ...] = ()
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.json"
+
+    @property
+    def table(self) -> Any:
+        return self.model.__table__
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("products", Product, stripe_product_to_model, "product", "/v1/products", "Product"),
+    Resource("prices", Price, stripe_price_to_model, "price", "/v1/prices", "Price",
+             depends_on=("products",)),
+    Resource("customers", Customer, stripe_customer_to_model, "customer", "/v1/customers",
+             "Customer", expand=("data.invoice_settings.default_payment_method",)),
+    Resource("payment_methods", PaymentMethod, stripe_payment_method_to_model, "payment_method",
+             "/v1/customers/{customer}/payment_methods", "PaymentMethod",
+             depends_on=("customers",), per_customer=True),
+    Resource("subscriptions", Subscription, stripe_subscription_to_model, "subscription",
+             "/v1/subscriptions", "Subscription", depends_on=("customers", "prices"),
+             list_params={"status": "all"},
+             children=(Child("subscription_items", SubscriptionItem,
+                             stripe_subscription_item_to_model, ("items", "data"),
+                             "subscription_id"),)),
+    Resource("invoices", Invoice, stripe_invoice_to_model, "invoice", "/v1/invoices", "Invoice",
+             depends_on=("customers", "subscriptions"),
+             children=(Child("invoice_lines", InvoiceLine, stripe_invoice_line_to_model,
+                             ("lines", "data"), "invoice_id"),)),
+    Resource("payment_intents", PaymentIntent, stripe_payment_intent_to_model, "payment_intent",
+             "/v1/payment_intents", "PaymentIntent", depends_on=("customers", "invoices")),
+    Resource("charges", Charge, stripe_charge_to_model, "charge", "/v1/charges", "Charge",
+             depends_on=("customers", "payment_intents", "invoices")),
+)
+
+BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
+
+
+class UnknownResourceError(ValueError):
+    pass
+
+
+def load_order(names: Iterable[str] | None = None) -> list[Resource]:
+    """Resources parents first; `names` picks some of them (their order does not matter)."""
+    wanted = list(BY_NAME) if names is None else list(names)
+    unknown = [n for n in wanted if n not in BY_NAME]
+    if unknown:
+        raise UnknownResourceError(
+            f"unknown resource(s): {', '.join(unknown)}; known: {', '.join(BY_NAME)}"
+        )
+    position = {r.name: i for i, r in enumerate(RESOURCES)}
+    sorter = TopologicalSorter({r.name: set(r.depends_on) for r in RESOURCES})
+    sorter.prepare()  # raises CycleError if the registry's dependencies loop
+    order: list[str] = []
+    ready: set[str] = set()
+    while sorter.is_active():
+        ready.update(sorter.get_ready())
+        # among the resources ready to load, keep the registry's order: stable and readable
+        name = min(ready, key=position.__getitem__)
+        ready.remove(name)
+        order.append(name)
+        sorter.done(name)
+    return [BY_NAME[name] for name in order if name in wanted]

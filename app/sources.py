@@ -1,0 +1,137 @@
+"""Where Stripe objects come from: a JSON export on disk, or the API through the stripe SDK.
+
+Every source yields plain dicts one at a time, so memory stays flat whatever the input size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+import orjson
+
+from app.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+
+def read_json_objects(path: Path) -> Iterator[Any]:
+    """Yield the objects of a Stripe export: a list envelope, a plain array, or JSON Lines.
+
+    A malformed line of JSON Lines is yielded as a `BadLine` (the loop sets it aside); a file that
+    is not JSON at all raises InputFileError naming the file before anything is yielded.
+    """
+    if not path.exists():
+        raise InputFileError(path, "file not found (run `make fetch`, or pass JSON_DIR=… / FILE=…)")
+    with path.open("rb") as handle:
+        first = _first_byte(handle)
+        if first is None:
+            raise InputFileError(path, "the file is empty; expected Stripe JSON")
+        if first == b"[":
+            yield from _stream(handle, path, "item")
+            return
+        if first != b"{":
+            raise InputFileError(path, f"not JSON: starts with {first!r}; expected '{{' or '['")
+        line = handle.readline()
+        try:
+            head = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            head = None  # an indented envelope or array: its first line is not whole
+        if isinstance(head, dict) and not _is_envelope(head):
+            yield head
+            yield from _json_lines(handle, path, start_line=2)
+            return
+        handle.seek(0)
+        if isinstance(head, dict):  # the whole envelope on one line
+            yield from _envelope_data(head, path)
+            return
+        yield from _stream(handle, path, "data.item")
+
+
+def _first_byte(handle: IO[bytes]) -> bytes | None:
+    while True:
+        char = handle.read(1)
+        if not char:
+            return None
+        if not char.isspace():
+            handle.seek(handle.tell() - 1)
+            return char
+
+
+def _is_envelope(obj: dict[str, Any]) -> bool:
+    return obj.get("object") == "list" or ("data" in obj and "id" not in obj)
+
+
+def _envelope_data(envelope: dict[str, Any], path: Path) -> Iterator[Any]:
+    data = envelope.get("data")
+    if not isinstance(data, list):
+        raise InputFileError(path, "a Stripe list envelope needs a `data` array")
+    yield from data
+
+
+class BadLine:
+    """A line of a JSON Lines file that is not JSON: set aside, the rest goes on."""
+
+    def __init__(self, line_number: int, reason: str, text: str) -> None:
+        self.line_number = line_number
+        self.reason = reason
+        self.text = text
+
+
+def _json_lines(handle: IO[bytes], path: Path, start_line: int) -> Iterator[Any]:
+    for number, line in enumerate(handle, start=start_line):
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield BadLine(number, f"line {number} is not JSON: {exc}", line.decode(errors="replace"))
+
+
+def _stream(handle: IO[bytes], path: Path, prefix: str) -> Iterator[Any]:
+    count = 0
+    try:
+        for obj in ijson.items(handle, prefix, use_float=True):
+            count += 1
+            yield obj
+    except ijson.JSONError as exc:
+        where = f"after {count} objects" if count else "before the first object"
+        raise InputFileError(path, f"not valid JSON {where}: {exc}") from exc
+    if count == 0 and prefix == "data.item":
+        handle.seek(0)
+        _check_has_data(handle, path)
+
+
+def _check_has_data(handle: IO[bytes], path: Path) -> None:
+    """An object with no `data` array is not a Stripe export: say so instead of ingesting 0 rows."""
+    for prefix, event, _value in ijson.parse(handle):
+        if prefix == "data" and event == "start_array":
+            return
+    raise InputFileError(path, "a JSON object without a `data` array: not a Stripe list export")
+
+
+def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
+    """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK."""
+    import stripe
+
+    client = stripe.StripeClient(
+        settings.stripe_secret_key,
+        base_addresses={"api": settings.stripe_api_base},
+        stripe_version=settings.stripe_api_version,
+        max_network_retries=3,
+    )
+    params: dict[str, Any] = {"limit": 100, **resource.list_params}
+    if resource.expand:
+        params["expand"] = list(resource.expand)
+    if resource.per_customer:
+        for customer in client.v1.customers.list(params={"limit": 100}).auto_paging_iter():
+            methods = client.v1.customers.payment_methods.list(customer.id, params=params)
+            for method in methods.auto_paging_iter():
+                yield method.to_dict()
+        return
+    service = getattr(client.v1, resource.name)
+    for obj in service.list(params=params).auto_paging_iter():
+        yield obj.to_dict()

@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Ingest subscriptions (see --help)."""
+
+import sys
+
+from app.ingest_command import main
+
+if __name__ == "__main__":
+    sys.exit(main(resources=["subscriptions"]))

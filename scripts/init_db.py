@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Create stripe_db_dev and stripe_db_test if missing and bring both schemas to Alembic's head.
+
+With --reset the databases are dropped first (refused under ENV=PROD).
+"""
+
+import argparse
+import logging
+import sys
+
+from app.config import load_settings, mask_secrets, refuse_in_prod
+from app.db import schema
+from app.errors import PipelineError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reset", action="store_true",
+                        help="drop and recreate the databases (DEV only): every row is lost")
+    parser.add_argument("--only", choices=["dev", "test"], default=None,
+                        help="only this database (default: both; under ENV=PROD only DATABASE_URL)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        settings = load_settings()
+        if args.reset:
+            refuse_in_prod(settings, "reset the databases")
+        urls = {"dev": settings.database_url}
+        if not settings.is_prod and settings.test_database_url:
+            urls["test"] = settings.test_database_url
+        if args.only:
+            urls = {args.only: urls[args.only]}
+        for name, url in urls.items():
+            if args.reset:
+                schema.drop_database(url)
+            created = schema.create_database(url)
+            schema.upgrade(url)
+            state = "created, schema at head" if created else "exists, schema at head"
+            print(f"{name}: {mask_secrets(url)} — {state}")
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

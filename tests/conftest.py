@@ -1,0 +1,76 @@
+"""A real PostgreSQL (stripe_db_test) for every test that touches a database.
+
+The schema is rebuilt once per session (drop_all → create_all); each test runs inside a
+transaction that is rolled back, so code under test may commit (its commits become savepoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, pool
+from sqlalchemy.orm import Session
+
+import app.models  # noqa: F401
+from app.config import PROJECT_ROOT, load_settings
+from app.db.base import Base
+from app.db.schema import create_database
+from app.db.session import sqlalchemy_url
+
+FIXTURES3 = Path(os.environ.get("STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json"))
+
+_plugins = ["tests.sandbox_plugin"] if (Path(__file__).parent / "sandbox_plugin.py").exists() else []
+pytest_plugins = _plugins
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("ENV", "DEV").upper() == "PROD":
+        raise pytest.UsageError("refusing to run the tests under ENV=PROD: they reset their database")
+
+
+@pytest.fixture(scope="session")
+def test_database_url() -> str:
+    url = load_settings().test_database_url
+    if not url:
+        pytest.fail("TEST_DATABASE_URL is not set (see .env.dev)")
+    if "test" not in url.rsplit("/", 1)[-1]:
+        pytest.fail(f"TEST_DATABASE_URL must name a test database, got {url.rsplit('/', 1)[-1]!r}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(test_database_url: str) -> Iterator[Engine]:
+    create_database(test_database_url)
+    engine = create_engine(sqlalchemy_url(test_database_url), poolclass=pool.NullPool)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def conn(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        outer = connection.begin()
+        try:
+            yield connection
+        finally:
+            outer.rollback()
+
+
+@pytest.fixture()
+def session(conn: Connection) -> Iterator[Session]:
+    with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def fixtures3() -> dict[str, Any]:
+    if not FIXTURES3.exists():
+        pytest.skip(f"Stripe's example objects not found at {FIXTURES3} (set STRIPE_FIXTURES)")
+    return json.loads(FIXTURES3.read_text())["resources"]

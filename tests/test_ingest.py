@@ -1,0 +1,279 @@
+import copy
+
+import orjson
+import pytest
+from sqlalchemy import func, select, text
+
+from app import ingest as ingest_module
+from app.errors import InputFileError
+from app.ingest import ingest, ingest_file
+from app.models import Charge, Customer, InvoiceLine, Subscription, SubscriptionItem
+from app.rejects import RejectSink
+from app.resources import BY_NAME, load_order
+from app.sources import read_json_objects
+from app.synthetic import (
+    charge,
+    customer,
+    deleted_customer,
+    invoice,
+    payment_intent,
+    price,
+    product,
+    sample_export,
+    subscription,
+)
+
+CUSTOMERS, CHARGES = BY_NAME["customers"], BY_NAME["charges"]
+
+
+def count(conn, model) -> int:
+    return conn.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def test_customer_insertion(conn, session):
+    result = ingest(conn, CUSTOMERS, [customer(1), customer(2)])
+    assert result.stats["customers"].inserted == 2
+    stored = session.get(Customer, "cus_00000000000001")
+    assert stored.email == "customer1@example.com"
+    assert stored.created.tzinfo is not None
+    assert stored.raw == customer(1)
+    assert stored.metadata_ == {"segment": "smb", "source": "sample"}
+    assert stored.is_placeholder is False
+
+
+def test_duplicate_customer_is_skipped(conn):
+    ingest(conn, CUSTOMERS, [customer(1)], mode="skip")
+    changed = customer(1)
+    changed["email"] = "changed@example.com"
+    result = ingest(conn, CUSTOMERS, [customer(1), changed], mode="skip")
+    stats = result.stats["customers"]
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 0, 2)
+    email = conn.execute(select(Customer.email)).scalar_one()
+    assert email == "customer1@example.com"
+    assert count(conn, Customer) == 1
+
+
+def test_charge_insertion(conn):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    result = ingest(conn, CHARGES, [charge(5, 1, 1999)])
+    assert result.stats["charges"].inserted == 1
+    row = conn.execute(select(Charge.amount, Charge.customer_id, Charge.currency)).one()
+    assert tuple(row) == (1999, "cus_00000000000001", "eur")
+
+
+def test_duplicate_charge_is_skipped(conn):
+    ingest(conn, CHARGES, [charge(5, 1, 1999)], mode="skip")
+    result = ingest(conn, CHARGES, [charge(5, 1, 1999)], mode="skip")
+    assert result.stats["charges"].unchanged == 1
+    assert result.stats["charges"].inserted == 0
+    assert count(conn, Charge) == 1
+
+
+def test_ensure_deleted_customer_placeholder_created(conn, session):
+    # the customer was deleted in Stripe: the charge still points at it, the list no longer has it
+    result = ingest(conn, CHARGES, [charge(9, 404, 4200)])
+    assert result.stats["charges"].inserted == 1
+    assert result.stats["charges"].placeholders == 1
+    ghost = session.get(Customer, "cus_00000000000404")
+    assert ghost.is_placeholder is True
+    assert ghost.referenced_by == "ch_00000000000009"
+    assert ghost.email is None and ghost.raw is None
+
+
+def test_real_object_replaces_its_placeholder(conn, session):
+    ingest(conn, CHARGES, [charge(9, 404, 4200)])
+    result = ingest(conn, CUSTOMERS, [customer(404)], mode="skip")  # even in skip mode
+    assert result.stats["customers"].updated == 1
+    real = session.get(Customer, "cus_00000000000404")
+    assert real.is_placeholder is False
+    assert real.referenced_by is None
+    assert real.email == "customer404@example.com"
+
+
+def test_changed_object_updates_its_row(conn):
+    ingest(conn, CUSTOMERS, [customer(1), customer(2)])
+    changed = customer(1)
+    changed["email"] = "new@example.com"
+    result = ingest(conn, CUSTOMERS, [changed, customer(2)])
+    stats = result.stats["customers"]
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 1, 1)
+    email = conn.execute(select(Customer.email).where(Customer.id == changed["id"])).scalar_one()
+    assert email == "new@example.com"
+
+
+def test_later_duplicate_in_one_batch_wins_in_upsert_mode(conn):
+    changed = customer(1)
+    changed["name"] = "Renamed"
+    result = ingest(conn, CUSTOMERS, [customer(1), changed])
+    assert result.stats["customers"].inserted == 1
+    assert conn.execute(select(Customer.name)).scalar_one() == "Renamed"
+
+
+def test_unchanged_rows_are_not_rewritten(conn):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    # each batch is its own (sub)transaction: a rewritten row would carry a new xmin
+    xmin_before = conn.execute(text("SELECT xmin::text FROM customers")).scalar_one()
+    ingest(conn, CUSTOMERS, [customer(1)])
+    assert conn.execute(text("SELECT xmin::text FROM customers")).scalar_one() == xmin_before
+    changed = customer(1)
+    changed["name"] = "Renamed"
+    ingest(conn, CUSTOMERS, [changed])
+    assert conn.execute(text("SELECT xmin::text FROM customers")).scalar_one() != xmin_before
+
+
+def write_sample(directory):
+    for name, objects in sample_export().items():
+        envelope = {"object": "list", "data": objects, "has_more": False, "url": "/v1/x"}
+        (directory / f"{name}.json").write_bytes(orjson.dumps(envelope))
+
+
+def snapshot(conn):
+    tables = [r.name for r in load_order()] + ["subscription_items", "invoice_lines"]
+    return {t: conn.execute(text(f"SELECT id, raw, is_placeholder, deleted FROM {t} ORDER BY id")).all()
+            for t in tables}
+
+
+def test_rerun_of_the_sample_changes_nothing(conn, tmp_path):
+    write_sample(tmp_path)
+    first = [ingest_file(conn, r, tmp_path / r.file_name) for r in load_order()]
+    before = snapshot(conn)
+    second = [ingest_file(conn, r, tmp_path / r.file_name) for r in load_order()]
+    assert snapshot(conn) == before
+    assert sum(s.inserted for r in first for s in r.stats.values()) > 90
+    for result in second:
+        for table, stats in result.stats.items():
+            assert stats.inserted == stats.updated == stats.placeholders == 0, table
+            assert stats.unchanged == stats.read, table
+    assert count(conn, SubscriptionItem) == 12
+    assert count(conn, InvoiceLine) == 12
+
+
+def test_sample_links_resolve_through_real_foreign_keys(conn, tmp_path):
+    write_sample(tmp_path)
+    for resource in load_order():
+        ingest_file(conn, resource, tmp_path / resource.file_name)
+    ghosts = conn.execute(text("SELECT id FROM customers WHERE is_placeholder")).scalars().all()
+    assert ghosts == ["cus_00000000000013"]
+    linked = conn.execute(text(
+        "SELECT count(*) FROM charges c JOIN payment_intents p ON p.id = c.payment_intent_id "
+        "JOIN invoices i ON i.payment_intent_id = p.id JOIN subscriptions s ON s.id = i.subscription_id"
+    )).scalar_one()
+    assert linked == 12
+
+
+def test_subscription_items_follow_their_subscription(conn):
+    ingest(conn, BY_NAME["products"], [product(1), product(2)])
+    ingest(conn, BY_NAME["prices"], [price(1), price(2)])
+    ingest(conn, CUSTOMERS, [customer(1)])
+    ingest(conn, BY_NAME["subscriptions"], [subscription(1, 1, 1)])
+    changed = subscription(1, 1, 1)
+    item = copy.deepcopy(changed["items"]["data"][0])
+    item.update(id="si_new", price=price(2))
+    changed["items"]["data"] = [item]
+    result = ingest(conn, BY_NAME["subscriptions"], [changed])
+    assert result.stats["subscriptions"].updated == 1
+    items = conn.execute(select(SubscriptionItem.id, SubscriptionItem.price_id)).all()
+    assert [tuple(i) for i in items] == [("si_new", "price_00000000000002")]
+
+
+def test_bad_records_are_set_aside_and_good_ones_land(conn, tmp_path):
+    bad_amount = charge(2, 1, 100)
+    bad_amount["amount"] = "ten euros"
+    objects = [charge(1, 1, 100), bad_amount, {"object": "charge"}, charge(3, 1, 300)]
+    with RejectSink(tmp_path) as rejects:
+        result = ingest(conn, CHARGES, objects, rejects=rejects, source_name="charges.json")
+    stats = result.stats["charges"]
+    assert (stats.read, stats.inserted, stats.rejected) == (4, 2, 2)
+    lines = [orjson.loads(line) for line in (tmp_path / "charges.rejects.jsonl").read_bytes().splitlines()]
+    assert [(r["id"], r["index"], r["file"]) for r in lines] == [
+        ("ch_00000000000002", 1, "charges.json"), (None, 2, "charges.json")]
+    assert "integer amount" in lines[0]["reason"]
+    assert lines[0]["object"] == bad_amount
+
+
+def test_row_the_database_refuses_is_isolated(conn, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "CELLS_PER_BATCH", 10)  # several rows per batch anyway
+    too_long = customer(3)
+    too_long["id"] = "cus_" + "x" * 300  # the id column holds 255 characters
+    objects = [customer(1), customer(2), too_long, customer(4), customer(5)]
+    with RejectSink(tmp_path) as rejects:
+        result = ingest(conn, CUSTOMERS, objects, rejects=rejects)
+    assert result.stats["customers"].inserted == 4
+    assert result.stats["customers"].rejected == 1
+    assert "the database refused it" in (tmp_path / "customers.rejects.jsonl").read_text()
+
+
+def test_many_batches_load_every_row(conn, monkeypatch):
+    monkeypatch.setattr(ingest_module, "CELLS_PER_BATCH", 100)  # 100-row batches
+    result = ingest(conn, CUSTOMERS, (customer(n) for n in range(1, 1001)))
+    assert result.stats["customers"].inserted == 1000
+    assert count(conn, Customer) == 1000
+
+
+def test_deleted_object_soft_deletes_its_row(conn):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    result = ingest(conn, CUSTOMERS, [deleted_customer(1), deleted_customer(2)])
+    assert result.stats["customers"].deleted == 2
+    rows = conn.execute(select(Customer.id, Customer.deleted, Customer.email).order_by(Customer.id)).all()
+    assert [tuple(r) for r in rows] == [
+        ("cus_00000000000001", True, "customer1@example.com"),
+        ("cus_00000000000002", True, None),
+    ]
+    again = ingest(conn, CUSTOMERS, [deleted_customer(1)])
+    assert again.stats["customers"].deleted == 0
+    assert again.stats["customers"].unchanged == 1
+
+
+def test_legacy_shapes_fill_the_same_columns(conn):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    ingest(conn, BY_NAME["invoices"], [invoice(1, 1, 7, 1, 1000, legacy=True)])
+    ingest(conn, BY_NAME["payment_intents"], [payment_intent(1, 1, 1000, invoice_n=1)])
+    ingest(conn, CHARGES, [charge(1, 1, 1000, payment_intent_n=1, invoice_n=1)])
+    row = conn.execute(text(
+        "SELECT i.subscription_id, s.is_placeholder, c.invoice_id, p.invoice_id "
+        "FROM invoices i JOIN subscriptions s ON s.id = i.subscription_id, charges c, payment_intents p"
+    )).one()
+    assert tuple(row) == ("sub_00000000000007", True, "in_00000000000001", "in_00000000000001")
+
+
+@pytest.mark.parametrize("layout", ["envelope", "envelope-one-line", "array", "jsonl"])
+def test_every_input_layout_is_read(tmp_path, layout):
+    objects = [customer(1), customer(2), customer(3)]
+    path = tmp_path / "customers.json"
+    if layout == "envelope":
+        path.write_bytes(orjson.dumps({"object": "list", "data": objects}, option=orjson.OPT_INDENT_2))
+    elif layout == "envelope-one-line":
+        path.write_bytes(orjson.dumps({"object": "list", "data": objects}))
+    elif layout == "array":
+        path.write_bytes(orjson.dumps(objects, option=orjson.OPT_INDENT_2))
+    else:
+        path.write_bytes(b"\n".join(orjson.dumps(o) for o in objects) + b"\n")
+    assert [o["id"] for o in read_json_objects(path)] == [o["id"] for o in objects]
+
+
+def test_bad_json_line_is_set_aside(conn, tmp_path):
+    path = tmp_path / "customers.json"
+    path.write_bytes(orjson.dumps(customer(1)) + b"\n{not json\n" + orjson.dumps(customer(2)) + b"\n")
+    with RejectSink(tmp_path) as rejects:
+        result = ingest_file(conn, CUSTOMERS, path, rejects=rejects)
+    assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (2, 1)
+    assert "line 2 is not JSON" in (tmp_path / "customers.rejects.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"id,email\ncus_1,a@example.com\n", "not JSON"),
+        (b"", "empty"),
+        (b'{"object": "list", "has_more": false}', "`data` array"),
+        (b"[" + orjson.dumps(customer(1)) + b", {broken", "not valid JSON after 1 objects"),
+    ],
+)
+def test_file_that_is_not_stripe_json_fails_naming_the_file(conn, tmp_path, content, reason):
+    path = tmp_path / "customers.json"
+    path.write_bytes(content)
+    with pytest.raises(InputFileError) as caught:
+        ingest_file(conn, CUSTOMERS, path)
+    assert str(path) in str(caught.value)
+    assert reason in str(caught.value)
+    assert count(conn, Customer) == 0  # nothing of it is written
