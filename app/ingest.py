@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.errors import TransformError
 from app.rejects import RejectSink
-from app.resources import Child, Resource
+from app.resources import Resource
 from app.sources import BadLine
 from app.transformers.common import dig
 
@@ -38,6 +40,8 @@ CELLS_PER_BATCH = 60_000
 _MANAGED = ("synced_at", "is_placeholder", "referenced_by")
 # a transformed row carries its embedded items (subscription items, invoice lines) under this key
 _CHILDREN = "__children__"
+# …and its line of COPY text, made on the reading thread
+_LINE = "__line__"
 
 
 @dataclass
@@ -93,38 +97,96 @@ def ingest(
     for child in resource.children:
         result.table(child.name)
     started = time.monotonic()
+    written = IngestResult(resource.name)  # the writer's counts, merged at the end
     loader = TableLoader(conn, resource.table)
-    child_loaders = {c.name: TableLoader(conn, c.model.__table__) for c in resource.children}
+    child_loaders = {c.name: TableLoader(conn, c.table) for c in resource.children}
+    loaders = {resource.name: loader, **child_loaders}
+
+    def load(rows: list[dict[str, Any]]) -> None:
+        _load_batch(conn, resource, loader, child_loaders, rows, mode, rejects, source_name,
+                    written)
+
     size = batch_size_for(resource.table)
     batch: list[dict[str, Any]] = []
-    for index, obj in enumerate(objects):
-        result.table(resource.name).read += 1
-        row = _transform(resource, obj, index, api_version, source_name, rejects, result)
-        if row is not None:
-            batch.append(row)
-        if len(batch) >= size:
-            _load_batch(conn, resource, loader, child_loaders, batch, mode, rejects,
-                        source_name, result)
-            batch = []
-        if progress is not None:
-            progress.tick()
-    if batch:
-        _load_batch(conn, resource, loader, child_loaders, batch, mode, rejects,
-                    source_name, result)
+    with BatchWriter(load) as writer:
+        for index, obj in enumerate(objects):
+            result.table(resource.name).read += 1
+            row = _transform(resource, obj, index, api_version, loaders, source_name, rejects,
+                             result)
+            if row is not None:
+                batch.append(row)
+            if len(batch) >= size:
+                writer.put(batch)
+                batch = []
+            if progress is not None:
+                progress.tick()
+        if batch:
+            writer.put(batch)
+    for table, stats in written.stats.items():
+        result.table(table).add(stats)
     result.seconds = time.monotonic() - started
     return result
 
 
+class BatchWriter:
+    """Writes batches on a second thread while the caller reads and transforms the next one.
+
+    The database works (COPY, upsert) while Python parses: psycopg2 releases the GIL while it
+    waits on the server. One batch waits in the queue at most, so memory stays flat. The first
+    error of the writer is raised in the caller at its next `put` or at the end.
+    """
+
+    def __init__(self, load: Any) -> None:
+        self.load = load
+        self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+
+    def __enter__(self) -> BatchWriter:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            rows = self.queue.get()
+            if rows is None:
+                return
+            if self.error is None:
+                try:
+                    self.load(rows)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self.error = exc
+
+    def put(self, rows: list[dict[str, Any]]) -> None:
+        self._raise_error()
+        self.queue.put(rows)
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # on the caller's error too, let the batch in flight finish whole before leaving
+        self.queue.put(None)
+        self.thread.join()
+        if exc_type is None:
+            self._raise_error()
+
+
 def _transform(resource: Resource, obj: Any, index: int, api_version: str | None,
-               source_name: str, rejects: RejectSink | None,
+               loaders: dict[str, TableLoader], source_name: str, rejects: RejectSink | None,
                result: IngestResult) -> dict[str, Any] | None:
+    """Transform one object and format its COPY line here, on the reading thread, so that the
+    writer thread mostly waits on the server (and the GIL is free for the next object)."""
     try:
         if isinstance(obj, BadLine):
             raise TransformError(resource.name, None, obj.reason)
         row = resource.transform(obj)
         row["api_version"] = api_version
-        if resource.children and not row["deleted"]:
-            row[_CHILDREN] = _child_rows(resource, row)
+        if not row["deleted"]:
+            row[_LINE] = loaders[resource.name].copy_line(row, resource.name)
+            if resource.children:
+                row[_CHILDREN] = _child_rows(resource, row, loaders)
         return row
     except TransformError as exc:
         result.table(resource.name).rejected += 1
@@ -197,7 +259,8 @@ def _last_of_each_id(rows: list[dict[str, Any]], mode: Mode, stats: TableStats) 
     return list(by_id.values())
 
 
-def _child_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _child_rows(resource: Resource, row: dict[str, Any],
+                loaders: dict[str, TableLoader]) -> dict[str, list[dict[str, Any]]]:
     """Transform the items a parent embeds (subscription items, invoice lines) with it, so a
     bad item sets its parent aside instead of failing a whole batch."""
     children: dict[str, list[dict[str, Any]]] = {}
@@ -213,6 +276,7 @@ def _child_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dict[
                 raise TransformError(resource.name, row["id"], f"{child.name}: {exc}") from exc
             item[child.parent_column] = row["id"]
             item["api_version"] = row["api_version"]
+            item[_LINE] = loaders[child.name].copy_line(item, resource.name, row["id"])
             items.append(item)
         children[child.name] = items
     return children
@@ -260,28 +324,52 @@ class TableLoader:
                 log.debug("%s: %d placeholder(s) in %s", self.name, cursor.rowcount, target)
         return created
 
-    def _copy_to_stage(self, rows: list[dict[str, Any]]) -> None:
+    def copy_line(self, row: dict[str, Any], resource: str, object_id: str | None = None) -> str:
+        """The row as one line of COPY's text format."""
+        try:
+            return "\t".join([fmt(row.get(col)) for col, fmt in zip(self.columns, self._formatters, strict=True)]) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise TransformError(resource, object_id or row.get("id"), str(exc)) from exc
+
+    def _copy(self, table: str, rows: list[dict[str, Any]]) -> None:
+        buffer = io.StringIO("".join([row[_LINE] for row in rows]))
+        self._cursor().copy_expert(
+            f"COPY {table} ({', '.join(self.columns)}) FROM STDIN", buffer, size=1 << 20
+        )
+
+    def upsert(self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> set[str]:
+        """Insert new rows, update changed ones (upsert mode); return the ids written.
+
+        Ids the table does not have yet are COPied straight into it: on a first load that halves
+        the server's work. The others go through the staging table and one ON CONFLICT
+        statement that rewrites only what changed. (Should another writer insert one of the
+        "new" ids meanwhile, COPY fails on the primary key, the batch rolls back and is retried
+        in halves, and the retry finds the id and takes the ON CONFLICT path.)
+        """
+        if not rows:
+            return set()
+        cursor = self._cursor()
+        cursor.execute(f"SELECT id FROM {self.name} WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+        existing = {row_id for (row_id,) in cursor.fetchall()}
+        new = [r for r in rows if r["id"] not in existing]
+        written: set[str] = set()
+        if new:
+            self._copy(self.name, new)
+            stats.inserted += len(new)
+            written.update(r["id"] for r in new)
+        if existing:
+            written |= self._upsert_existing([r for r in rows if r["id"] in existing], mode, stats)
+        return written
+
+    def _upsert_existing(self, rows: list[dict[str, Any]], mode: Mode,
+                         stats: TableStats) -> set[str]:
         cursor = self._cursor()
         # every batch: a rolled-back batch takes the temp table it created with it
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {self.name} INCLUDING DEFAULTS)"
         )
         cursor.execute(f"TRUNCATE {self.stage}")
-        buffer = io.StringIO()
-        write = buffer.write
-        columns = self.columns
-        formatters = self._formatters
-        for row in rows:
-            write("\t".join([fmt(row.get(col)) for col, fmt in zip(columns, formatters)]))
-            write("\n")
-        buffer.seek(0)
-        cursor.copy_expert(f"COPY {self.stage} ({', '.join(columns)}) FROM STDIN", buffer)
-
-    def upsert(self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> set[str]:
-        """Insert new rows, update changed ones (upsert mode); return the ids written."""
-        if not rows:
-            return set()
-        self._copy_to_stage(rows)
+        self._copy(self.stage, rows)
         cols = ", ".join(self.columns)
         updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted"))
         when = (
@@ -289,7 +377,6 @@ class TableLoader:
             if mode == "upsert"
             else f"{self.name}.is_placeholder"
         )
-        cursor = self._cursor()
         cursor.execute(
             f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {self.stage} "
             f"ON CONFLICT (id) DO UPDATE SET {updates}, is_placeholder = false, "

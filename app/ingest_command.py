@@ -26,7 +26,7 @@ EXIT_OK, EXIT_REJECTS, EXIT_FAILED = 0, 1, 2
 
 def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
     one = resources is not None and len(resources) == 1
-    what = resources[0] if one else "every resource, parents first"
+    what = resources[0] if resources and one else "every resource, parents first"
     parser = argparse.ArgumentParser(
         description=f"Load Stripe objects into PostgreSQL: {what}.",
         epilog=(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,6 +16,7 @@ class RejectSink:
         self.directory = directory
         self.counts: dict[str, int] = {}
         self._files: dict[str, IO[bytes]] = {}
+        self._lock = threading.Lock()  # the ingest's reader and writer threads both set aside
 
     def path_for(self, resource: str) -> Path:
         return self.directory / f"{resource}.rejects.jsonl"
@@ -25,6 +27,11 @@ class RejectSink:
 
     def add(self, resource: str, source: str, index: int | None, object_id: str | None,
             reason: str, obj: Any) -> None:
+        with self._lock:
+            self._add(resource, source, index, object_id, reason, obj)
+
+    def _add(self, resource: str, source: str, index: int | None, object_id: str | None,
+             reason: str, obj: Any) -> None:
         handle = self._files.get(resource)
         if handle is None:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 from app.db.base import Base
 from app.models import (
@@ -49,6 +51,10 @@ class Child:
     path: tuple[str, ...]  # where the list's objects sit in the parent, e.g. ("items", "data")
     parent_column: str
 
+    @property
+    def table(self) -> Table:
+        return cast(Table, self.model.__table__)
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -70,8 +76,8 @@ class Resource:
         return f"{self.name}.json"
 
     @property
-    def table(self) -> Any:
-        return self.model.__table__
+    def table(self) -> Table:
+        return cast(Table, self.model.__table__)
 
 
 RESOURCES: tuple[Resource, ...] = (

@@ -9,7 +9,6 @@ import argparse
 import sys
 
 from alembic import command
-
 from app.config import load_settings
 from app.db import schema
 from app.errors import PipelineError

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, text
 from app import ingest as ingest_module
 from app.errors import InputFileError
 from app.ingest import ingest, ingest_file
-from app.models import Charge, Customer, InvoiceLine, Subscription, SubscriptionItem
+from app.models import Charge, Customer, InvoiceLine, SubscriptionItem
 from app.rejects import RejectSink
 from app.resources import BY_NAME, load_order
 from app.sources import read_json_objects
@@ -236,11 +236,26 @@ def test_legacy_shapes_fill_the_same_columns(conn):
     assert tuple(row) == ("sub_00000000000007", True, "in_00000000000001", "in_00000000000001")
 
 
-@pytest.mark.parametrize("layout", ["envelope", "envelope-one-line", "array", "jsonl"])
+def one_per_line(objects, opening=b"[", closing=b"]"):
+    return opening + b"\n" + b",\n".join(orjson.dumps(o) for o in objects) + b"\n" + closing + b"\n"
+
+
+LAYOUTS = ["envelope", "envelope-one-line", "array", "jsonl", "envelope-per-line",
+           "array-per-line", "per-line-then-pretty"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_input_layout_is_read(tmp_path, layout):
     objects = [customer(1), customer(2), customer(3)]
     path = tmp_path / "customers.json"
-    if layout == "envelope":
+    if layout == "envelope-per-line":
+        path.write_bytes(one_per_line(objects, b'{"object": "list", "data": [', b'], "has_more": false}'))
+    elif layout == "array-per-line":
+        path.write_bytes(one_per_line(objects))
+    elif layout == "per-line-then-pretty":
+        pretty = orjson.dumps(objects[2], option=orjson.OPT_INDENT_2)
+        path.write_bytes(one_per_line(objects[:2])[:-3] + b",\n" + pretty + b"\n]\n")
+    elif layout == "envelope":
         path.write_bytes(orjson.dumps({"object": "list", "data": objects}, option=orjson.OPT_INDENT_2))
     elif layout == "envelope-one-line":
         path.write_bytes(orjson.dumps({"object": "list", "data": objects}))
@@ -267,6 +282,8 @@ def test_bad_json_line_is_set_aside(conn, tmp_path):
         (b"", "empty"),
         (b'{"object": "list", "has_more": false}', "`data` array"),
         (b"[" + orjson.dumps(customer(1)) + b", {broken", "not valid JSON after 1 objects"),
+        (one_per_line([customer(1)], closing=b"] oops"), "not valid JSON after 1 objects"),
+        (one_per_line([customer(1)], b'{"object": "list", "data": ['), "not valid JSON after 1"),
     ],
 )
 def test_file_that_is_not_stripe_json_fails_naming_the_file(conn, tmp_path, content, reason):

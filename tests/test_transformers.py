@@ -31,7 +31,7 @@ def test_transformer_accepts_stripes_example_object(name, fixtures3):
     assert row["id"] == obj["id"]
     assert row["raw"] is obj
     table = (BY_NAME[name].table if name in BY_NAME else
-             next(c.model.__table__ for r in RESOURCES for c in r.children if c.name == name))
+             next(c.table for r in RESOURCES for c in r.children if c.name == name))
     unknown = set(row) - {c.name for c in table.columns}
     assert not unknown, f"row keys that are not columns of {table.name}: {unknown}"
     if obj.get("created") is not None:

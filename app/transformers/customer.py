@@ -1,4 +1,12 @@
-from app.transformers.common import Row, StripeDict, amount, dig, ref_id, stripe_columns, transformer
+from app.transformers.common import (
+    Row,
+    StripeDict,
+    amount,
+    dig,
+    ref_id,
+    stripe_columns,
+    transformer,
+)
 
 
 @transformer("customers")
