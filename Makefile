@@ -9,7 +9,7 @@ JSON_DIR ?= data/imported_stripe_data
 MODE ?= upsert
 RESOURCES ?=
 FILE ?=
-N ?= 200000
+N ?=
 MSG ?= schema change
 
 VENV := .venv
@@ -20,7 +20,8 @@ TABLES := products prices customers payment_methods subscriptions invoices payme
 INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
 
 .PHONY: help install demo db-up db-down db-status init-db reset-db init-migration \
-	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean
+	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
+	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +71,24 @@ ingest-%: $(STAMP) ## Ingest one table, e.g. make ingest-charges SOURCE=json FIL
 		echo "error: no table '$*'; tables: $(TABLES)" >&2; exit 2; fi
 	$(PY) scripts/ingest/ingest_$*.py $(INGEST_ARGS) $(if $(FILE),--file "$(FILE)")
 
+sandbox: $(STAMP) ## Start the local Stripe sandbox in the background (127.0.0.1:12111)
+	$(PY) -m app.sandbox start
+
+sandbox-stop: $(STAMP) ## Stop the local Stripe sandbox (its state is lost)
+	$(PY) -m app.sandbox stop
+
+sandbox-reset: guard-dev $(STAMP) ## Empty the running sandbox
+	$(PY) -m app.sandbox reset
+
+sandbox-status: $(STAMP) ## Is the sandbox running?
+	$(PY) -m app.sandbox status
+
+sandbox-seed: guard-dev $(STAMP) sandbox ## Fill the sandbox with N customers and their objects (N=…)
+	$(PY) -m app.sandbox seed --customers $(or $(N),1000)
+
+bench-sandbox: $(STAMP) ## Requests/s the sandbox serves for full list pages with expand[]
+	$(PY) scripts/bench_sandbox.py
+
 test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 	$(PY) -m pytest
 
@@ -78,7 +97,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/mypy
 
 bench-ingest: guard-dev $(STAMP) db-up ## Ingest N synthetic objects vs raw COPY: rows/s, ratio, peak memory
-	$(PY) scripts/bench_ingest.py --n $(N)
+	$(PY) scripts/bench_ingest.py --n $(or $(N),200000)
 
 clean: ## Remove fetched JSON, rejects and reports (keeps databases)
 	rm -rf data/imported_stripe_data data/rejects data/reports data/bench

@@ -1,0 +1,306 @@
+# ruff: noqa: T201  (this is the CLI: its output is the point)
+"""Command line of the local Stripe sandbox: start, stop, status, reset, seed, serve.
+
+    python -m app.sandbox start [--port 12111] [--rate-limit] [--fault-rate 0.05]
+    python -m app.sandbox seed --customers 1000
+    python -m app.sandbox status      # exit 0 when running, 3 when not
+    python -m app.sandbox stop
+
+Point the stripe SDK at it with `stripe.api_base = "http://127.0.0.1:12111"` and any
+`sk_test_...` key. State lives in the server process: it is lost on stop or restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from app.sandbox.errors import SandboxError, SandboxNotRunning
+from app.sandbox.limits import FaultConfig
+from app.sandbox.server import DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve_forever
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+# SANDBOX_STATE_DIR moves the pid and log files (tests use it to stay out of the user's way).
+STATE_DIR = Path(os.environ.get("SANDBOX_STATE_DIR") or PROJECT_ROOT / "data" / "sandbox")
+PID_FILE = STATE_DIR / "sandbox.pid"
+LOG_FILE = STATE_DIR / "sandbox.log"
+EXIT_NOT_RUNNING = 3
+
+
+def _url(args: argparse.Namespace) -> str:
+    return f"http://{args.host}:{args.port}"
+
+
+def _call(
+    url: str, path: str, method: str = "GET", data: bytes | None = None, timeout: float = 2.0
+) -> dict:
+    request = urllib.request.Request(url + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise SandboxError(
+            f"{method} {path} answered {error.code}: {error.read().decode()}"
+        ) from error
+    except (urllib.error.URLError, OSError) as error:
+        raise SandboxNotRunning(f"no sandbox answers at {url} ({error})") from error
+
+
+def _answers(url: str) -> bool:
+    try:
+        _call(url, "/_sandbox/health", timeout=0.5)
+    except SandboxError:
+        return False
+    return True
+
+
+def _read_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _serve_args(args: argparse.Namespace) -> list[str]:
+    options = ["--host", args.host, "--port", str(args.port)]
+    if args.rate_limit:
+        options += [
+            "--rate-limit",
+            "--test-rate",
+            str(args.test_rate),
+            "--live-rate",
+            str(args.live_rate),
+        ]
+    if args.endpoint_rate is not None:
+        options += ["--endpoint-rate", str(args.endpoint_rate)]
+    for name in ("fault_rate", "slow_rate", "slow_seconds", "drop_rate", "fault_seed"):
+        value = getattr(args, name)
+        if value is not None:
+            options += ["--" + name.replace("_", "-"), str(value)]
+    return options
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    url = _url(args)
+    pid = _read_pid()
+    if pid is not None and _answers(url):
+        print(f"sandbox already running at {url} (pid {pid})")
+        return 0
+    if _answers(url):
+        print(f"something already answers at {url} as a sandbox (not started from this project?)")
+        return 0
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with LOG_FILE.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.sandbox", "serve", *_serve_args(args)],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    PID_FILE.write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            PID_FILE.unlink(missing_ok=True)
+            print(
+                f"sandbox exited at start (code {process.returncode}); see {LOG_FILE}",
+                file=sys.stderr,
+            )
+            return 1
+        if _answers(url):
+            print(url)
+            return 0
+        time.sleep(0.05)
+    print(f"sandbox did not answer within {args.wait}s; see {LOG_FILE}", file=sys.stderr)
+    return 1
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    pid = _read_pid()
+    if pid is None:
+        PID_FILE.unlink(missing_ok=True)
+        print("sandbox is not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _read_pid() is not None:
+        time.sleep(0.05)
+    if _read_pid() is not None:
+        os.kill(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+    print(f"sandbox stopped (pid {pid})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = _url(args)
+    try:
+        health = _call(url, "/_sandbox/health")
+    except SandboxNotRunning:
+        print(f"sandbox is not running at {url}")
+        return EXIT_NOT_RUNNING
+    counts = ", ".join(f"{name} {n}" for name, n in health["counts"].items() if n)
+    print(f"sandbox running at {url} (pid {_read_pid() or '?'}): {counts or 'empty'}")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _call(_url(args), "/_sandbox/reset", method="POST", data=b"")
+    print("sandbox state emptied")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    data = f"customers={args.customers}&seed={args.seed}".encode()
+    report = _call(_url(args), "/_sandbox/seed", method="POST", data=data, timeout=3600)
+    counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
+    print(
+        f"seeded {report['objects']} objects ({counts}, line items {report['line_items']}) "
+        f"in {report['seconds']}s: {report['objects_per_second']} objects/s"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = SandboxConfig(
+        host=args.host,
+        port=args.port,
+        rate_limit=args.rate_limit,
+        test_rate=args.test_rate,
+        live_rate=args.live_rate,
+        endpoint_rate=args.endpoint_rate,
+        faults=FaultConfig(
+            error_rate=args.fault_rate or 0.0,
+            slow_rate=args.slow_rate or 0.0,
+            slow_seconds=args.slow_seconds or 1.0,
+            drop_rate=args.drop_rate or 0.0,
+            seed=args.fault_seed,
+        ),
+    )
+    # SIGTERM (from `stop`) becomes KeyboardInterrupt so the socket closes cleanly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        serve_forever(config)
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).info("sandbox stopping")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.sandbox",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--host",
+        default=os.environ.get("SANDBOX_HOST", DEFAULT_HOST),
+        help="default 127.0.0.1 (env SANDBOX_HOST)",
+    )
+    common.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SANDBOX_PORT", DEFAULT_PORT)),
+        help="default 12111 (env SANDBOX_PORT)",
+    )
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
+        "--rate-limit", action="store_true", help="answer 429 above Stripe's rates (off by default)"
+    )
+    server.add_argument(
+        "--test-rate", type=float, default=25.0, help="requests/s with sk_test_ keys (default 25)"
+    )
+    server.add_argument(
+        "--live-rate", type=float, default=100.0, help="requests/s with sk_live_ keys (default 100)"
+    )
+    server.add_argument(
+        "--endpoint-rate",
+        type=float,
+        default=None,
+        help="requests/s per endpoint (default: no per-endpoint limit)",
+    )
+    server.add_argument(
+        "--fault-rate", type=float, default=None, help="share of requests answered 500, e.g. 0.05"
+    )
+    server.add_argument(
+        "--slow-rate", type=float, default=None, help="share of requests delayed by --slow-seconds"
+    )
+    server.add_argument(
+        "--slow-seconds", type=float, default=None, help="delay of slow responses (default 1.0)"
+    )
+    server.add_argument(
+        "--drop-rate",
+        type=float,
+        default=None,
+        help="share of connections closed without an answer",
+    )
+    server.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the fault draw, to replay a run"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = sub.add_parser(
+        "start", parents=[common, server], help="start in the background and print the URL"
+    )
+    start.add_argument("--wait", type=float, default=15.0, help="seconds to wait for it to answer")
+    start.set_defaults(func=cmd_start)
+    sub.add_parser("serve", parents=[common, server], help="serve in the foreground").set_defaults(
+        func=cmd_serve
+    )
+    sub.add_parser("stop", parents=[common], help="stop the background sandbox").set_defaults(
+        func=cmd_stop
+    )
+    sub.add_parser("status", parents=[common], help="exit 0 when running, 3 when not").set_defaults(
+        func=cmd_status
+    )
+    sub.add_parser("reset", parents=[common], help="empty the running sandbox").set_defaults(
+        func=cmd_reset
+    )
+    seed = sub.add_parser(
+        "seed", parents=[common], help="fill the running sandbox with a generated graph"
+    )
+    seed.add_argument(
+        "--customers", type=int, required=True, help="number of customers to generate"
+    )
+    seed.add_argument(
+        "--seed", type=int, default=0, help="generator seed (same seed, same objects)"
+    )
+    seed.set_defaults(func=cmd_seed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SandboxNotRunning as error:
+        print(f"{error}; start it with: python -m app.sandbox start", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except SandboxError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Fill a store with a realistic, deterministic object graph, in-process and in bulk.
+
+Per customer: a card payment method (most customers, set as the invoice default), and for most
+of those a subscription to one or two catalogue prices, billed period by period up to a fixed
+end date — each period an invoice with its lines, an invoice_payment, a payment intent and a
+charge. Some subscriptions are canceled part-way, some trialing, and some have a declined last
+payment (past_due, with an open invoice and a failed charge). No events are recorded for seeded
+objects. The same `seed` on the same starting state gives the same objects and ids.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import time
+from typing import Any
+
+from app.sandbox import objects
+from app.sandbox.objects import TEST_CARDS
+from app.sandbox.store import IdFactory, Obj, Store
+
+logger = logging.getLogger(__name__)
+
+# A fixed "now" for seeded data, so that a seed is reproducible whatever the day.
+SEED_END = 1_748_736_000  # 2025-06-01T00:00:00Z
+_HISTORY_DAYS = 150
+_FIRST_NAMES = (
+    "Ada", "Alan", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Edsger",
+    "Radia", "Tim", "Hedy", "Guido", "Katherine", "Donald", "Annie", "Bjarne", "Joan", "John",
+)  # fmt: skip
+_LAST_NAMES = (
+    "Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Ritchie", "Liskov", "Thompson",
+    "Allen", "Dijkstra", "Perlman", "Berners-Lee", "Lamarr", "van Rossum", "Johnson", "Knuth",
+    "Easley", "Stroustrup", "Clarke", "McCarthy",
+)  # fmt: skip
+_PRODUCT_NAMES = ("Starter", "Team", "Business", "Enterprise", "Analytics", "Storage", "Support")
+_CITIES = (("Paris", "FR", "75001"), ("Berlin", "DE", "10115"), ("Austin", "US", "73301"),
+           ("Toronto", "CA", "M5H"), ("Sydney", "AU", "2000"), ("Tokyo", "JP", "100-0001"))  # fmt: skip
+_GOOD_CARDS = [
+    TEST_CARDS[n] for n in ("visa", "visa", "visa", "mastercard", "amex", "discover", "visa_debit")
+]
+_DECLINING_CARD = TEST_CARDS["chargeDeclinedInsufficientFunds"]
+
+
+class _Batch:
+    """Objects per table, with store sequence numbers, inserted in one sort per table at the end."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rows: dict[str, list[tuple[Obj, int]]] = {name: [] for name in store.tables}
+        self.line_items = 0
+
+    def add(self, resource: str, obj: Obj) -> Obj:
+        self.rows[resource].append((obj, self.store.next_seq()))
+        return obj
+
+    def commit(self) -> dict[str, int]:
+        counts = {}
+        for name, rows in self.rows.items():
+            if rows:
+                self.store.tables[name].bulk_insert(rows)
+                counts[name] = len(rows)
+        return counts
+
+
+def _catalogue(batch: _Batch, ids: IdFactory, rng: random.Random, customers: int) -> list[Obj]:
+    """Products with monthly and yearly prices; returns the recurring prices to subscribe to."""
+    livemode = batch.store.livemode
+    start = SEED_END - (_HISTORY_DAYS + 30) * 86400
+    recurring: list[Obj] = []
+    count = max(3, min(60, customers // 2000 + 3))
+    for index in range(count):
+        name = f"{_PRODUCT_NAMES[index % len(_PRODUCT_NAMES)]} {index // len(_PRODUCT_NAMES) + 1}"
+        created = start + index * 60
+        product = batch.add(
+            "product",
+            objects.product(
+                ids.new("prod"), created, livemode, name=name, description=f"The {name} plan"
+            ),
+        )
+        monthly_amount = rng.choice((900, 1900, 2900, 4900, 9900, 19900))
+        monthly = batch.add(
+            "price",
+            objects.price(
+                ids.new("price"), created + 1, livemode, product=product["id"], currency="usd",
+                unit_amount=monthly_amount, recurring=objects.recurring("month"), nickname="Monthly",
+            ),
+        )  # fmt: skip
+        product["default_price"] = monthly["id"]
+        yearly = batch.add(
+            "price",
+            objects.price(
+                ids.new("price"), created + 2, livemode, product=product["id"], currency="usd",
+                unit_amount=monthly_amount * 10, recurring=objects.recurring("year"), nickname="Yearly",
+            ),
+        )  # fmt: skip
+        batch.add(
+            "price",
+            objects.price(
+                ids.new("price"), created + 3, livemode, product=product["id"], currency="usd",
+                unit_amount=monthly_amount * 3, nickname="Setup fee",
+            ),
+        )  # fmt: skip
+        recurring.extend((monthly, monthly, monthly, yearly))
+    return recurring
+
+
+def _bill_period(
+    batch: _Batch, ids: IdFactory, cus: Obj, sub: Obj, pm: Obj, *, period_start: int,
+    period_end: int, billing_reason: str, declined: bool, trial: bool,
+) -> Obj:  # fmt: skip
+    livemode = batch.store.livemode
+    invoice_id = ids.new("in")
+    lines = []
+    for item in sub["items"]["data"]:
+        price_obj = item["price"]
+        amount = 0 if trial else price_obj["unit_amount"] * item["quantity"]
+        lines.append(
+            objects.line_item(
+                ids.new("il"), livemode, invoice=invoice_id, amount=amount, currency="usd",
+                description=f"{item['quantity']} × {price_obj['nickname']} plan",
+                period_start=period_start, period_end=period_end, quantity=item["quantity"],
+                price_obj=price_obj, subscription=sub["id"], subscription_item=item["id"],
+            )
+        )  # fmt: skip
+    batch.line_items += len(lines)
+    inv = objects.invoice(
+        invoice_id, period_start, livemode, customer_obj=cus, currency="usd", lines=lines,
+        billing_reason=billing_reason, period_start=period_start, period_end=period_start,
+        subscription=sub["id"], auto_advance=True,
+    )  # fmt: skip
+    sequence = cus["next_invoice_sequence"]
+    cus["next_invoice_sequence"] = sequence + 1
+    finalized = period_start + 60
+    inv.update(
+        number=f"{cus['invoice_prefix']}-{sequence:04d}",
+        status="open",
+        effective_at=finalized,
+        status_transitions={**inv["status_transitions"], "finalized_at": finalized},
+        hosted_invoice_url=f"https://invoice.stripe.com/i/sandbox/{invoice_id}",
+        invoice_pdf=f"https://pay.stripe.com/invoice/sandbox/{invoice_id}/pdf",
+        webhooks_delivered_at=finalized,
+    )
+    batch.add("invoice", inv)
+    if inv["amount_due"] == 0:
+        inv.update(
+            status="paid",
+            attempted=True,
+            status_transitions={**inv["status_transitions"], "paid_at": finalized},
+        )
+        return inv
+    paid_at = finalized + 5
+    pi = objects.payment_intent(
+        ids.new("pi"), finalized, livemode, amount=inv["amount_due"], currency="usd",
+        customer=cus["id"], payment_method=pm["id"], description="Subscription update"
+        if billing_reason == "subscription_cycle" else "Subscription creation",
+    )  # fmt: skip
+    card = _DECLINING_CARD if declined else objects.card_for(pm["card"])
+    ch = objects.charge(
+        ids.new("ch"), paid_at, livemode, amount=pi["amount"], currency="usd", customer=cus["id"],
+        payment_intent=pi["id"], payment_method=pm["id"], card=pm["card"],
+        billing=pm["billing_details"], balance_transaction=ids.new("txn"),
+        description=pi["description"], declined=card if declined else None,
+    )  # fmt: skip
+    inpay = objects.invoice_payment(
+        ids.new("inpay"), finalized, livemode, invoice=invoice_id, payment_intent=pi["id"],
+        amount=pi["amount"], currency="usd", paid_at=None if declined else paid_at,
+    )  # fmt: skip
+    if declined:
+        pi.update(status="requires_payment_method", latest_charge=ch["id"], payment_method=None)
+        inv.update(attempted=True, attempt_count=1, next_payment_attempt=paid_at + 3 * 86400)
+    else:
+        pi.update(status="succeeded", amount_received=pi["amount"], latest_charge=ch["id"])
+        inv.update(
+            status="paid", amount_paid=inv["amount_due"], amount_remaining=0, attempted=True,
+            attempt_count=1, payments=objects.payment_list(invoice_id, [dict(inpay)]),
+            status_transitions={**inv["status_transitions"], "paid_at": paid_at},
+        )  # fmt: skip
+    batch.add("payment_intent", pi)
+    batch.add("charge", ch)
+    batch.add("invoice_payment", inpay)
+    return inv
+
+
+def seed_store(store: Store, *, customers: int, seed: int = 0) -> dict[str, Any]:
+    """Generate `customers` customers and their graph into `store`; returns counts and speed."""
+    # The cyclic GC would rescan the growing heap of new dicts again and again (they hold no
+    # cycles): pausing it more than doubles the speed.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _seed(store, customers=customers, seed=seed)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        # Old, long-lived objects: keep them out of future collections of the server.
+        gc.freeze()
+
+
+def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    # Keyed by the store's size too, so that seeding twice adds new objects instead of clashing ids.
+    state = f"{seed}:{store.counts()['customer']}:{store.counts()['product']}"
+    rng = random.Random(state)
+    ids = IdFactory(int.from_bytes(state.encode(), "big") % (1 << 63))
+    batch = _Batch(store)
+    livemode = store.livemode
+    plans = _catalogue(batch, ids, rng, customers)
+    history = _HISTORY_DAYS * 86400
+    for index in range(customers):
+        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+        city, country, postal_code = rng.choice(_CITIES)
+        created = SEED_END - rng.randrange(history)
+        cus = objects.customer(
+            ids.new("cus"), created, livemode, name=f"{first} {last}",
+            email=f"{first}.{last}.{index}@example.com".lower().replace(" ", ""),
+            phone=f"+1555{index % 10_000_000:07d}", invoice_prefix=ids.new("x")[2:10].upper(),
+            address={**objects.EMPTY_ADDRESS, "city": city, "country": country,
+                     "line1": f"{index % 999 + 1} Main Street", "postal_code": postal_code},
+            metadata={"seed_index": str(index)}, currency="usd",
+        )  # fmt: skip
+        batch.add("customer", cus)
+        if rng.random() < 0.1:
+            continue
+        card = rng.choice(_GOOD_CARDS)
+        pm = batch.add(
+            "payment_method",
+            objects.payment_method(
+                ids.new("pm"), created + 30, livemode, customer=cus["id"],
+                card=objects.card_details(card, rng.randint(1, 12), rng.randint(2026, 2032)),
+                billing=objects.billing_details(cus["name"], cus["email"]),
+            ),
+        )  # fmt: skip
+        cus["invoice_settings"] = objects.invoice_settings(pm["id"])
+        if rng.random() < 0.2:
+            continue
+        _seed_subscription(batch, ids, rng, cus, pm, plans)
+    counts = batch.commit()
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values()) + batch.line_items
+    logger.info("seeded %d objects for %d customers in %.2fs", total, customers, elapsed)
+    return {
+        "customers": customers,
+        "seed": seed,
+        "objects": total,
+        "line_items": batch.line_items,
+        "counts": counts,
+        "seconds": round(elapsed, 3),
+        "objects_per_second": round(total / elapsed) if elapsed > 0 else None,
+    }
+
+
+def _seed_subscription(
+    batch: _Batch, ids: IdFactory, rng: random.Random, cus: Obj, pm: Obj, plans: list[Obj]
+) -> None:
+    livemode = batch.store.livemode
+    start = cus["created"] + 60
+    price_obj = rng.choice(plans)
+    rec = price_obj["recurring"]
+    sub_id = ids.new("sub")
+    roll = rng.random()
+    trial = roll < 0.05 and SEED_END - start < 14 * 86400
+    period_end = start + 14 * 86400 if trial else objects.add_interval(start, rec["interval"])
+    items = [
+        objects.subscription_item(
+            ids.new("si"), start, subscription=sub_id, price_obj=price_obj,
+            quantity=rng.choice((1, 1, 1, 2, 5)), period_start=start, period_end=period_end,
+        )
+    ]  # fmt: skip
+    sub = objects.subscription(
+        sub_id, start, livemode, customer=cus["id"], currency="usd", items=items,
+        status="trialing" if trial else "active", start_date=start,
+        billing_cycle_anchor=period_end if trial else start,
+        trial_start=start if trial else None, trial_end=period_end if trial else None,
+    )  # fmt: skip
+    cancel_at = SEED_END - rng.randrange(60 * 86400) if 0.05 <= roll < 0.15 else None
+    declines = 0.15 <= roll < 0.2
+    period_start, reason = start, "subscription_create"
+    inv = _bill_period(
+        batch, ids, cus, sub, pm, period_start=start, period_end=period_end,
+        billing_reason=reason, declined=False, trial=trial,
+    )  # fmt: skip
+    while period_end <= SEED_END and not trial and (cancel_at is None or period_end < cancel_at):
+        period_start = period_end
+        period_end = objects.add_interval(period_start, rec["interval"])
+        last = period_end > SEED_END
+        inv = _bill_period(
+            batch, ids, cus, sub, pm, period_start=period_start, period_end=period_end,
+            billing_reason="subscription_cycle", declined=declines and last, trial=False,
+        )  # fmt: skip
+    item = {**items[0], "current_period_start": period_start, "current_period_end": period_end}
+    sub["items"] = objects.item_list(sub_id, [item])
+    sub["latest_invoice"] = inv["id"]
+    if inv["status"] == "open":
+        sub["status"] = "past_due"
+    if cancel_at is not None and cancel_at > start:
+        sub.update(
+            status="canceled", canceled_at=cancel_at, ended_at=cancel_at,
+            cancellation_details={"comment": None, "feedback": rng.choice(
+                ("too_expensive", "unused", "switched_service", None)), "reason": "cancellation_requested"},
+        )  # fmt: skip
+    batch.add("subscription_item", item)
+    batch.add("subscription", sub)

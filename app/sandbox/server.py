@@ -1,0 +1,393 @@
+"""The HTTP front of the sandbox: auth, limits, faults, idempotency, routing, JSON out.
+
+A `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive; state changes and page building run
+under the store's lock (the GIL would serialise them anyway), encoding is orjson. The bench in
+scripts/bench_sandbox.py measures this path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from app.sandbox import resources
+from app.sandbox.context import DEFAULT_API_VERSION, Context
+from app.sandbox.errors import (
+    ApiError,
+    AuthenticationError,
+    IdempotencyError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    StripeError,
+)
+from app.sandbox.limits import FaultConfig, FaultInjector, RateLimiter
+from app.sandbox.listing import expand
+from app.sandbox.params import Params, as_int, decode_form
+from app.sandbox.store import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 12111
+_IDEMPOTENCY_CAPACITY = 100_000
+# Stripe keeps the results of idempotent requests for 24 hours.
+_IDEMPOTENCY_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    rate_limit: bool = False
+    test_rate: float = 25.0
+    live_rate: float = 100.0
+    endpoint_rate: float | None = None
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    accept_live_keys: bool = True
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+@dataclass
+class _Saved:
+    fingerprint: str
+    response: Response
+    stamp: float
+
+
+class Sandbox:
+    """The whole sandbox behind one `handle()` call; the HTTP layer only moves bytes."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.stores = {False: Store(livemode=False), True: Store(livemode=True)}
+        self.limiter = (
+            RateLimiter(
+                test_rate=self.config.test_rate,
+                live_rate=self.config.live_rate,
+                endpoint_rate=self.config.endpoint_rate,
+            )
+            if self.config.rate_limit
+            else None
+        )
+        self.faults = FaultInjector(self.config.faults) if self.config.faults.enabled else None
+        self._idempotency: OrderedDict[tuple[str, str], _Saved] = OrderedDict()
+        self._idempotency_lock = threading.Lock()
+
+    @property
+    def store(self) -> Store:
+        """The test-mode store, which tests and the seeder use."""
+        return self.stores[False]
+
+    def reset(self) -> None:
+        for store in self.stores.values():
+            store.reset()
+        with self._idempotency_lock:
+            self._idempotency.clear()
+        logger.info("sandbox state emptied")
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+        request_id = "req_" + secrets.token_hex(7)
+        api_version = headers.get("stripe-version") or DEFAULT_API_VERSION
+        base_headers = {"Request-Id": request_id, "Stripe-Version": api_version}
+        try:
+            response = self._dispatch(method, target, headers, body, request_id, api_version)
+        except StripeError as error:
+            response = Response(error.status, orjson.dumps(error.body()))
+            if isinstance(error, ApiError):
+                response.headers["Stripe-Should-Retry"] = "true"
+        except Exception:  # a sandbox bug must answer 500 like Stripe, not kill the connection
+            logger.exception("unhandled error serving %s %s", method, target)
+            failure = ApiError("An unknown error occurred in the sandbox.")
+            response = Response(500, orjson.dumps(failure.body()))
+        response.headers = {**base_headers, **response.headers}
+        return response
+
+    def _dispatch(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        request_id: str,
+        api_version: str,
+    ) -> Response:
+        split = urlsplit(target)
+        path = split.path.rstrip("/") or "/"
+        if path.startswith("/_sandbox/"):
+            return self._admin(method, path, split.query, body)
+        if self.faults is not None:
+            fault = self.faults.draw()
+            if fault == "drop":
+                return Response(0, b"", drop=True)
+            if fault == "error":
+                raise ApiError("An unknown error occurred (injected by the sandbox).")
+            if fault == "slow":
+                time.sleep(self.config.faults.slow_seconds)
+        api_key, livemode = self._authenticate(headers)
+        found = resources.match(method, path)
+        if self.limiter is not None:
+            endpoint = f"{method} {found[0].template if found else path}"
+            if not self.limiter.allow(livemode, endpoint):
+                raise RateLimitError(
+                    "Request rate limit exceeded. Learn more about rate limits here "
+                    "https://stripe.com/docs/rate-limits."
+                )
+        if found is None:
+            raise NotFoundError(f"Unrecognized request URL ({method}: {path}).", param=None)
+        route, ids = found
+        params = decode_form(split.query) if split.query else {}
+        if method == "POST" and body:
+            params.update(decode_form(body.decode("utf-8", errors="replace")))
+        idempotency_key = headers.get("idempotency-key") if method == "POST" else None
+        if idempotency_key:
+            fingerprint = hashlib.sha256(
+                method.encode()
+                + b" "
+                + path.encode()
+                + b"?"
+                + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()
+            saved = self._saved(api_key, idempotency_key, fingerprint)
+            if saved is not None:
+                return saved
+        store = self.stores[livemode]
+        ctx = Context(
+            store,
+            int(time.time()),
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            api_version=api_version,
+        )
+        try:
+            with store.lock:
+                result = route.handler(ctx, params, *ids)
+                encoded = orjson.dumps(expand(store, result, params))
+            response = Response(200, encoded)
+        except StripeError as error:
+            # Card errors happened (the charge exists) and are replayed; validation errors are not.
+            if idempotency_key and error.status == 402:
+                self._save(
+                    api_key, idempotency_key, fingerprint, Response(402, orjson.dumps(error.body()))
+                )
+            raise
+        if idempotency_key:
+            response.headers["Idempotency-Key"] = idempotency_key
+            self._save(api_key, idempotency_key, fingerprint, response)
+        return response
+
+    def _authenticate(self, headers: dict[str, str]) -> tuple[str, bool]:
+        header = headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        key = ""
+        if scheme.lower() == "bearer":
+            key = credential.strip()
+        elif scheme.lower() == "basic":
+            try:
+                key = base64.b64decode(credential).decode().partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                key = ""
+        if not key:
+            raise AuthenticationError(
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            )
+        if key.startswith("sk_test_") and len(key) > len("sk_test_"):
+            return key, False
+        if (
+            self.config.accept_live_keys
+            and key.startswith("sk_live_")
+            and len(key) > len("sk_live_")
+        ):
+            return key, True
+        shown = (
+            key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else key[:3] + "***"
+        )
+        raise AuthenticationError(f"Invalid API Key provided: {shown}", code="api_key_invalid")
+
+    def _saved(self, api_key: str, idempotency_key: str, fingerprint: str) -> Response | None:
+        with self._idempotency_lock:
+            saved = self._idempotency.get((api_key, idempotency_key))
+            if saved is None or time.monotonic() - saved.stamp > _IDEMPOTENCY_TTL:
+                return None
+        if saved.fingerprint != fingerprint:
+            raise IdempotencyError(
+                "Keys for idempotent requests can only be used with the same parameters they were "
+                f"first used with. Try using a key other than '{idempotency_key}' if you meant to "
+                "execute a different request.",
+            )
+        response = saved.response
+        headers = {**response.headers, "Idempotent-Replayed": "true"}
+        return Response(response.status, response.body, headers)
+
+    def _save(
+        self, api_key: str, idempotency_key: str, fingerprint: str, response: Response
+    ) -> None:
+        with self._idempotency_lock:
+            self._idempotency[(api_key, idempotency_key)] = _Saved(
+                fingerprint,
+                Response(response.status, response.body, dict(response.headers)),
+                time.monotonic(),
+            )
+            while len(self._idempotency) > _IDEMPOTENCY_CAPACITY:
+                self._idempotency.popitem(last=False)
+
+    def _admin(self, method: str, path: str, query: str, body: bytes) -> Response:
+        params: Params = decode_form(query) if query else {}
+        if body:
+            params.update(decode_form(body.decode("utf-8", errors="replace")))
+        if path == "/_sandbox/health" and method == "GET":
+            return Response(200, orjson.dumps({"ok": True, "counts": self.store.counts()}))
+        if path == "/_sandbox/reset" and method == "POST":
+            self.reset()
+            return Response(200, orjson.dumps({"ok": True}))
+        if path == "/_sandbox/seed" and method == "POST":
+            from app.sandbox.seed import seed_store
+
+            customers = as_int(params, "customers", required=True, minimum=0) or 0
+            seed = as_int(params, "seed") or 0
+            with self.store.lock:
+                report = seed_store(self.store, customers=customers, seed=seed)
+            return Response(200, orjson.dumps(report))
+        raise InvalidRequestError(f"Unrecognized request URL ({method}: {path}).")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body leave in one buffered write, without Nagle: otherwise every small answer
+    # waits out the client's delayed ACK (~40 ms) on a keep-alive connection.
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16
+    server: SandboxHTTPServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        response = self.server.sandbox.handle(self.command, self.path, headers, body)
+        if response.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                logger.debug("peer already gone while dropping a connection")
+            return
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_DELETE = _serve  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        super().__init__((sandbox.config.host, sandbox.config.port), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.sandbox.config.host}:{self.server_address[1]}"
+
+
+class SandboxHandle:
+    """A sandbox serving from a background thread: `.url`, `.reset()`, `.stop()`."""
+
+    def __init__(self, server: SandboxHTTPServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.sandbox = server.sandbox
+        self.url = server.url
+
+    @property
+    def store(self) -> Store:
+        return self.sandbox.store
+
+    def reset(self) -> None:
+        self.sandbox.reset()
+
+    def seed(self, customers: int, seed: int = 0) -> dict[str, Any]:
+        from app.sandbox.seed import seed_store
+
+        with self.store.lock:
+            return seed_store(self.store, customers=customers, seed=seed)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_in_thread(
+    port: int = 0,
+    *,
+    host: str = DEFAULT_HOST,
+    rate_limit: bool = False,
+    test_rate: float = 25.0,
+    live_rate: float = 100.0,
+    endpoint_rate: float | None = None,
+    error_rate: float = 0.0,
+    slow_rate: float = 0.0,
+    slow_seconds: float = 1.0,
+    drop_rate: float = 0.0,
+    fault_seed: int | None = None,
+) -> SandboxHandle:
+    """Start a sandbox in this process (port 0: a free port), for tests; stop it with `.stop()`."""
+    config = SandboxConfig(
+        host=host,
+        port=port,
+        rate_limit=rate_limit,
+        test_rate=test_rate,
+        live_rate=live_rate,
+        endpoint_rate=endpoint_rate,
+        faults=FaultConfig(error_rate, slow_rate, slow_seconds, drop_rate, fault_seed),
+    )
+    server = SandboxHTTPServer(Sandbox(config))
+    thread = threading.Thread(target=server.serve_forever, name="stripe-sandbox", daemon=True)
+    thread.start()
+    logger.info("sandbox serving at %s", server.url)
+    return SandboxHandle(server, thread)
+
+
+def serve_forever(config: SandboxConfig) -> None:
+    """Serve in the foreground until interrupted."""
+    server = SandboxHTTPServer(Sandbox(config))
+    logger.info("sandbox serving at %s", server.url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -1,0 +1,85 @@
+"""Seeding: deterministic, consistent across linked objects, and reachable through the API."""
+
+from __future__ import annotations
+
+import requests
+
+from app.sandbox.seed import seed_store
+from app.sandbox.server import SandboxHandle
+from app.sandbox.store import Store
+
+
+def test_same_seed_gives_the_same_graph() -> None:
+    first, second, other = Store(), Store(), Store()
+    seed_store(first, customers=300, seed=42)
+    seed_store(second, customers=300, seed=42)
+    seed_store(other, customers=300, seed=43)
+    for name in ("customer", "subscription", "invoice", "charge"):
+        assert first.tables[name].by_id == second.tables[name].by_id
+    assert set(first.tables["customer"].by_id) != set(other.tables["customer"].by_id)
+
+
+def test_seeding_twice_adds_without_clashing_ids() -> None:
+    store = Store()
+    seed_store(store, customers=100, seed=1)
+    seed_store(store, customers=100, seed=1)
+    assert len(store.tables["customer"]) == 200
+
+
+def test_seeded_graph_is_consistent() -> None:
+    store = Store()
+    report = seed_store(store, customers=500, seed=9)
+    tables = store.tables
+    assert report["objects"] == sum(report["counts"].values()) + report["line_items"]
+    statuses = {sub["status"] for sub in tables["subscription"].by_id.values()}
+    assert {"active", "canceled", "past_due"} <= statuses
+    for customer in tables["customer"].by_id.values():
+        pm_id = customer["invoice_settings"]["default_payment_method"]
+        if pm_id is not None:
+            assert tables["payment_method"].by_id[pm_id]["customer"] == customer["id"]
+    for sub in tables["subscription"].by_id.values():
+        invoice = tables["invoice"].by_id[sub["latest_invoice"]]
+        assert invoice["parent"]["subscription_details"]["subscription"] == sub["id"]
+        assert invoice["customer"] == sub["customer"]
+        for item in sub["items"]["data"]:
+            assert tables["subscription_item"].by_id[item["id"]]["subscription"] == sub["id"]
+    paid = [
+        inv
+        for inv in tables["invoice"].by_id.values()
+        if inv["status"] == "paid" and inv["amount_paid"]
+    ]
+    assert paid
+    for invoice in paid:
+        payment = invoice["payments"]["data"][0]
+        pi = tables["payment_intent"].by_id[payment["payment"]["payment_intent"]]
+        charge = tables["charge"].by_id[pi["latest_charge"]]
+        assert charge["amount"] == invoice["amount_paid"] == pi["amount_received"]
+        assert charge["customer"] == pi["customer"] == invoice["customer"]
+        assert charge["created"] >= invoice["created"]
+        assert sum(line["amount"] for line in invoice["lines"]["data"]) == invoice["total"]
+    open_invoices = [inv for inv in tables["invoice"].by_id.values() if inv["status"] == "open"]
+    for invoice in open_invoices:
+        payment = tables["invoice_payment"].by_id[
+            min(tables["invoice_payment"].ids_where("invoice", invoice["id"]))
+        ]
+        charge = tables["charge"].by_id[
+            tables["payment_intent"].by_id[payment["payment"]["payment_intent"]]["latest_charge"]
+        ]
+        assert charge["status"] == "failed" and invoice["amount_paid"] == 0
+
+
+def test_seed_endpoint_fills_the_running_sandbox(sandbox: SandboxHandle) -> None:
+    report = requests.post(
+        f"{sandbox.url}/_sandbox/seed", data={"customers": "150", "seed": "2"}
+    ).json()
+    assert report["counts"]["customer"] == 150 and report["objects"] > 150
+    page = requests.get(
+        f"{sandbox.url}/v1/customers",
+        params={"limit": 100},
+        headers={"Authorization": "Bearer sk_test_x"},
+    ).json()
+    assert len(page["data"]) == 100 and page["has_more"] is True
+    health = requests.get(f"{sandbox.url}/_sandbox/health").json()
+    assert health["counts"]["customer"] == 150
+    requests.post(f"{sandbox.url}/_sandbox/reset")
+    assert requests.get(f"{sandbox.url}/_sandbox/health").json()["counts"]["customer"] == 0
