@@ -11,6 +11,7 @@ RESOURCES ?=
 FILE ?=
 N ?=
 MSG ?= schema change
+REPORT ?= data/reports/check_db.json
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +22,8 @@ INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
 
 .PHONY: help install demo db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
-	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox
+	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
+	bench-check-db
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,8 +44,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-demo: $(STAMP) db-up init-db ## First run: databases up, schema, ingest the sample export, summary
+demo: $(STAMP) db-up init-db ## First run: databases up, schema, ingest the sample export, verify it
 	$(PY) scripts/ingest_all.py --json-dir data/sample
+	$(PY) scripts/check_db_integrity.py --json-dir data/sample
 
 db-up: $(STAMP) ## Start PostgreSQL dev (5434) and test (5435): docker compose, else embedded
 	$(PY) scripts/db_servers.py up
@@ -88,6 +91,12 @@ sandbox-seed: guard-dev $(STAMP) sandbox ## Fill the sandbox with N customers an
 
 bench-sandbox: $(STAMP) ## Requests/s the sandbox serves for full list pages with expand[]
 	$(PY) scripts/bench_sandbox.py
+
+check-db: $(STAMP) ## Verify the database against Stripe: counts, ids, fields, foreign keys (SOURCE=json|api JSON_DIR=…)
+	$(PY) scripts/check_db_integrity.py --source $(SOURCE) --json-dir $(JSON_DIR) $(if $(RESOURCES),--resources "$(RESOURCES)") --json "$(REPORT)"
+
+bench-check-db: guard-dev $(STAMP) db-up ## Check vs ingest on N synthetic objects: times, ratio, peak memory
+	$(PY) scripts/bench_check_db.py --n $(or $(N),200000)
 
 test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 	$(PY) -m pytest

@@ -259,10 +259,10 @@ def _last_of_each_id(rows: list[dict[str, Any]], mode: Mode, stats: TableStats) 
     return list(by_id.values())
 
 
-def _child_rows(resource: Resource, row: dict[str, Any],
-                loaders: dict[str, TableLoader]) -> dict[str, list[dict[str, Any]]]:
-    """Transform the items a parent embeds (subscription items, invoice lines) with it, so a
-    bad item sets its parent aside instead of failing a whole batch."""
+def embedded_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The child rows (subscription items, invoice lines) a parent's embedded lists give, with
+    the parent column filled in. Pure; a bad item raises a TransformError naming the parent,
+    so the parent is set aside whole instead of failing a batch."""
     children: dict[str, list[dict[str, Any]]] = {}
     for child in resource.children:
         found = dig(row["raw"], *child.path) or []
@@ -275,10 +275,18 @@ def _child_rows(resource: Resource, row: dict[str, Any],
             except TransformError as exc:
                 raise TransformError(resource.name, row["id"], f"{child.name}: {exc}") from exc
             item[child.parent_column] = row["id"]
-            item["api_version"] = row["api_version"]
-            item[_LINE] = loaders[child.name].copy_line(item, resource.name, row["id"])
             items.append(item)
         children[child.name] = items
+    return children
+
+
+def _child_rows(resource: Resource, row: dict[str, Any],
+                loaders: dict[str, TableLoader]) -> dict[str, list[dict[str, Any]]]:
+    children = embedded_rows(resource, row)
+    for name, items in children.items():
+        for item in items:
+            item["api_version"] = row["api_version"]
+            item[_LINE] = loaders[name].copy_line(item, resource.name, row["id"])
     return children
 
 
@@ -294,7 +302,7 @@ class TableLoader:
         self.foreign_keys = [
             (fk.parent.name, fk.column.table.name) for fk in table.foreign_keys
         ]
-        self._formatters = [_formatter(table.columns[c].type) for c in self.columns]
+        self._formatters = [copy_formatter(table.columns[c].type) for c in self.columns]
 
     def _cursor(self) -> Any:
         return self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -372,8 +380,12 @@ class TableLoader:
         self._copy(self.stage, rows)
         cols = ", ".join(self.columns)
         updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted"))
+        # every column, not only raw: a typed column damaged by hand is repaired by a re-run
+        compared = [c for c in self.columns if c not in ("id", "deleted")]
+        mine = ", ".join(f"{self.name}.{c}" for c in compared)
+        theirs = ", ".join(f"excluded.{c}" for c in compared)
         when = (
-            f"{self.name}.raw IS DISTINCT FROM excluded.raw OR {self.name}.is_placeholder"
+            f"({mine}) IS DISTINCT FROM ({theirs}) OR {self.name}.is_placeholder"
             if mode == "upsert"
             else f"{self.name}.is_placeholder"
         )
@@ -479,7 +491,7 @@ def _format_time(value: datetime | None) -> str:
     return "\\N" if value is None else value.isoformat()
 
 
-def _formatter(column_type: Any) -> Any:
+def copy_formatter(column_type: Any) -> Any:
     kind = type(column_type).__name__
     if kind == "JSONB":
         return _format_json

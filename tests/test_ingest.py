@@ -294,3 +294,11 @@ def test_file_that_is_not_stripe_json_fails_naming_the_file(conn, tmp_path, cont
     assert str(path) in str(caught.value)
     assert reason in str(caught.value)
     assert count(conn, Customer) == 0  # nothing of it is written
+
+
+def test_rerun_repairs_a_typed_column_changed_by_hand(conn):
+    ingest(conn, CHARGES, [charge(1, 1, 1000)])
+    conn.execute(text("UPDATE charges SET amount = 1"))
+    result = ingest(conn, CHARGES, [charge(1, 1, 1000)])
+    assert result.stats["charges"].updated == 1
+    assert conn.execute(select(Charge.amount)).scalar_one() == 1000

@@ -1,0 +1,435 @@
+"""Reconcile the database against Stripe: row by row and field by field, in bulk inside PostgreSQL.
+
+For each resource, the source objects (a JSON export or the live API) go through the same
+transformers as the ingest and are COPYed into a temporary `expected_<table>` table (children,
+such as subscription items, from their parents' embedded lists, as the ingest derives them).
+Set-based SQL then compares that table with the mirrored one: one FULL JOIN classifies every id
+(missing, extra, differing, placeholder, soft-deleted), an anti-join per foreign key finds
+references that point nowhere. Python only streams objects and holds a few samples, so memory
+stays flat however large the export; the work is a scan and a hash join per table.
+
+Nothing is written outside temporary tables and functions; callers run the check in a
+transaction they roll back.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table
+
+from app.errors import PipelineError, TransformError
+
+# the ingest's own COPY formatting: the check must see values exactly as the ingest writes them
+from app.ingest import Progress, batch_size_for, copy_formatter, embedded_rows
+from app.resources import Child, Resource
+from app.sources import BadLine
+
+log = logging.getLogger(__name__)
+
+# bookkeeping columns of the mirror: not derived from the Stripe object, so never compared
+_BOOKKEEPING = ("id", "raw", "api_version", "deleted", "is_placeholder", "referenced_by",
+                "synced_at")
+# columns the expected table leaves to their defaults (the ingest's staging table does too)
+_UNCOPIED = ("synced_at", "is_placeholder", "referenced_by")
+SAMPLE_SIZE = 5
+MAX_FIELDS = 10  # differing object fields named per sampled row
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    label: str
+    failure: bool  # False: reported, but the mirror still agrees with Stripe
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("missing", "in the source, not in the database", True),
+    Kind("extra", "in the database, not in the source", True),
+    Kind("differs", "stored content differs from the source", True),
+    Kind("not_replaced", "in the source, but only a placeholder in the database", True),
+    Kind("deletion_differs", "deleted on one side only", True),
+    Kind("dangling", "foreign key pointing at no row", True),
+    Kind("unreadable", "source objects the transformer refused (the ingest sets them aside)",
+         True),
+    # Stripe does not list deleted objects, so some placeholders wait for ever
+    Kind("placeholders", "referenced but never fetched (placeholder rows)", False),
+    Kind("soft_deleted", "soft-deleted rows", False),
+)
+KIND_BY_NAME = {k.name: k for k in KINDS}
+
+
+@dataclass
+class Finding:
+    """One kind of disagreement in one table: how many rows, and the first few of them."""
+
+    kind: str
+    count: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failure(self) -> bool:
+        return KIND_BY_NAME[self.kind].failure and self.count > 0
+
+
+@dataclass
+class TableCheck:
+    table: str
+    resource: str
+    parent: str | None = None  # the parent table, for embedded children
+    source_count: int = 0  # distinct ids the source holds
+    db_count: int = 0  # rows in the table, placeholders and soft-deleted rows included
+    findings: dict[str, Finding] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None  # the check could not run (file missing, not JSON, API failed)
+
+    def finding(self, kind: str) -> Finding:
+        return self.findings.setdefault(kind, Finding(kind))
+
+    def count(self, kind: str) -> int:
+        found = self.findings.get(kind)
+        return found.count if found else 0
+
+    @property
+    def failures(self) -> int:
+        return sum(f.count for f in self.findings.values() if f.failure)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.failures == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "resource": self.resource,
+            "parent": self.parent,
+            "ok": self.ok,
+            "error": self.error,
+            "source_count": self.source_count,
+            "db_count": self.db_count,
+            "seconds": round(self.seconds, 3),
+            "findings": {
+                k.name: {"count": f.count, "failure": k.failure, "label": k.label,
+                         "samples": f.samples}
+                for k in KINDS if (f := self.findings.get(k.name)) is not None and f.count
+            },
+        }
+
+
+@dataclass
+class CheckReport:
+    source: str  # "json" or "api"
+    location: str  # the folder or API base compared against
+    tables: list[TableCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables)
+
+    @property
+    def errors(self) -> list[TableCheck]:
+        return [t for t in self.tables if t.error]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "location": self.location,
+            "seconds": round(self.seconds, 3),
+            "failures": sum(t.failures for t in self.tables),
+            "tables": [t.to_dict() for t in self.tables],
+        }
+
+
+ObjectsFor = Callable[[Resource], Iterable[Any]]
+
+
+def check(conn: Connection, resources: Iterable[Resource], objects_for: ObjectsFor, *,
+          source: str = "json", location: str = "", sample_size: int = SAMPLE_SIZE,
+          progress: bool = False) -> CheckReport:
+    """Compare each resource's table(s) with the objects `objects_for(resource)` yields."""
+    started = time.monotonic()
+    report = CheckReport(source, location)
+    for resource in resources:
+        report.tables.extend(check_resource(conn, resource, objects_for, sample_size=sample_size,
+                                            progress=progress))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor, *,
+                   sample_size: int = SAMPLE_SIZE, progress: bool = False) -> list[TableCheck]:
+    """The resource's table, then each child table, each compared with what the source says."""
+    started = time.monotonic()
+    cursor = _cursor(conn)
+    _install_diff_function(cursor)
+    parent = TableCheck(resource.name, resource.name)
+    children = [TableCheck(c.name, resource.name, parent=resource.name) for c in resource.children]
+    loaders = [ExpectedTable(conn, resource.table)]
+    loaders += [ExpectedTable(conn, _table_of(c)) for c in resource.children]
+    try:
+        _load_expected(resource, objects_for(resource), loaders, parent,
+                       Progress(f"check {resource.name}") if progress else None, sample_size)
+    except PipelineError as exc:
+        # the rest of the resources still get checked; this one is reported as not checked
+        parent.error = str(exc)
+        for loader in loaders:
+            loader.drop()
+        parent.seconds = time.monotonic() - started
+        return [parent]
+    compare_table(cursor, resource.table, loaders[0], parent, sample_size, child=None)
+    for child, loader, result in zip(resource.children, loaders[1:], children, strict=True):
+        compare_table(cursor, _table_of(child), loader, result, sample_size, child=child)
+    for loader in loaders:
+        loader.drop()
+    parent.seconds = time.monotonic() - started
+    return [parent, *children]
+
+
+def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[ExpectedTable],
+                   result: TableCheck, progress: Progress | None, sample_size: int) -> None:
+    parent_loader, child_loaders = loaders[0], loaders[1:]
+    size = batch_size_for(resource.table)
+    batch: list[dict[str, Any]] = []
+    child_batches: list[list[dict[str, Any]]] = [[] for _ in child_loaders]
+    for obj in objects:
+        try:
+            if isinstance(obj, BadLine):
+                raise TransformError(resource.name, None, obj.reason)
+            row = resource.transform(obj)
+            row["api_version"] = None
+            if resource.children and not row["deleted"]:
+                embedded = embedded_rows(resource, row)
+                for child, child_batch in zip(resource.children, child_batches, strict=True):
+                    child_batch.extend(embedded[child.name])
+        except TransformError as exc:
+            unreadable = result.finding("unreadable")
+            unreadable.count += 1
+            if len(unreadable.samples) < sample_size:
+                unreadable.samples.append({"id": exc.object_id, "reason": exc.reason})
+            continue
+        batch.append(row)
+        if len(batch) >= size:
+            parent_loader.copy(batch)
+            batch = []
+            for loader, child_batch in zip(child_loaders, child_batches, strict=True):
+                loader.copy(child_batch)
+                child_batch.clear()
+        if progress is not None:
+            progress.tick()
+    parent_loader.copy(batch)
+    for loader, child_batch in zip(child_loaders, child_batches, strict=True):
+        loader.copy(child_batch)
+    for loader in loaders:
+        loader.finish()
+
+
+class ExpectedTable:
+    """A temporary table shaped like a mirrored table, holding the rows the source implies."""
+
+    def __init__(self, conn: Connection, table: Table) -> None:
+        self.table = table
+        self.name = f"expected_{table.name}"
+        self.columns = [c.name for c in table.columns if c.name not in _UNCOPIED]
+        self._formatters = [copy_formatter(table.columns[c].type) for c in self.columns]
+        self.cursor = _cursor(conn)
+        self.seq = 0
+        self.cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
+        # `seq` keeps the source's order: with an id listed twice, the last one wins, as in
+        # the ingest's upsert
+        self.cursor.execute(
+            f"CREATE TEMP TABLE {self.name} (LIKE {table.name} INCLUDING DEFAULTS, seq bigint)"
+        )
+
+    def copy(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        buffer = io.StringIO()
+        write = buffer.write
+        pairs = list(zip(self.columns, self._formatters, strict=True))
+        for row in rows:
+            self.seq += 1
+            write("\t".join([fmt(row.get(col)) for col, fmt in pairs]))
+            write(f"\t{self.seq}\n")
+        buffer.seek(0)
+        self.cursor.copy_expert(
+            f"COPY {self.name} ({', '.join(self.columns)}, seq) FROM STDIN", buffer
+        )
+
+    def finish(self) -> None:
+        """Keep the last copy of an id listed twice, then give the planner statistics (temporary
+        tables are never auto-analyzed, and a blind plan can turn a hash join into a loop)."""
+        self.cursor.execute(
+            f"DELETE FROM {self.name} e USING ("
+            f"  SELECT id, max(seq) AS last FROM {self.name} GROUP BY id HAVING count(*) > 1"
+            f") d WHERE e.id = d.id AND e.seq < d.last"
+        )
+        if self.cursor.rowcount:
+            log.info("%s: %d object(s) listed more than once; the last one counts",
+                     self.table.name, self.cursor.rowcount)
+        self.cursor.execute(f"ANALYZE {self.name}")
+
+    def drop(self) -> None:
+        self.cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
+
+
+def compare_table(cursor: Any, table: Table, expected: ExpectedTable, result: TableCheck,
+                  sample_size: int, child: Child | None) -> None:
+    name, exp = table.name, expected.name
+    cursor.execute(f"SELECT (SELECT count(*) FROM {exp}), (SELECT count(*) FROM {name})")
+    result.source_count, result.db_count = cursor.fetchone()
+
+    typed = [c.name for c in table.columns if c.name not in _BOOKKEEPING]
+    both_live = ("t.id IS NOT NULL AND e.id IS NOT NULL AND NOT t.is_placeholder "
+                 "AND NOT t.deleted AND NOT e.deleted")
+    same = " AND ".join(["t.raw IS NOT DISTINCT FROM e.raw"]
+                        + [f"t.{c} IS NOT DISTINCT FROM e.{c}" for c in typed])
+    differing_columns = ", ".join(
+        f"CASE WHEN t.{c} IS DISTINCT FROM e.{c} THEN '{c}' END" for c in typed
+    )
+    if child is None:
+        extra = "'extra'"
+    else:
+        # items of a parent deleted in Stripe stay as they were: the parent's row says deleted
+        parent_table = next(fk.column.table.name for fk in table.foreign_keys
+                            if fk.parent.name == child.parent_column)
+        extra = (f"CASE WHEN EXISTS (SELECT 1 FROM {parent_table} p "
+                 f"WHERE p.id = t.{child.parent_column} AND p.deleted) "
+                 "THEN 'soft_deleted' ELSE 'extra' END")
+    # one pass: the WHERE keeps only rows that do not agree, so the CASEs and arrays are
+    # computed for those alone; the window functions count each kind and pick its samples
+    cursor.execute(
+        f"""
+        SELECT kind, id, n, columns, referenced_by, t_ctid, e_ctid FROM (
+          SELECT kind, id, columns, referenced_by, t_ctid, e_ctid,
+                 count(*) OVER (PARTITION BY kind) AS n,
+                 row_number() OVER (PARTITION BY kind ORDER BY id) AS rank
+          FROM (
+            SELECT coalesce(t.id, e.id) AS id,
+                   CASE
+                     WHEN t.id IS NULL THEN 'missing'
+                     WHEN e.id IS NULL AND t.is_placeholder THEN 'placeholders'
+                     WHEN e.id IS NULL AND t.deleted THEN 'soft_deleted'
+                     WHEN e.id IS NULL THEN {extra}
+                     WHEN t.is_placeholder THEN 'not_replaced'
+                     WHEN e.deleted AND t.deleted THEN 'soft_deleted'
+                     WHEN e.deleted OR t.deleted THEN 'deletion_differs'
+                     ELSE 'differs'
+                   END AS kind,
+                   CASE WHEN {both_live}
+                        THEN array_remove(ARRAY[{differing_columns}]::text[], NULL) END
+                     AS columns,
+                   t.referenced_by, t.ctid::text AS t_ctid, e.ctid::text AS e_ctid
+            FROM {name} t FULL JOIN {exp} e ON t.id = e.id
+            WHERE NOT ({both_live} AND {same})
+          ) classified
+        ) ranked
+        WHERE rank <= %s
+        ORDER BY kind, id
+        """,
+        (sample_size,),
+    )
+    for kind, row_id, n, columns, referenced_by, t_ctid, e_ctid in cursor.fetchall():
+        found = result.finding(kind)
+        found.count = n
+        sample: dict[str, Any] = {"id": row_id}
+        if kind == "differs":
+            sample["columns"] = list(columns or [])
+            sample["fields"] = _differing_fields(cursor, name, exp, t_ctid, e_ctid)
+        elif kind == "placeholders":
+            sample["referenced_by"] = referenced_by
+        elif kind == "deletion_differs":
+            sample["deleted_in"] = _deleted_side(cursor, name, exp, t_ctid, e_ctid)
+        found.samples.append(sample)
+    _check_foreign_keys(cursor, table, result, sample_size)
+
+
+def _differing_fields(cursor: Any, name: str, exp: str, t_ctid: str, e_ctid: str) -> list[str]:
+    """Paths inside the Stripe object that differ (`amount`, `items.data[0].quantity`); by
+    ctid, so the expected table needs no index for a handful of lookups."""
+    cursor.execute(
+        f"SELECT pg_temp.stripe_diff_paths(t.raw, e.raw, '') FROM {name} t, {exp} e "
+        f"WHERE t.ctid = %s::tid AND e.ctid = %s::tid LIMIT %s",
+        (t_ctid, e_ctid, MAX_FIELDS),
+    )
+    return [path for (path,) in cursor.fetchall()]
+
+
+def _deleted_side(cursor: Any, name: str, exp: str, t_ctid: str, e_ctid: str) -> str:
+    cursor.execute(
+        f"SELECT t.deleted FROM {name} t, {exp} e WHERE t.ctid = %s::tid AND e.ctid = %s::tid",
+        (t_ctid, e_ctid),
+    )
+    (db_deleted,) = cursor.fetchone()
+    return "database" if db_deleted else "source"
+
+
+def _check_foreign_keys(cursor: Any, table: Table, result: TableCheck, sample_size: int) -> None:
+    """Foreign keys are real constraints, but triggers can be disabled and rows edited by hand:
+    look for values that name no row of their target anyway."""
+    for fk in sorted(table.foreign_keys, key=lambda f: f.parent.name):
+        column, target = fk.parent.name, fk.column.table.name
+        cursor.execute(
+            f"SELECT c.id, c.{column}, count(*) OVER () FROM {table.name} c "
+            f"WHERE c.{column} IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {target} p WHERE p.id = c.{column}) "
+            f"ORDER BY c.id LIMIT %s",
+            (sample_size,),
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            continue
+        found = result.finding("dangling")
+        found.count += rows[0][2]
+        for row_id, value, _n in rows:
+            if len(found.samples) < sample_size:
+                found.samples.append({"id": row_id, "column": column, "points_to": value,
+                                      "target": target})
+
+
+def _table_of(child: Child) -> Table:
+    return cast(Table, child.model.__table__)
+
+
+def _cursor(conn: Connection) -> Any:
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+# Recursive jsonb diff: the paths where two Stripe objects disagree. A temporary function lives
+# in the session's pg_temp schema: nothing is installed in the user's database.
+_DIFF_FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.stripe_diff_paths(a jsonb, b jsonb, path text)
+RETURNS SETOF text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  k text;
+  i integer;
+BEGIN
+  IF a IS NOT DISTINCT FROM b THEN
+    RETURN;
+  END IF;
+  IF jsonb_typeof(a) = 'object' AND jsonb_typeof(b) = 'object' THEN
+    FOR k IN SELECT jsonb_object_keys(a) UNION SELECT jsonb_object_keys(b) ORDER BY 1 LOOP
+      RETURN QUERY SELECT pg_temp.stripe_diff_paths(
+        a -> k, b -> k, CASE WHEN path = '' THEN k ELSE path || '.' || k END);
+    END LOOP;
+  ELSIF jsonb_typeof(a) = 'array' AND jsonb_typeof(b) = 'array'
+        AND jsonb_array_length(a) = jsonb_array_length(b) THEN
+    FOR i IN 0 .. jsonb_array_length(a) - 1 LOOP
+      RETURN QUERY SELECT pg_temp.stripe_diff_paths(a -> i, b -> i, path || '[' || i || ']');
+    END LOOP;
+  ELSE
+    RETURN NEXT CASE WHEN path = '' THEN '(whole object)' ELSE path END;
+  END IF;
+END
+$$
+"""
+
+
+def _install_diff_function(cursor: Any) -> None:
+    cursor.execute(_DIFF_FUNCTION)
