@@ -12,6 +12,8 @@ FILE ?=
 N ?=
 MSG ?= schema change
 REPORT ?= data/reports/check_db.json
+FETCH_RATE ?= 25
+BENCH_CUSTOMERS ?= 500
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,10 +22,10 @@ STAMP := $(VENV)/.installed
 TABLES := products prices customers payment_methods subscriptions invoices payment_intents charges
 INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
 
-.PHONY: help install demo db-up db-down db-status init-db reset-db init-migration \
+.PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
 	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
-	bench-check-db
+	bench-check-db populate populate-force fetch bench-fetch
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,7 +46,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-demo: $(STAMP) db-up init-db ## First run: databases up, schema, ingest the sample export, verify it
+demo: guard-dev $(STAMP) db-up sandbox init-db ## The whole pipeline on local defaults: databases, sandbox, populate, fetch, ingest, verify
+	$(PY) scripts/populate.py
+	JSON_DIR="$(JSON_DIR)" RESOURCES= scripts/fetch_stripe_data.sh
+	$(PY) scripts/ingest_all.py --json-dir $(JSON_DIR)
+	$(PY) scripts/check_db_integrity.py --json-dir $(JSON_DIR)
+
+demo-sample: $(STAMP) db-up init-db ## Ingest and verify the small committed export in data/sample (no sandbox)
 	$(PY) scripts/ingest_all.py --json-dir data/sample
 	$(PY) scripts/check_db_integrity.py --json-dir data/sample
 
@@ -65,6 +73,15 @@ reset-db: guard-dev $(STAMP) ## Drop and recreate both databases (DEV only)
 
 init-migration: $(STAMP) ## Autogenerate an Alembic revision if the models changed (MSG="…")
 	$(PY) scripts/init_migration.py -m "$(MSG)"
+
+populate: guard-dev $(STAMP) ## Create the fixture products, prices, customers, cards and subscriptions (idempotent)
+	$(PY) scripts/populate.py
+
+populate-force: guard-dev $(STAMP) ## populate, cancelling and recreating the fixture subscriptions
+	$(PY) scripts/populate.py --force
+
+fetch: $(STAMP) ## Fetch every resource with curl into JSON_DIR; resumes if interrupted (RESOURCES=… FETCH_RATE=25)
+	JSON_DIR="$(JSON_DIR)" RESOURCES="$(RESOURCES)" FETCH_RATE="$(FETCH_RATE)" scripts/fetch_stripe_data.sh
 
 ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=…)
 	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $(if $(RESOURCES),--resources "$(RESOURCES)")
@@ -89,6 +106,9 @@ sandbox-status: $(STAMP) ## Is the sandbox running?
 sandbox-seed: guard-dev $(STAMP) sandbox ## Fill the sandbox with N customers and their objects (N=…)
 	$(PY) -m app.sandbox seed --customers $(or $(N),1000)
 
+bench-fetch: $(STAMP) ## Fetch a seeded sandbox: req/s vs its 25/s limit and 429 share; objects/s unlimited
+	$(PY) scripts/bench_fetch.py --customers $(BENCH_CUSTOMERS)
+
 bench-sandbox: $(STAMP) ## Requests/s the sandbox serves for full list pages with expand[]
 	$(PY) scripts/bench_sandbox.py
 
@@ -101,9 +121,11 @@ bench-check-db: guard-dev $(STAMP) db-up ## Check vs ingest on N synthetic objec
 test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 	$(PY) -m pytest
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy, and shellcheck when installed
 	$(VENV)/bin/ruff check app scripts tests alembic
 	$(VENV)/bin/mypy
+	@if command -v shellcheck >/dev/null; then shellcheck -x scripts/*.sh; \
+	else echo "shellcheck not installed: skipped (apt-get install shellcheck)"; fi
 
 bench-ingest: guard-dev $(STAMP) db-up ## Ingest N synthetic objects vs raw COPY: rows/s, ratio, peak memory
 	$(PY) scripts/bench_ingest.py --n $(or $(N),200000)

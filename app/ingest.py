@@ -340,9 +340,11 @@ class TableLoader:
             raise TransformError(resource, object_id or row.get("id"), str(exc)) from exc
 
     def _copy(self, table: str, rows: list[dict[str, Any]]) -> None:
-        buffer = io.StringIO("".join([row[_LINE] for row in rows]))
+        data = "".join([row[_LINE] for row in rows])
+        # one read of the whole batch: every chunk psycopg2 reads costs the writer a GIL wait
         self._cursor().copy_expert(
-            f"COPY {table} ({', '.join(self.columns)}) FROM STDIN", buffer, size=1 << 20
+            f"COPY {table} ({', '.join(self.columns)}) FROM STDIN", io.StringIO(data),
+            size=len(data) + 1,
         )
 
     def upsert(self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> set[str]:

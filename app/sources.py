@@ -168,8 +168,14 @@ def _check_has_data(handle: IO[bytes], path: Path) -> None:
 
 
 def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
-    """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK."""
+    """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
+
+    The same list path, params and expand[] as the curl fetchers, one page at a time inside the
+    FETCH_RATE budget (429s retried, 5xx and network errors by the SDK's own retries).
+    """
     import stripe
+
+    from app.stripe_api import ApiPager, budget_from_env
 
     client = stripe.StripeClient(
         settings.stripe_secret_key,
@@ -177,15 +183,20 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
         stripe_version=settings.stripe_api_version,
         max_network_retries=3,
     )
+    pager = ApiPager(budget_from_env())
     params: dict[str, Any] = {"limit": 100, **resource.list_params}
     if resource.expand:
         params["expand"] = list(resource.expand)
+    # the SDK's params are TypedDicts per endpoint; the registry's are plain dicts
+    customers: Any = client.v1.customers
     if resource.per_customer:
-        for customer in client.v1.customers.list(params={"limit": 100}).auto_paging_iter():
-            methods = client.v1.customers.payment_methods.list(customer.id, params=params)
-            for method in methods.auto_paging_iter():
-                yield method.to_dict()
+        for customer in pager.each(lambda p: customers.list(params=p), {"limit": 100}):
+            customer_id = customer["id"]
+
+            def list_methods(p: dict[str, Any], c: str = customer_id) -> Any:
+                return customers.payment_methods.list(c, params=p)
+
+            yield from pager.each(list_methods, params)
         return
-    service = getattr(client.v1, resource.name)
-    for obj in service.list(params=params).auto_paging_iter():
-        yield obj.to_dict()
+    service: Any = getattr(client.v1, resource.name)
+    yield from pager.each(lambda p: service.list(params=p), params)

@@ -1,0 +1,462 @@
+# shellcheck shell=bash
+# Shared by fetch_stripe_data.sh and fetch_payment_methods.sh (sourced, not run).
+#
+# Layout while a fetch runs, under $JSON_DIR/.partial/ (kept when a fetch stops, so the next run
+# resumes; removed per resource once its file is written):
+#   <resource>/state            fingerprint line, then "pages objects cursor has_more"
+#   <resource>/page-00001.jsonl one object per line, each page written atomically
+#   payment_methods/done/<cus>.jsonl   one file per customer whose methods are all fetched
+#   budget.next, budget.lock    the request budget shared by every worker of this fetch
+#   requests.log                one status per HTTP attempt, for the closing request tally
+
+# ---- settings ---------------------------------------------------------------------------------
+
+FETCH_RATE=${FETCH_RATE:-25}                 # requests/s for the whole fetch; 0 = no budget
+FETCH_CONCURRENCY=${FETCH_CONCURRENCY:-8}    # per-customer payment-method workers
+FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-8}
+FETCH_PAGE_LIMIT=${FETCH_PAGE_LIMIT:-100}    # Stripe's maximum; smaller only for tests
+FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}
+FETCH_BURST=${FETCH_BURST:-3}                # budget slots banked while all workers were busy
+
+EXIT_FAILED=1
+EXIT_USAGE=2
+EXIT_INTERRUPTED=130
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PROJECT_ROOT=$(dirname "$SCRIPT_DIR")
+PYTHON=${PYTHON:-$PROJECT_ROOT/.venv/bin/python}
+[[ -x $PYTHON ]] || PYTHON=python3
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Stripe keys must never reach a terminal or a log: keep a prefix and the last four characters,
+# for the configured key whatever its shape and for anything that looks like a Stripe key.
+mask_key() {
+  local k=$1
+  if (( ${#k} > 12 )); then printf '%s…%s' "${k:0:8}" "${k: -4}"; else printf '***'; fi
+}
+
+mask() {
+  local text=$1 key=${STRIPE_SECRET_KEY:-}
+  if [[ -n $key ]]; then text=${text//"$key"/$(mask_key "$key")}; fi
+  sed -E 's/((sk|rk|pk)_(live|test)_|whsec_)[A-Za-z0-9]*([A-Za-z0-9]{4})/\1…\4/g' <<<"$text"
+}
+
+now_us() { local t=${EPOCHREALTIME//[.,]/}; printf '%s' "$t"; }
+
+seconds_since() {  # $1 = start in µs → "12.34"
+  local d=$(( $(now_us) - $1 ))
+  printf '%d.%02d' $((d / 1000000)) $((d % 1000000 / 10000))
+}
+
+# Load the Stripe settings and the chosen resources from Python (app.config, app.resources), so
+# .env files, ENV and the registry are read in one place. Sets STRIPE_*, JSON_DIR, RESOURCE_LINES.
+load_setup() {
+  local setup
+  # shellcheck disable=SC2086  # RESOURCES is a word list on purpose: RESOURCES="customers charges"
+  if ! setup=$(cd "$PROJECT_ROOT" && "$PYTHON" scripts/list_resources.py --shell ${RESOURCES:-}); then
+    exit "$EXIT_USAGE"
+  fi
+  eval "$setup"
+  [[ -n ${STRIPE_SECRET_KEY:-} ]] || { log "error: STRIPE_SECRET_KEY is not set"; exit "$EXIT_USAGE"; }
+  if ! [[ $FETCH_PAGE_LIMIT =~ ^[0-9]+$ ]] || (( FETCH_PAGE_LIMIT < 1 || FETCH_PAGE_LIMIT > 100 )); then
+    log "error: FETCH_PAGE_LIMIT must be 1..100"
+    exit "$EXIT_USAGE"
+  fi
+  [[ $FETCH_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
+    || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_USAGE"; }
+  exec {SLEEP_FD}<> <(:)
+  # which account the saved pages came from, without keeping the key itself in state files
+  KEY_ID=$(printf '%s' "$STRIPE_SECRET_KEY" | sha256sum | cut -c1-12)
+  OUT_DIR=$JSON_DIR
+  WORK_DIR=$OUT_DIR/.partial
+  mkdir -p "$WORK_DIR"
+  # the budget in µs between two requests, whoever sends them
+  BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
+}
+
+# One fetch at a time per output folder: two would interleave pages in the same state files.
+take_run_lock() {
+  exec {RUN_LOCK_FD}>"$WORK_DIR/run.lock"
+  if ! flock -n "$RUN_LOCK_FD"; then
+    log "error: another fetch is writing to $OUT_DIR (lock $WORK_DIR/run.lock)"
+    exit "$EXIT_FAILED"
+  fi
+  rm -f "$WORK_DIR/abort" "$WORK_DIR/requests.log"
+  if [[ ${FETCH_RESTART:-0} == 1 ]]; then
+    log "FETCH_RESTART=1: discarding what an interrupted fetch left in $WORK_DIR"
+    find "$WORK_DIR" -mindepth 1 -maxdepth 1 ! -name run.lock -exec rm -rf {} +
+  fi
+  [[ -f $WORK_DIR/run.started ]] || date -u +%Y-%m-%dT%H:%M:%SZ >"$WORK_DIR/run.started"
+  touch "$WORK_DIR/completed"
+  : >"$WORK_DIR/budget.next"
+  : >"$WORK_DIR/requests.log"
+  # the key reaches curl on its stdin (a here-string, no file left behind), never on a command
+  # line where `ps` would show it
+  AUTH_HEADER="Authorization: Bearer $STRIPE_SECRET_KEY"
+}
+
+on_interrupt() {
+  trap - INT TERM
+  touch "$WORK_DIR/abort" 2>/dev/null || true
+  log "interrupted: the pages fetched so far are kept in $WORK_DIR; run the same command again to resume"
+  # shellcheck disable=SC2046  # one pid per word
+  kill -- $(jobs -p) 2>/dev/null || true
+  exit "$EXIT_INTERRUPTED"
+}
+
+finish_run() {
+  rm -f "$WORK_DIR/budget.next" "$WORK_DIR/budget.lock"
+  local total r429 r5xx net
+  total=$(wc -l <"$WORK_DIR/requests.log")
+  r429=$(grep -c '^429 ' "$WORK_DIR/requests.log" || true)
+  r5xx=$(grep -c '^5' "$WORK_DIR/requests.log" || true)
+  net=$(grep -c '^000 ' "$WORK_DIR/requests.log" || true)
+  log "requests: $total (429: $r429, 5xx: $r5xx, network errors: $net) in $(seconds_since "$RUN_START") s"
+}
+
+# A resource written by a run that was then interrupted is not fetched again by the run that
+# resumes it; the list is forgotten once a whole run succeeds.
+completed_line() {  # NAME
+  printf '%s' "$1 $STRIPE_API_BASE limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
+}
+
+was_completed() {  # NAME: written by the interrupted run this one resumes
+  grep -qxF -- "$(completed_line "$1")" "$WORK_DIR/completed" && [[ -f $OUT_DIR/$1.json ]]
+}
+
+already_fetched() {  # NAME, saying so
+  if was_completed "$1"; then
+    log "$1: already fetched by the interrupted run started $(cat "$WORK_DIR/run.started"); kept"
+    return 0
+  fi
+  return 1
+}
+
+mark_fetched() {  # NAME
+  printf '%s\n' "$(completed_line "$1")" >>"$WORK_DIR/completed"
+}
+
+run_succeeded() {
+  rm -f "$WORK_DIR/completed" "$WORK_DIR/run.started"
+}
+
+# ---- failing ----------------------------------------------------------------------------------
+
+# Stop this worker and tell the others: they see $WORK_DIR/abort before their next request.
+fatal() {
+  local message
+  message=$(mask "$*")
+  if [[ ! -e $WORK_DIR/abort ]]; then
+    log "error: $message"
+    printf '%s\n' "$message" >"$WORK_DIR/abort"
+  fi
+  exit "$EXIT_FAILED"
+}
+
+check_abort() {
+  if [[ -e $WORK_DIR/abort ]]; then exit "$EXIT_FAILED"; fi
+}
+
+# ---- the request budget -----------------------------------------------------------------------
+
+# Sleep without a process per request: `read -t` on a pipe nobody writes to times out.
+pause() {  # seconds, may be fractional
+  read -r -t "$1" -u "$SLEEP_FD" _ || true
+}
+
+# Claim the next free send slot under a lock shared by every worker, then sleep until it. Slots
+# are BUDGET_GAP_US apart; at most FETCH_BURST unused slots are banked while every worker was
+# busy, so the average stays at FETCH_RATE and no burst exceeds FETCH_BURST requests — far
+# inside Stripe's (and the sandbox's) one-second bucket.
+budget_wait() {
+  (( BUDGET_GAP_US > 0 )) || return 0
+  local fd now slot wait_us floor
+  exec {fd}>>"$WORK_DIR/budget.lock"
+  flock "$fd"
+  now=$(now_us)
+  read -r slot <"$WORK_DIR/budget.next" || slot=0
+  floor=$(( now - FETCH_BURST * BUDGET_GAP_US ))
+  if (( ${slot:-0} < floor )); then slot=$floor; fi
+  printf '%s\n' $(( slot + BUDGET_GAP_US )) >"$WORK_DIR/budget.next"
+  exec {fd}>&-
+  wait_us=$(( slot - now ))
+  if (( wait_us > 0 )); then
+    pause "$(printf '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000)))"
+  fi
+}
+
+# ---- one GET with retries ---------------------------------------------------------------------
+
+header_value() {  # $1 headers file, $2 lower-case name → the last value (redirects add blocks)
+  awk -v name="$2" '{ sub(/\r$/, "") }
+    tolower(substr($0, 1, length(name) + 1)) == name ":" { v = substr($0, length(name) + 2); gsub(/^ +| +$/, "", v) }
+    END { print v }' "$1"
+}
+
+error_message() {  # Stripe's error body → its message, or the start of whatever came back
+  jq -r '.error.message // empty' "$1" 2>/dev/null || head -c 200 "$1"
+}
+
+# backoff in seconds for attempt $1 (1-based): 0.5, 1, 2, … capped at 16, with 50–100 % jitter
+backoff_seconds() {
+  local ms=$(( 500 * (1 << ($1 - 1)) ))
+  (( ms > 16000 )) && ms=16000
+  ms=$(( ms / 2 + RANDOM % (ms / 2 + 1) ))
+  printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
+
+# http_get URL OUT what → 0 with the body in OUT on 200; 4 on "No such …" 404s (the caller decides);
+# anything else fatal after the retries it deserves.
+http_get() {
+  local url=$1 out=$2 what=$3 attempt=0 status rc retry should wait_s reason
+  local headers=$out.headers
+  while true; do
+    check_abort
+    budget_wait
+    rc=0
+    status=$(curl --silent --show-error --output "$out" --dump-header "$headers" \
+      --write-out '%{http_code}' --connect-timeout 10 --max-time "$FETCH_TIMEOUT" \
+      --header @- --header "Stripe-Version: $STRIPE_API_VERSION" \
+      "$url" 2>"$out.curlerr" <<<"$AUTH_HEADER") || rc=$?
+    if (( rc != 0 )); then status=000; fi
+    printf '%s %s\n' "$status" "$EPOCHREALTIME" >>"$WORK_DIR/requests.log"
+    if [[ $status == 200 ]]; then return 0; fi
+
+    retry=0 wait_s=""
+    should=""
+    if [[ -s $headers ]]; then should=$(header_value "$headers" stripe-should-retry); fi
+    case $status in
+      000) retry=1 reason="network error: $(head -c 200 "$out.curlerr")" ;;
+      429) retry=1 reason="rate limited (429)" ;;
+      5??) retry=1 reason="server error ($status): $(error_message "$out")" ;;
+      409) reason="conflict (409): $(error_message "$out")" ;;
+      401) fatal "$what: authentication failed (401) with key $STRIPE_SECRET_KEY at $STRIPE_API_BASE:" \
+                 "$(error_message "$out") — check STRIPE_SECRET_KEY (.env.local)" ;;
+      403) fatal "$what: permission denied (403) for key $STRIPE_SECRET_KEY: $(error_message "$out")" ;;
+      404)
+        reason=$(error_message "$out")
+        if [[ $reason == "Unrecognized request URL"* || -z $reason ]]; then
+          local endpoint=${url#"$STRIPE_API_BASE"}
+          fatal "$what: $STRIPE_API_BASE has no endpoint GET ${endpoint%%\?*} (404: $reason)"
+        fi
+        return 4 ;;
+      *) fatal "$what: HTTP $status from ${url#"$STRIPE_API_BASE"}: $(error_message "$out")" ;;
+    esac
+    # Stripe says when a retry would or would not help; its word beats our guess
+    if [[ $should == true ]]; then retry=1; elif [[ $should == false ]]; then retry=0; fi
+    if (( ! retry )); then fatal "$what: $reason (Stripe-Should-Retry: false)"; fi
+    attempt=$(( attempt + 1 ))
+    if (( attempt > FETCH_MAX_RETRIES )); then
+      fatal "$what: giving up after $attempt attempts: $reason"
+    fi
+    wait_s=$(header_value "$headers" retry-after)
+    [[ $wait_s =~ ^[0-9]+$ ]] || wait_s=$(backoff_seconds "$attempt")
+    log "$what: $reason; retry $attempt/$FETCH_MAX_RETRIES in ${wait_s}s"
+    pause "$wait_s"
+  done
+}
+
+# ---- pages of one list ------------------------------------------------------------------------
+
+# Split a list page into "has_more count last_id" (first line) and its objects, one per line.
+split_page() {  # $1 response, $2 objects out → echoes the head line
+  local head
+  { IFS= read -r head && cat >"$2"; } < <(jq -c -r \
+    'if .object == "list" and (.data | type) == "array"
+     then "\(.has_more) \(.data | length) \(.data[-1].id // "-")", .data[]
+     else "not-a-list" end' "$1" 2>/dev/null)
+  printf '%s' "${head:-not-json}"
+}
+
+# fetch_pages NAME PATH QUERY: every page of one list into $WORK_DIR/NAME/page-*.jsonl, resuming
+# from the state a stopped run left. Sets PAGES, OBJECTS.
+fetch_pages() {
+  local name=$1 path=$2 query=$3
+  local dir=$WORK_DIR/$name fingerprint state_line head has_more=true count last cursor="" url
+  fingerprint="$STRIPE_API_BASE$path?$query limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
+  PAGES=0 OBJECTS=0
+  if [[ -f $dir/state && $(head -n 1 "$dir/state") == "$fingerprint" ]]; then
+    state_line=$(sed -n 2p "$dir/state")
+    read -r PAGES OBJECTS cursor has_more <<<"$state_line"
+    [[ $cursor == - ]] && cursor=""
+    log "$name: resuming after page $PAGES ($OBJECTS objects already fetched)"
+  else
+    [[ -d $dir ]] && log "$name: earlier partial fetch is for other settings; starting over"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+  fi
+  while [[ $has_more == true ]]; do
+    url="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor:+&starting_after=$cursor}"
+    http_get "$url" "$dir/response" "$name" || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
+    head=$(split_page "$dir/response" "$dir/page.tmp")
+    read -r has_more count last <<<"$head"
+    if [[ $has_more != true && $has_more != false ]]; then
+      fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
+    fi
+    if [[ $has_more == true && $last == - ]]; then
+      fatal "$name: has_more is true on an empty page; cannot paginate"
+    fi
+    PAGES=$(( PAGES + 1 )) OBJECTS=$(( OBJECTS + count ))
+    mv "$dir/page.tmp" "$dir/page-$(printf '%05d' "$PAGES").jsonl"
+    # the page is on disk before the state says so: a kill in between refetches one page, no more
+    [[ $last != - ]] && cursor=$last
+    printf '%s\n%s %s %s %s\n' "$fingerprint" "$PAGES" "$OBJECTS" "${cursor:--}" "$has_more" \
+      >"$dir/state.tmp"
+    mv "$dir/state.tmp" "$dir/state"
+    if (( PAGES % 10 == 0 )) || [[ $has_more == false && $PAGES -gt 1 ]]; then
+      log "$name: page $PAGES, $OBJECTS objects"
+    fi
+  done
+  rm -f "$dir/response" "$dir/response.headers" "$dir/response.curlerr"
+}
+
+# ---- writing a resource file ------------------------------------------------------------------
+
+# write_list NAME URL_PATH PAGES OBJECTS SECONDS < objects (one per line): the list envelope and
+# its .meta.json, each through a temp file and mv, so a reader never sees half a file.
+write_list() {
+  local name=$1 list_url=$2 pages=$3 objects=$4 seconds=$5
+  local final=$OUT_DIR/$name.json tmp=$OUT_DIR/.$name.json.tmp
+  local meta=$OUT_DIR/$name.meta.json meta_tmp=$OUT_DIR/.$name.meta.json.tmp
+  {
+    printf '{"object": "list", "url": "%s", "has_more": false, "data": [\n' "$list_url"
+    sed '1!s/^/,/'
+    printf ']}\n'
+  } >"$tmp"
+  jq -n --arg resource "$name" --arg version "$STRIPE_API_VERSION" --arg base "$STRIPE_API_BASE" \
+    --arg url "$list_url" --arg at "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --argjson objects "$objects" --argjson pages "$pages" --argjson seconds "$seconds" \
+    '{resource: $resource, stripe_version: $version, fetched_at: $at, objects: $objects,
+      pages: $pages, seconds: $seconds, api_base: $base, url: $url}' >"$meta_tmp"
+  mv "$tmp" "$final"
+  mv "$meta_tmp" "$meta"
+}
+
+closing_line() {  # NAME OBJECTS PAGES SECONDS
+  printf '%-16s %8d objects %6d pages %8s s\n' "$1:" "$2" "$3" "$4" >&2
+}
+
+# fetch_resource NAME PATH QUERY: one global list, every page, into $OUT_DIR/NAME.json.
+fetch_resource() {
+  local name=$1 path=$2 query=$3 start
+  start=$(now_us)
+  fetch_pages "$name" "$path" "$query"
+  local seconds
+  seconds=$(seconds_since "$start")
+  cat "$WORK_DIR/$name"/page-*.jsonl 2>/dev/null | write_list "$name" "$path" "$PAGES" "$OBJECTS" "$seconds"
+  rm -rf "${WORK_DIR:?}/$name"
+  mark_fetched "$name"
+  closing_line "$name" "$OBJECTS" "$PAGES" "$seconds"
+}
+
+# ---- payment methods, per customer ------------------------------------------------------------
+
+# Is this page body the last one? Most customers have one page, and jq costs more CPU than
+# the request itself: a Stripe list ends `"has_more": false, "url": "…"}`, which a builtin regex
+# sees at the very end of the body. Anything else goes through jq (always right, just slower).
+LAST_PAGE_RE='"has_more":[[:space:]]*false,[[:space:]]*"url":[[:space:]]*"[^"]*"[[:space:]]*[}][[:space:]]*$'
+
+# All of one customer's payment methods (every page) into done/<cus>.json — the raw list bodies
+# back to back, parsed once at merge time; skipped when a stopped run already finished it.
+fetch_customer_methods() {
+  local cus=$1 path=$2 query=$3 dir=$WORK_DIR/payment_methods
+  local done_file=$dir/done/$cus.json work=$dir/work/$cus cursor="" pages=0 body head
+  local has_more count last url status
+  [[ -f $done_file ]] && return 0
+  : >"$work.json"
+  while true; do
+    url="$STRIPE_API_BASE${path//\{customer\}/$cus}?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor:+&starting_after=$cursor}"
+    status=0
+    http_get "$url" "$work.response" "payment_methods ($cus)" || status=$?
+    if (( status == 4 )); then
+      # the customer was deleted after the customer list was read: nothing to fetch for it
+      log "payment_methods: $cus: $(error_message "$work.response"); skipped"
+      break
+    fi
+    pages=$(( pages + 1 ))
+    cat "$work.response" >>"$work.json"
+    IFS= read -r -d '' body <"$work.response" || true
+    [[ $body =~ $LAST_PAGE_RE ]] && break
+    head=$(split_page "$work.response" /dev/null)
+    read -r has_more count last <<<"$head"
+    [[ $has_more == true || $has_more == false ]] \
+      || fatal "payment_methods: $cus: not a Stripe list ($head)"
+    [[ $has_more == true && $last != - ]] || break
+    cursor=$last
+    : "$count"
+  done
+  mv "$work.json" "$done_file"
+  printf '%s\n' "$pages" >>"$dir/pages.log"
+  rm -f "$work.response" "$work.response.headers" "$work.response.curlerr"
+}
+
+# fetch_payment_methods PATH QUERY CUSTOMER_IDS_FILE: every customer's methods, FETCH_CONCURRENCY
+# at a time inside the shared budget, merged into one payment_methods.json in customer order.
+fetch_payment_methods() {
+  local path=$1 query=$2 ids_file=$3 dir=$WORK_DIR/payment_methods start total n=0 running=0
+  local fingerprint="$STRIPE_API_BASE$path?$query version=$STRIPE_API_VERSION key=$KEY_ID"
+  start=$(now_us)
+  if [[ -f $dir/state && $(cat "$dir/state") == "$fingerprint" ]]; then
+    log "payment_methods: resuming ($(find "$dir/done" -name '*.json' | wc -l) customers already done)"
+  else
+    rm -rf "$dir"
+    mkdir -p "$dir/done"
+    printf '%s\n' "$fingerprint" >"$dir/state"
+  fi
+  rm -rf "$dir/work"
+  mkdir -p "$dir/work"
+  total=$(wc -l <"$ids_file")
+  log "payment_methods: $total customers, $FETCH_CONCURRENCY at a time"
+  while IFS= read -r cus; do
+    [[ -n $cus ]] || continue
+    check_abort
+    fetch_customer_methods "$cus" "$path" "$query" &
+    running=$(( running + 1 )) n=$(( n + 1 ))
+    if (( running >= FETCH_CONCURRENCY )); then
+      wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
+      running=$(( running - 1 ))
+    fi
+    if (( n % 200 == 0 )); then log "payment_methods: $n/$total customers"; fi
+  done <"$ids_file"
+  while (( running > 0 )); do
+    wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
+    running=$(( running - 1 ))
+  done
+  check_abort
+  local pages objects seconds
+  pages=$(awk '{ s += $1 } END { print s + 0 }' "$dir/pages.log" 2>/dev/null || echo 0)
+  # customers in list order, each one's methods together; a deleted customer has no file
+  sed "s|^|$dir/done/|; s|\$|.json|" "$ids_file" | while IFS= read -r f; do
+    if [[ -f $f ]]; then printf '%s\n' "$f"; fi; done \
+    | xargs -r -d '\n' jq -c '.data[]' >"$dir/all.jsonl" \
+    || fatal "payment_methods: a saved page is not a Stripe list (jq failed)"
+  objects=$(wc -l <"$dir/all.jsonl")
+  seconds=$(seconds_since "$start")
+  write_list payment_methods "$path" "$pages" "$objects" "$seconds" <"$dir/all.jsonl"
+  rm -rf "${WORK_DIR:?}/payment_methods"
+  mark_fetched payment_methods
+  closing_line payment_methods "$objects" "$pages" "$seconds"
+}
+
+# customer_ids FILE: the customers whose payment methods to fetch — from customers.json when this
+# run wrote it, else listed from the API (ids only, nothing else is written).
+customer_ids() {
+  local out=$1 use_file=$2
+  if [[ $use_file == 1 ]]; then
+    jq -r '.data[].id' "$OUT_DIR/customers.json" >"$out"
+    return 0
+  fi
+  fetch_pages _customer_ids /v1/customers ""
+  cat "$WORK_DIR/_customer_ids"/page-*.jsonl 2>/dev/null | jq -r '.id' >"$out"
+  rm -rf "${WORK_DIR:?}/_customer_ids"
+}
+
+# run_payment_methods PATH QUERY USE_CUSTOMERS_FILE(0|1)
+run_payment_methods() {
+  local ids=$WORK_DIR/customer_ids
+  customer_ids "$ids.tmp" "$3"
+  mv "$ids.tmp" "$ids"
+  fetch_payment_methods "$1" "$2" "$ids"
+  rm -f "$ids"
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Fetch every customer's payment methods (GET /v1/customers/{id}/payment_methods, all pages) with
+# curl, FETCH_CONCURRENCY customers at a time within the FETCH_RATE budget, merged into one
+# $JSON_DIR/payment_methods.json (+ .meta.json). The customer ids are listed from the API here;
+# fetch_stripe_data.sh runs the same code with the ids of the customers.json it just wrote.
+#
+#   scripts/fetch_payment_methods.sh [--restart]
+#
+# Same environment and exit codes as fetch_stripe_data.sh.
+set -euo pipefail
+
+# shellcheck source=scripts/fetch_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/fetch_lib.sh"
+
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  --restart) FETCH_RESTART=1 ;;
+  "") ;;
+  *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
+esac
+
+RUN_START=$(now_us)
+RESOURCES=payment_methods
+load_setup
+take_run_lock
+trap on_interrupt INT TERM
+log "fetching payment methods from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(mask_key "$STRIPE_SECRET_KEY"), budget ${FETCH_RATE} req/s) into $OUT_DIR"
+
+IFS=$'\t' read -r _ pm_path pm_query _ <<<"$RESOURCE_LINES"
+[[ $pm_query == - ]] && pm_query=""
+failed=0
+if ! already_fetched payment_methods; then
+  run_payment_methods "$pm_path" "$pm_query" 0 || failed=1
+fi
+finish_run
+if (( failed )) || [[ -e $WORK_DIR/abort ]]; then
+  log "fetch failed: payment_methods.json is untouched; run again to resume"
+  exit "$EXIT_FAILED"
+fi
+run_succeeded

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fetch every resource of the registry from Stripe (or the local sandbox) with curl into
+# $JSON_DIR/<resource>.json (Stripe list envelopes) plus <resource>.meta.json, parents first.
+#
+#   scripts/fetch_stripe_data.sh [--restart]
+#   RESOURCES="customers charges" scripts/fetch_stripe_data.sh
+#
+# Environment (defaults from .env.dev / .env.local via app.config): STRIPE_SECRET_KEY,
+# STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), JSON_DIR, RESOURCES;
+# FETCH_RATE (requests/s for the whole fetch, default 25 = Stripe's test-mode limit; 0 = none),
+# FETCH_CONCURRENCY (payment-method workers, default 8), FETCH_MAX_RETRIES (8),
+# FETCH_PAGE_LIMIT (100), FETCH_RESTART=1 (same as --restart: drop what a stopped fetch left).
+#
+# Global lists run concurrently, one page chain each; payment methods are listed per customer by
+# FETCH_CONCURRENCY workers once customers.json is written. All share one request budget.
+# Exit: 0 all written; 1 a fetch failed (earlier files untouched); 2 bad usage; 130 interrupted
+# (run again to resume).
+set -euo pipefail
+
+# shellcheck source=scripts/fetch_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/fetch_lib.sh"
+
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  --restart) FETCH_RESTART=1 ;;
+  "") ;;
+  *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
+esac
+
+RUN_START=$(now_us)
+load_setup
+take_run_lock
+trap on_interrupt INT TERM
+log "fetching from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(mask_key "$STRIPE_SECRET_KEY"), budget ${FETCH_RATE} req/s) into $OUT_DIR"
+
+declare -A pid_of=()
+pm_path="" pm_query=""
+while IFS=$'\t' read -r name path query per_customer; do
+  [[ $query == - ]] && query=""
+  if [[ $per_customer == 1 ]]; then
+    pm_path=$path pm_query=$query
+    continue
+  fi
+  if already_fetched "$name"; then continue; fi
+  fetch_resource "$name" "$path" "$query" &
+  pid_of[$name]=$!
+done <<<"$RESOURCE_LINES"
+
+failed=0
+if [[ -n $pm_path ]] && ! already_fetched payment_methods; then
+  from_file=0
+  if [[ -n ${pid_of[customers]:-} ]]; then
+    # payment methods are listed per customer: take the ids from the customers just written
+    wait "${pid_of[customers]}" || failed=1
+    unset 'pid_of[customers]'
+    from_file=1
+  elif was_completed customers; then
+    from_file=1
+  fi
+  if (( ! failed )); then
+    run_payment_methods "$pm_path" "$pm_query" "$from_file" &
+    pid_of[payment_methods]=$!
+  fi
+fi
+for name in "${!pid_of[@]}"; do
+  wait "${pid_of[$name]}" || failed=1
+done
+
+finish_run
+if (( failed )) || [[ -e $WORK_DIR/abort ]]; then
+  log "fetch failed: files of the resources not fetched are untouched; run again to resume"
+  exit "$EXIT_FAILED"
+fi
+run_succeeded

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""What the curl fetchers need from Python, so the registry and the settings stay the one source.
+
+`list_resources.py [NAMES…]` prints one tab-separated line per resource, parents first:
+    name  list_path  query  per_customer(0|1)
+where query holds the registry's list params and expand[] (URL-encoded, without limit/cursor),
+or "-" when there are none (tabs are whitespace to `read`, so no field may be empty).
+`list_resources.py --shell [NAMES…]` prints the Stripe settings and those lines (as
+RESOURCE_LINES) as shell assignments for `eval`: one Python start per fetch.
+Unknown names exit 2 with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import load_settings  # noqa: E402
+from app.errors import PipelineError  # noqa: E402
+from app.resources import load_order  # noqa: E402
+
+
+def resource_lines(names: list[str] | None) -> list[str]:
+    lines = []
+    for resource in load_order(names):
+        pairs = list(resource.list_params.items()) + [("expand[]", e) for e in resource.expand]
+        query = urlencode(pairs) or "-"
+        lines.append("\t".join((resource.name, resource.list_path, query,
+                                "1" if resource.per_customer else "0")))
+    return lines
+
+
+def settings_lines() -> list[str]:
+    settings = load_settings()
+    values = {
+        "STRIPE_SECRET_KEY": settings.stripe_secret_key,
+        "STRIPE_API_BASE": settings.stripe_api_base,
+        "STRIPE_API_VERSION": settings.stripe_api_version,
+        "JSON_DIR": str(settings.json_dir),
+    }
+    return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="resources (comma- or space-separated); all if none")
+    parser.add_argument("--shell", action="store_true",
+                        help="print settings and resource lines as shell assignments")
+    args = parser.parse_args(argv)
+    try:
+        names = [n for arg in args.names for n in arg.replace(",", " ").split()]
+        lines = resource_lines(names or None)
+        if args.shell:
+            lines = settings_lines() + [f"RESOURCE_LINES={shlex.quote(chr(10).join(lines))}"]
+    except (PipelineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The curl fetchers end to end against the local sandbox (bash, curl and jq as users run them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from app.resources import BY_NAME, RESOURCES
+from tests.fetch_helpers import (
+    FETCH,
+    FETCH_PMS,
+    assert_files_match_sandbox,
+    fetch_env,
+    objects_in,
+    run_fetch,
+)
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("jq") and shutil.which("flock")),
+    reason="the fetchers need curl, jq and flock (util-linux)",
+)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.json"))}
+
+
+def test_fetch_writes_every_sandbox_object_exactly_once(sandbox, tmp_path):
+    sandbox.seed(customers=25)
+    result = run_fetch(sandbox.url, tmp_path, FETCH_PAGE_LIMIT="7")
+    assert result.returncode == 0, result.stderr
+    assert_files_match_sandbox(tmp_path, sandbox.store)
+    for resource in RESOURCES:
+        meta = json.loads((tmp_path / f"{resource.name}.meta.json").read_text())
+        assert meta["stripe_version"] == "2026-10-28.endive"
+        assert meta["objects"] == len(objects_in(tmp_path, resource.name))
+        assert f"{resource.name}:" in result.stderr  # the closing line
+    customers = objects_in(tmp_path, "customers")
+    # the registry's expand[] reached the API: default payment methods come expanded
+    assert any(isinstance((c.get("invoice_settings") or {}).get("default_payment_method"), dict)
+               for c in customers)
+    assert json.loads((tmp_path / "customers.meta.json").read_text())["pages"] >= 4
+    assert not (tmp_path / ".partial" / "customers").exists()
+
+
+def test_resources_variable_limits_the_run(sandbox, tmp_path):
+    sandbox.seed(customers=5)
+    result = run_fetch(sandbox.url, tmp_path, RESOURCES="customers charges")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.json") if ".meta" not in p.name) == [
+        "charges.json", "customers.json"]
+    assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["charges"]))
+
+
+def test_unknown_resource_is_a_usage_error(sandbox, tmp_path):
+    result = run_fetch(sandbox.url, tmp_path, RESOURCES="customers refunds")
+    assert result.returncode == 2
+    assert "unknown resource(s): refunds" in result.stderr
+
+
+def test_missing_endpoint_is_an_error_naming_it(sandbox, tmp_path):
+    result = run_fetch(sandbox.url + "/nowhere", tmp_path, RESOURCES="products")
+    assert result.returncode == 1
+    assert "/nowhere has no endpoint GET /v1/products (404" in result.stderr
+    assert not (tmp_path / "products.json").exists()
+
+
+def test_wrong_key_stops_clearly_and_leaves_earlier_files(sandbox, tmp_path):
+    sandbox.seed(customers=5)
+    assert run_fetch(sandbox.url, tmp_path).returncode == 0
+    before = digest(tmp_path)
+    wrong = "sk_wrong_0123456789abcdefWXYZ"
+    result = run_fetch(sandbox.url, tmp_path, STRIPE_SECRET_KEY=wrong)
+    assert result.returncode == 1
+    assert "authentication failed (401)" in result.stderr
+    assert wrong not in result.stderr and "WXYZ" in result.stderr  # masked, still recognisable
+    assert digest(tmp_path) == before
+
+
+def test_429s_and_500s_are_retried_to_the_same_files(sandbox_factory, tmp_path):
+    flaky = sandbox_factory(rate_limit=True, test_rate=8, error_rate=0.1, fault_seed=7)
+    flaky.seed(customers=6)
+    result = run_fetch(flaky.url, tmp_path / "flaky", FETCH_PAGE_LIMIT="5")
+    assert result.returncode == 0, result.stderr
+    tally = result.stderr.strip().splitlines()[-1]
+    assert "429: 0," not in tally and "5xx: 0," not in tally, tally  # both kinds were met
+    # the same server without faults or limits: the files must come out identical
+    flaky.sandbox.faults = None
+    flaky.sandbox.limiter = None
+    clean = run_fetch(flaky.url, tmp_path / "clean", FETCH_PAGE_LIMIT="5")
+    assert clean.returncode == 0, clean.stderr
+    for resource in RESOURCES:
+        assert objects_in(tmp_path / "flaky", resource.name) == objects_in(
+            tmp_path / "clean", resource.name), resource.name
+
+
+def test_budget_keeps_the_fetch_under_the_rate_limit(sandbox_factory, tmp_path):
+    limited = sandbox_factory(rate_limit=True, test_rate=20)
+    limited.seed(customers=12)
+    result = run_fetch(limited.url, tmp_path, FETCH_RATE="20", FETCH_PAGE_LIMIT="10",
+                       RESOURCES="customers payment_methods invoices")
+    assert result.returncode == 0, result.stderr
+    assert "(429: 0," in result.stderr
+    stamps = sorted(float(line.split()[1])
+                    for line in (tmp_path / ".partial" / "requests.log").read_text().splitlines())
+    assert len(stamps) >= 15
+    # 20 requests/s: 50 ms apart, except a burst of at most FETCH_BURST (3) banked slots
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1 - 3) * 0.05 * 0.95
+
+
+def test_interrupted_fetch_resumes_where_it_stopped(sandbox, tmp_path):
+    sandbox.seed(customers=30)
+    env = fetch_env(sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", FETCH_RATE="40",
+                    RESOURCES="customers")
+    process = subprocess.Popen(["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    state = tmp_path / ".partial" / "customers" / "state"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if state.exists() and int(state.read_text().splitlines()[1].split()[0]) >= 4:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode != 0
+    assert not (tmp_path / "customers.json").exists()
+    done_pages = int(state.read_text().splitlines()[1].split()[0])
+    assert 4 <= done_pages < 15
+
+    result = run_fetch(sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", RESOURCES="customers")
+    assert result.returncode == 0, result.stderr
+    assert f"customers: resuming after page {done_pages}" in result.stderr
+    requests = int(result.stderr.split("requests: ")[1].split()[0])
+    assert requests == 15 - done_pages  # 30 customers, 2 a page: only the missing pages
+    assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
+
+
+def test_payment_methods_script_merges_every_customer(sandbox, tmp_path):
+    sandbox.seed(customers=15)
+    result = run_fetch(sandbox.url, tmp_path, script=FETCH_PMS, FETCH_CONCURRENCY="4")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.glob("*.json") if ".meta" not in p.name] == [
+        "payment_methods.json"]
+    assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["payment_methods"],))
+
+
+def test_help_describes_the_environment():
+    result = subprocess.run(["bash", str(FETCH), "--help"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0
+    assert "FETCH_RATE" in result.stdout and "RESOURCES" in result.stdout
+
+
+def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
+    sandbox.seed(customers=30)
+    env = fetch_env(sandbox.url, tmp_path, FETCH_RATE="40", FETCH_CONCURRENCY="2",
+                    RESOURCES="customers payment_methods")
+    process = subprocess.Popen(["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    done = tmp_path / ".partial" / "payment_methods" / "done"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (done.exists() and len(list(done.iterdir())) >= 8):
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    finished = len(list(done.iterdir()))
+    assert 8 <= finished < 30
+
+    result = run_fetch(sandbox.url, tmp_path, RESOURCES="customers payment_methods")
+    assert result.returncode == 0, result.stderr
+    assert "customers: already fetched by the interrupted run" in result.stderr
+    assert f"payment_methods: resuming ({finished} customers already done)" in result.stderr
+    requests = int(result.stderr.split("requests: ")[1].split()[0])
+    assert requests == 30 - finished  # neither the customers nor the finished ones again
+    assert_files_match_sandbox(tmp_path, sandbox.store,
+                               (BY_NAME["customers"], BY_NAME["payment_methods"]))
+    assert not (tmp_path / ".partial" / "completed").exists()  # the next fetch starts afresh
