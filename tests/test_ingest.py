@@ -302,3 +302,46 @@ def test_rerun_repairs_a_typed_column_changed_by_hand(conn):
     result = ingest(conn, CHARGES, [charge(1, 1, 1000)])
     assert result.stats["charges"].updated == 1
     assert conn.execute(select(Charge.amount)).scalar_one() == 1000
+
+
+@pytest.fixture()
+def committed(engine):
+    """A connection whose batches really commit (several writers need their own connections);
+    the tables are emptied afterwards."""
+    with engine.connect() as connection:
+        yield connection
+    with engine.begin() as cleanup:
+        cleanup.exec_driver_sql(
+            "TRUNCATE products, prices, customers, payment_methods, subscriptions, "
+            "subscription_items, invoices, invoice_lines, payment_intents, charges CASCADE"
+        )
+
+
+def test_parallel_writers_load_every_row_once(committed, monkeypatch):
+    monkeypatch.setattr(ingest_module, "CELLS_PER_BATCH", 100)  # many small batches
+    # charges of customers that do not exist yet: both writers create placeholders at once
+    charges = [charge(n, n % 50, 100 + n) for n in range(1, 1201)]
+    # 300 listed twice, the copy in the very next batch: the two writers race for those ids
+    for block in range(3, 0, -1):
+        at = block * 100
+        charges[at:at] = charges[at - 100:at]
+    result = ingest(committed, CHARGES, charges, writers=2)
+    stats = result.stats["charges"]
+    assert stats.read == 1500
+    assert (stats.inserted, stats.updated + stats.unchanged, stats.rejected) == (1200, 300, 0)
+    assert stats.placeholders == 50
+    assert committed.execute(select(func.count()).select_from(Charge)).scalar_one() == 1200
+    placeholders = committed.execute(
+        select(func.count()).select_from(Customer).where(Customer.is_placeholder)).scalar_one()
+    assert placeholders == 50
+    again = ingest(committed, CHARGES, charges, writers=2)
+    assert again.stats["charges"].unchanged == 1500
+
+
+def test_writer_error_reaches_the_caller(committed, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ingest_module, "_write_batch", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        ingest(committed, CUSTOMERS, [customer(1)], writers=2)
