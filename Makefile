@@ -94,7 +94,7 @@ ingest-%: $(STAMP) ## Ingest one table, e.g. make ingest-charges SOURCE=json FIL
 sandbox: $(STAMP) ## Start the local Stripe sandbox in the background (127.0.0.1:12111)
 	$(PY) -m app.sandbox start
 
-sandbox-stop: $(STAMP) ## Stop the local Stripe sandbox (its state is lost)
+sandbox-stop: $(STAMP) ## Stop the local Stripe sandbox (its state is kept in data/sandbox/state.pickle)
 	$(PY) -m app.sandbox stop
 
 sandbox-reset: guard-dev $(STAMP) ## Empty the running sandbox

@@ -170,8 +170,8 @@ class BatchWriter:
     flat. The first error of a writer is raised in the caller at its next `put` or at the end.
     """
 
-    def __init__(self, loads: list[Callable[[list[dict[str, Any]]], None]]) -> None:
-        self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=len(loads))
+    def __init__(self, loads: list[Callable[[list[Any]], None]]) -> None:
+        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=len(loads))
         self.error: BaseException | None = None
         self.threads = [threading.Thread(target=self._run, args=(load,), daemon=True,
                                          name=f"ingest-writer-{n}")
@@ -182,7 +182,7 @@ class BatchWriter:
             thread.start()
         return self
 
-    def _run(self, load: Callable[[list[dict[str, Any]]], None]) -> None:
+    def _run(self, load: Callable[[list[Any]], None]) -> None:
         while True:
             rows = self.queue.get()
             if rows is None:
@@ -193,7 +193,7 @@ class BatchWriter:
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                     self.error = exc
 
-    def put(self, rows: list[dict[str, Any]]) -> None:
+    def put(self, rows: list[Any]) -> None:
         self._raise_error()
         self.queue.put(rows)
 

@@ -26,7 +26,13 @@ from sqlalchemy import Connection, Table
 from app.errors import PipelineError, TransformError
 
 # the ingest's own COPY formatting: the check must see values exactly as the ingest writes them
-from app.ingest import Progress, batch_size_for, copy_formatter, embedded_rows
+from app.ingest import (
+    BatchWriter,
+    Progress,
+    batch_size_for,
+    copy_line_function,
+    embedded_rows,
+)
 from app.resources import Child, Resource
 from app.sources import BadLine
 
@@ -194,38 +200,44 @@ def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor
 
 def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[ExpectedTable],
                    result: TableCheck, progress: Progress | None, sample_size: int) -> None:
-    parent_loader, child_loaders = loaders[0], loaders[1:]
     size = batch_size_for(resource.table)
-    batch: list[dict[str, Any]] = []
-    child_batches: list[list[dict[str, Any]]] = [[] for _ in child_loaders]
-    for obj in objects:
-        try:
-            if isinstance(obj, BadLine):
-                raise TransformError(resource.name, None, obj.reason)
-            row = resource.transform(obj)
-            row["api_version"] = None
-            if resource.children and not row["deleted"]:
-                embedded = embedded_rows(resource, row)
-                for child, child_batch in zip(resource.children, child_batches, strict=True):
-                    child_batch.extend(embedded[child.name])
-        except TransformError as exc:
-            unreadable = result.finding("unreadable")
-            unreadable.count += 1
-            if len(unreadable.samples) < sample_size:
-                unreadable.samples.append({"id": exc.object_id, "reason": exc.reason})
-            continue
-        batch.append(row)
-        if len(batch) >= size:
-            parent_loader.copy(batch)
-            batch = []
-            for loader, child_batch in zip(child_loaders, child_batches, strict=True):
-                loader.copy(child_batch)
-                child_batch.clear()
-        if progress is not None:
-            progress.tick()
-    parent_loader.copy(batch)
-    for loader, child_batch in zip(child_loaders, child_batches, strict=True):
-        loader.copy(child_batch)
+    batches: list[list[dict[str, Any]]] = [[] for _ in loaders]
+
+    def send(texts: list[tuple[ExpectedTable, str]]) -> None:
+        for loader, data in texts:
+            loader.send(data)
+
+    def flush(writer: BatchWriter) -> None:
+        writer.put([(loader, loader.lines(rows)) for loader, rows in zip(loaders, batches,
+                                                                              strict=True)])
+        for rows in batches:
+            rows.clear()
+
+    # the temp tables belong to this connection, so one writer thread: it COPies a batch while
+    # this thread parses and transforms the next
+    with BatchWriter([send]) as writer:
+        for obj in objects:
+            try:
+                if isinstance(obj, BadLine):
+                    raise TransformError(resource.name, None, obj.reason)
+                row = resource.transform(obj)
+                row["api_version"] = None
+                if resource.children and not row["deleted"]:
+                    embedded = embedded_rows(resource, row)
+                    for child, child_batch in zip(resource.children, batches[1:], strict=True):
+                        child_batch.extend(embedded[child.name])
+            except TransformError as exc:
+                unreadable = result.finding("unreadable")
+                unreadable.count += 1
+                if len(unreadable.samples) < sample_size:
+                    unreadable.samples.append({"id": exc.object_id, "reason": exc.reason})
+                continue
+            batches[0].append(row)
+            if len(batches[0]) >= size:
+                flush(writer)
+            if progress is not None:
+                progress.tick()
+        flush(writer)
     for loader in loaders:
         loader.finish()
 
@@ -237,7 +249,7 @@ class ExpectedTable:
         self.table = table
         self.name = f"expected_{table.name}"
         self.columns = [c.name for c in table.columns if c.name not in _UNCOPIED]
-        self._formatters = [copy_formatter(table.columns[c].type) for c in self.columns]
+        self._line = copy_line_function(table, self.columns)
         self.cursor = _cursor(conn)
         self.seq = 0
         self.cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
@@ -247,20 +259,21 @@ class ExpectedTable:
             f"CREATE TEMP TABLE {self.name} (LIKE {table.name} INCLUDING DEFAULTS, seq bigint)"
         )
 
-    def copy(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        buffer = io.StringIO()
-        write = buffer.write
-        pairs = list(zip(self.columns, self._formatters, strict=True))
+    def lines(self, rows: list[dict[str, Any]]) -> str:
+        """The rows as COPY text, numbered in the source's order (made on the reading thread)."""
+        out = []
         for row in rows:
             self.seq += 1
-            write("\t".join([fmt(row.get(col)) for col, fmt in pairs]))
-            write(f"\t{self.seq}\n")
-        buffer.seek(0)
-        self.cursor.copy_expert(
-            f"COPY {self.name} ({', '.join(self.columns)}, seq) FROM STDIN", buffer
-        )
+            out.append(f"{self._line(row)[:-1]}\t{self.seq}\n")
+        return "".join(out)
+
+    def send(self, data: str) -> None:
+        """COPY the text in (on the writer thread, while the next batch is read)."""
+        if data:
+            self.cursor.copy_expert(
+                f"COPY {self.name} ({', '.join(self.columns)}, seq) FROM STDIN",
+                io.StringIO(data), size=len(data) + 1,
+            )
 
     def finish(self) -> None:
         """Keep the last copy of an id listed twice, then give the planner statistics (temporary

@@ -7,7 +7,10 @@
     python -m app.sandbox stop
 
 Point the stripe SDK at it with `stripe.api_base = "http://127.0.0.1:12111"` and any
-`sk_test_...` key. State lives in the server process: it is lost on stop or restart.
+`sk_test_...` key. `start` keeps the state in data/sandbox/state.pickle (--state-file;
+SANDBOX_STATE_DIR moves the directory): it survives stop, start and a killed process, and
+`reset` empties both. --no-persist (or SANDBOX_PERSIST=0) keeps it in memory only, as `serve`
+does unless given --state-file.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 STATE_DIR = Path(os.environ.get("SANDBOX_STATE_DIR") or PROJECT_ROOT / "data" / "sandbox")
 PID_FILE = STATE_DIR / "sandbox.pid"
 LOG_FILE = STATE_DIR / "sandbox.log"
+STATE_FILE = STATE_DIR / "state.pickle"
 EXIT_NOT_RUNNING = 3
 
 
@@ -93,7 +97,20 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name)
         if value is not None:
             options += ["--" + name.replace("_", "-"), str(value)]
+    if args.no_persist:
+        options.append("--no-persist")
+    else:
+        options += ["--state-file", str((args.state_file or STATE_FILE).resolve())]
     return options
+
+
+def _last_error(log: Path) -> str:
+    """The last line the server wrote before dying at start: usually the reason."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -106,6 +123,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"something already answers at {url} as a sandbox (not started from this project?)")
         return 0
     STATE_DIR.mkdir(parents=True, exist_ok=True)
+    log_start = LOG_FILE.stat().st_size if LOG_FILE.exists() else 0
     with LOG_FILE.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.sandbox", "serve", *_serve_args(args)],
@@ -115,13 +133,20 @@ def cmd_start(args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    # Another sandbox of this directory (on another port) keeps its pid file if this one fails.
+    previous_pid = PID_FILE.read_text() if pid is not None else None
     PID_FILE.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            PID_FILE.unlink(missing_ok=True)
+            if previous_pid:
+                PID_FILE.write_text(previous_pid)
+            else:
+                PID_FILE.unlink(missing_ok=True)
+            grown = LOG_FILE.stat().st_size > log_start
+            reason = _last_error(LOG_FILE) if grown else ""
             print(
-                f"sandbox exited at start (code {process.returncode}); see {LOG_FILE}",
+                f"sandbox exited at start (code {process.returncode}): {reason}\nsee {LOG_FILE}",
                 file=sys.stderr,
             )
             return 1
@@ -140,7 +165,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print("sandbox is not running")
         return 0
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    # A clean stop writes the state file first: seconds for a store of 100 000 customers.
+    deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline and _read_pid() is not None:
         time.sleep(0.05)
     if _read_pid() is not None:
@@ -159,6 +185,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     counts = ", ".join(f"{name} {n}" for name, n in health["counts"].items() if n)
     print(f"sandbox running at {url} (pid {_read_pid() or '?'}): {counts or 'empty'}")
+    if health.get("state_file"):
+        saved = "saved" if health.get("state_saved") else "changes not yet saved"
+        print(f"state kept in {health['state_file']} ({saved})")
+    else:
+        print("state kept in memory only")
     return 0
 
 
@@ -197,6 +228,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             drop_rate=args.drop_rate or 0.0,
             seed=args.fault_seed,
         ),
+        state_file=None if args.no_persist else args.state_file,
     )
     # SIGTERM (from `stop`) becomes KeyboardInterrupt so the socket closes cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -259,24 +291,49 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--fault-seed", type=int, default=None, help="seed of the fault draw, to replay a run"
     )
+    server.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help=f"where the state is kept across restarts (start: default {STATE_FILE}; "
+        "serve: in memory unless given)",
+    )
+    server.add_argument(
+        "--no-persist",
+        action="store_true",
+        default=os.environ.get("SANDBOX_PERSIST", "1").lower() in ("0", "false", "no", "off"),
+        help="keep the state in memory only: lost on stop (env SANDBOX_PERSIST=0)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     start = sub.add_parser(
         "start", parents=[common, server], help="start in the background and print the URL"
     )
-    start.add_argument("--wait", type=float, default=15.0, help="seconds to wait for it to answer")
+    start.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for it to answer (loading a big state file takes a while)",
+    )
     start.set_defaults(func=cmd_start)
     sub.add_parser("serve", parents=[common, server], help="serve in the foreground").set_defaults(
         func=cmd_serve
     )
-    sub.add_parser("stop", parents=[common], help="stop the background sandbox").set_defaults(
-        func=cmd_stop
+    stop = sub.add_parser(
+        "stop", parents=[common], help="stop the background sandbox (its state is saved)"
     )
+    stop.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to let it save its state before killing it",
+    )
+    stop.set_defaults(func=cmd_stop)
     sub.add_parser("status", parents=[common], help="exit 0 when running, 3 when not").set_defaults(
         func=cmd_status
     )
-    sub.add_parser("reset", parents=[common], help="empty the running sandbox").set_defaults(
-        func=cmd_reset
-    )
+    sub.add_parser(
+        "reset", parents=[common], help="empty the running sandbox and its state file"
+    ).set_defaults(func=cmd_reset)
     seed = sub.add_parser(
         "seed", parents=[common], help="fill the running sandbox with a generated graph"
     )

@@ -8,6 +8,7 @@ scripts/bench_sandbox.py measures this path.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -15,8 +16,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +39,7 @@ from app.sandbox.errors import (
 from app.sandbox.limits import FaultConfig, FaultInjector, RateLimiter
 from app.sandbox.listing import expand
 from app.sandbox.params import Params, as_int, decode_form
+from app.sandbox.persist import StatePersister
 from app.sandbox.store import Store
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ class SandboxConfig:
     endpoint_rate: float | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
     accept_live_keys: bool = True
+    # Where the state is kept across restarts; None keeps it in memory only.
+    state_file: Path | None = None
 
 
 @dataclass
@@ -92,18 +98,66 @@ class Sandbox:
         self.faults = FaultInjector(self.config.faults) if self.config.faults.enabled else None
         self._idempotency: OrderedDict[tuple[str, str], _Saved] = OrderedDict()
         self._idempotency_lock = threading.Lock()
+        # Bumped under the store's lock by every request that may change state: the persister
+        # snapshots when it moves.
+        self.generation = 0
+        self.persister = (
+            StatePersister(self, self.config.state_file) if self.config.state_file else None
+        )
 
     @property
     def store(self) -> Store:
         """The test-mode store, which tests and the seeder use."""
         return self.stores[False]
 
+    def close(self) -> None:
+        """Write the last snapshot, if the state is kept in a file."""
+        if self.persister is not None:
+            self.persister.close()
+
     def reset(self) -> None:
-        for store in self.stores.values():
-            store.reset()
-        with self._idempotency_lock:
+        with self.frozen():
+            for store in self.stores.values():
+                store.reset()
             self._idempotency.clear()
+            self.generation += 1
+        if self.persister is not None:
+            self.persister.save_now()
         logger.info("sandbox state emptied")
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Hold every lock of the state, always in the same order: nothing changes meanwhile."""
+        with self.stores[False].lock, self.stores[True].lock, self._idempotency_lock:
+            yield
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as plain builtins, for the state file (call inside `frozen()`)."""
+        wall_minus_monotonic = time.time() - time.monotonic()
+        return {
+            "stores": {
+                "live" if livemode else "test": store.dump_state()
+                for livemode, store in self.stores.items()
+            },
+            # Saved requests, with wall-clock stamps: monotonic time restarts with the machine.
+            "idempotency": [
+                (key, saved.fingerprint, saved.response.status, saved.response.body,
+                 saved.response.headers, saved.stamp + wall_minus_monotonic)
+                for key, saved in self._idempotency.items()
+            ],
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the whole state with one from `state()`."""
+        monotonic_minus_wall = time.monotonic() - time.time()
+        with self.frozen():
+            for livemode, store in self.stores.items():
+                store.load_state(state["stores"]["live" if livemode else "test"])
+            self._idempotency.clear()
+            for key, fingerprint, status, body, headers, stamp in state["idempotency"]:
+                self._idempotency[(key[0], key[1])] = _Saved(
+                    fingerprint, Response(status, body, headers), stamp + monotonic_minus_wall
+                )
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         request_id = "req_" + secrets.token_hex(7)
@@ -180,7 +234,12 @@ class Sandbox:
         )
         try:
             with store.lock:
-                result = route.handler(ctx, params, *ids)
+                try:
+                    result = route.handler(ctx, params, *ids)
+                finally:
+                    # Even a failed request may have changed something (a declined charge).
+                    if method != "GET":
+                        self.generation += 1
                 encoded = orjson.dumps(expand(store, result, params))
             response = Response(200, encoded)
         except StripeError as error:
@@ -256,7 +315,14 @@ class Sandbox:
         if body:
             params.update(decode_form(body.decode("utf-8", errors="replace")))
         if path == "/_sandbox/health" and method == "GET":
-            return Response(200, orjson.dumps({"ok": True, "counts": self.store.counts()}))
+            persister = self.persister
+            health = {
+                "ok": True,
+                "counts": self.store.counts(),
+                "state_file": str(persister.path) if persister else None,
+                "state_saved": persister.saved if persister else None,
+            }
+            return Response(200, orjson.dumps(health))
         if path == "/_sandbox/reset" and method == "POST":
             self.reset()
             return Response(200, orjson.dumps({"ok": True}))
@@ -266,7 +332,10 @@ class Sandbox:
             customers = as_int(params, "customers", required=True, minimum=0) or 0
             seed = as_int(params, "seed") or 0
             with self.store.lock:
-                report = seed_store(self.store, customers=customers, seed=seed)
+                try:
+                    report = seed_store(self.store, customers=customers, seed=seed)
+                finally:
+                    self.generation += 1
             return Response(200, orjson.dumps(report))
         raise InvalidRequestError(f"Unrecognized request URL ({method}: {path}).")
 
@@ -338,12 +407,16 @@ class SandboxHandle:
         from app.sandbox.seed import seed_store
 
         with self.store.lock:
-            return seed_store(self.store, customers=customers, seed=seed)
+            try:
+                return seed_store(self.store, customers=customers, seed=seed)
+            finally:
+                self.sandbox.generation += 1
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        self.sandbox.close()
 
     def __enter__(self) -> SandboxHandle:
         return self
@@ -365,8 +438,12 @@ def run_in_thread(
     slow_seconds: float = 1.0,
     drop_rate: float = 0.0,
     fault_seed: int | None = None,
+    state_file: Path | None = None,
 ) -> SandboxHandle:
-    """Start a sandbox in this process (port 0: a free port), for tests; stop it with `.stop()`."""
+    """Start a sandbox in this process (port 0: a free port), for tests; stop it with `.stop()`.
+
+    State stays in memory unless `state_file` is given.
+    """
     config = SandboxConfig(
         host=host,
         port=port,
@@ -375,19 +452,36 @@ def run_in_thread(
         live_rate=live_rate,
         endpoint_rate=endpoint_rate,
         faults=FaultConfig(error_rate, slow_rate, slow_seconds, drop_rate, fault_seed),
+        state_file=state_file,
     )
-    server = SandboxHTTPServer(Sandbox(config))
+    server = _open(config)
     thread = threading.Thread(target=server.serve_forever, name="stripe-sandbox", daemon=True)
     thread.start()
     logger.info("sandbox serving at %s", server.url)
     return SandboxHandle(server, thread)
 
 
+def _open(config: SandboxConfig) -> SandboxHTTPServer:
+    """Load the saved state (before listening: no client sees a half-loaded sandbox), then bind."""
+    sandbox = Sandbox(config)
+    if sandbox.persister is not None:
+        sandbox.persister.load()
+    try:
+        server = SandboxHTTPServer(sandbox)
+    except BaseException:
+        sandbox.close()
+        raise
+    if sandbox.persister is not None:
+        sandbox.persister.start()
+    return server
+
+
 def serve_forever(config: SandboxConfig) -> None:
-    """Serve in the foreground until interrupted."""
-    server = SandboxHTTPServer(Sandbox(config))
+    """Serve in the foreground until interrupted; a state file gets its last snapshot on the way out."""
+    server = _open(config)
     logger.info("sandbox serving at %s", server.url)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        server.sandbox.close()

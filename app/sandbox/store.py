@@ -85,6 +85,13 @@ class IdFactory:
         length = 14 if prefix in ("cus", "prod", "si") else 24
         return prefix + "_" + self._rng.randbytes(length).translate(_ID_TABLE).decode()
 
+    def state(self) -> Any:
+        """The generator's position, so a reloaded store goes on where it stopped."""
+        return self._rng.getstate()
+
+    def restore(self, state: Any) -> None:
+        self._rng.setstate(state)
+
 
 class Table:
     """One resource's objects: id → object, plus the list order and indexes."""
@@ -289,3 +296,35 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return {name: len(table) for name, table in self.tables.items()}
+
+    def dump_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this store, as plain builtins (call under the lock).
+
+        Rows are `(object, seq)` in list order; the objects are the live dicts, not copies, so
+        the caller must serialise before the lock is released.
+        """
+        return {
+            "seq": self._seq,
+            "ids": self.ids.state(),
+            "tables": {
+                name: [(table.by_id[i], table.key_of[i][1]) for i in table._ids]
+                for name, table in self.tables.items()
+            },
+            "tombstones": self.tombstones,
+            "pending_items": self.pending_items,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the contents with a `dump_state()`; list order and counters carry on as before."""
+        with self.lock:
+            self.reset()
+            unknown = set(state["tables"]) - set(self.tables)
+            if unknown:
+                raise ValueError(f"unknown tables {sorted(unknown)}")
+            for name, rows in state["tables"].items():
+                if rows:
+                    self.tables[name].bulk_insert(rows)
+            self._seq = state["seq"]
+            self.ids.restore(state["ids"])
+            self.tombstones = state["tombstones"]
+            self.pending_items = state["pending_items"]
