@@ -8,6 +8,8 @@ import argparse
 import logging
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.config import load_settings, mask_secrets, refuse_in_prod
 from app.db import schema
 from app.errors import PipelineError
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {mask_secrets(url)} — {state}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        print(f"error: {name}: the migrations could not be applied: {reason}\n"
+              "If this database holds tables Alembic did not create, `make reset-db` (DEV) "
+              "recreates it empty.", file=sys.stderr)
         return 1
     return 0
 

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from alembic import command
+
 from app.config import load_settings
 from app.db import schema
 from app.errors import PipelineError

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.orm import Session
 
 import app.models  # noqa: F401
 from app.config import PROJECT_ROOT, load_settings
 from app.db.base import Base
-from app.db.schema import create_database
+from app.db.schema import alembic_config, create_database
 from app.db.session import sqlalchemy_url
 
 FIXTURES3 = Path(os.environ.get("STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json"))
@@ -49,6 +50,9 @@ def engine(test_database_url: str) -> Iterator[Engine]:
     engine = create_engine(sqlalchemy_url(test_database_url), poolclass=pool.NullPool)
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
+    # the schema is the models' (test_schema proves the migrations build the same): tell Alembic
+    # so, or a later `make init-db` would try to create these tables again
+    command.stamp(alembic_config(test_database_url), "head", purge=True)
     yield engine
     engine.dispose()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
-from alembic import command
 from app.config import PROJECT_ROOT, mask_secrets
 from app.db.session import sqlalchemy_url
 from app.errors import ConfigError
