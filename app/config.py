@@ -29,6 +29,12 @@ def mask_secrets(text: str) -> str:
     return _URL_PASSWORD.sub(r"\1***\3", text)
 
 
+def mask_key(key: str) -> str:
+    """Any API key as its prefix and last four characters (`sk_test_…p7dc`), whatever its form."""
+    prefix = key[: key.rfind("_") + 1] if "_" in key else ""
+    return f"{prefix}…{key[-4:]}" if len(key) - len(prefix) > 4 else f"{prefix}…"
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.config import Settings, load_settings, mask_secrets
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError, FetchError, PipelineError
+from app.errors import ConfigError, PipelineError
 from app.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
 from app.resources import BY_NAME, Resource, load_order
 from app.sources import read_api_objects, read_json_objects
@@ -128,7 +126,7 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
                 conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
                 if source == "api":
                     location = settings.stripe_api_base
-                    report = check(conn, chosen, lambda r: _api_objects(r, settings),
+                    report = check(conn, chosen, lambda r: read_api_objects(r, settings),
                                    source="api", location=location, sample_size=sample_size,
                                    progress=progress)
                 else:
@@ -144,32 +142,6 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
     finally:
         engine.dispose()
     return report
-
-
-def _api_objects(resource: Resource, settings: Settings) -> Iterator[Any]:
-    """The SDK's errors become a FetchError the check reports for this resource alone."""
-    import stripe
-
-    try:
-        for obj in read_api_objects(resource, settings):
-            yield _as_sent(obj)
-    except stripe.StripeError as exc:
-        raise FetchError(
-            f"{resource.name}: the API at {settings.stripe_api_base} failed: "
-            f"{mask_secrets(str(exc))}"
-        ) from exc
-
-
-def _as_sent(value: Any) -> Any:
-    """The stripe SDK turns Stripe's decimal strings (`unit_amount_decimal`) into Decimal; the
-    JSON export and the stored `raw` keep the string Stripe sent, so compare that."""
-    if isinstance(value, dict):
-        return {k: _as_sent(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_sent(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
 
 
 # terminal columns; the details below the table name every kind, with its samples

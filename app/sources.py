@@ -14,7 +14,8 @@ from typing import IO, Any
 import ijson
 import orjson
 
-from app.errors import InputFileError
+from app.config import mask_key, mask_secrets
+from app.errors import FetchError, InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,31 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
     """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
 
     The same list path, params and expand[] as the curl fetchers, one page at a time inside the
-    FETCH_RATE budget (429s retried, 5xx and network errors by the SDK's own retries).
+    FETCH_RATE budget (429s retried, 5xx and network errors by the SDK's own retries). Stripe's
+    errors become a FetchError that says what to do, with the key masked.
     """
+    import stripe
+
+    try:
+        yield from _api_pages(resource, settings)
+    except stripe.APIConnectionError as exc:
+        raise FetchError(
+            f"{resource.name}: cannot reach the Stripe API at {settings.stripe_api_base} — is it "
+            "running? (`make sandbox` starts the local one; STRIPE_API_BASE says where to go)"
+        ) from exc
+    except stripe.AuthenticationError as exc:
+        raise FetchError(
+            f"{resource.name}: {settings.stripe_api_base} refused the key "
+            f"{mask_key(settings.stripe_secret_key)}: check STRIPE_SECRET_KEY"
+        ) from exc
+    except stripe.StripeError as exc:
+        raise FetchError(
+            f"{resource.name}: the Stripe API at {settings.stripe_api_base} failed: "
+            f"{mask_secrets(exc.user_message or str(exc))}"
+        ) from exc
+
+
+def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
     import stripe
 
     from app.stripe_api import ApiPager, budget_from_env

@@ -4,7 +4,14 @@ import sys
 
 import pytest
 
-from app.config import PROJECT_ROOT, load_settings, mask_secrets, refuse_in_prod, refuse_live_key
+from app.config import (
+    PROJECT_ROOT,
+    load_settings,
+    mask_key,
+    mask_secrets,
+    refuse_in_prod,
+    refuse_live_key,
+)
 from app.errors import ConfigError, LiveKeyError, ProdGuardError
 
 PYTHON = sys.executable
@@ -44,6 +51,12 @@ def test_live_keys_are_refused_and_masked():
     assert "a1B2c3D4e5F6" not in str(caught.value)
     assert "g7H8" in str(caught.value)
     refuse_live_key("sk_test_abc")
+
+
+def test_any_key_is_masked_to_its_prefix_and_last_four():
+    assert mask_key("sk_test_4eC39HqLyjWDarjtT1zdp7dc") == "sk_test_…p7dc"
+    assert mask_key("whatever-secret-value") == "…alue"
+    assert mask_key("sk_test_ab") == "sk_test_…"
 
 
 def test_secrets_are_masked_in_text():

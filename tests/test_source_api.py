@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Connection, select
 
 from app.config import PROJECT_ROOT, load_settings
+from app.errors import FetchError
 from app.ingest import ingest
 from app.populate import load_fixtures, populate
 from app.resources import load_order
@@ -90,3 +91,18 @@ def test_api_source_retries_rate_limited_pages(sandbox_factory, settings, monkey
 
     methods = list(read_api_objects(BY_NAME["payment_methods"], settings))
     assert {m["id"] for m in methods} == sandbox_ids(limited.store, BY_NAME["payment_methods"])
+
+
+def test_a_refused_key_is_a_clear_error_with_the_key_masked(settings):
+    wrong = dataclasses.replace(settings, stripe_secret_key="sk_wrong_" + "k3yS3cr3tV4lue")
+    with pytest.raises(FetchError) as caught:
+        list(read_api_objects(load_order(["products"])[0], wrong))
+    message = str(caught.value)
+    assert "refused the key" in message and "STRIPE_SECRET_KEY" in message
+    assert "k3yS3cr3tV4lue" not in message
+
+
+def test_an_unreachable_api_says_what_to_start(settings):
+    nowhere = dataclasses.replace(settings, stripe_api_base="http://127.0.0.1:1")
+    with pytest.raises(FetchError, match="cannot reach the Stripe API at http://127.0.0.1:1"):
+        list(read_api_objects(load_order(["products"])[0], nowhere))
