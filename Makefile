@@ -29,6 +29,7 @@ INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf "  \033[36m%-22s\033[0m %s\n" "ingest-<table>" "Ingest one table: $(TABLES) (FILE=… SOURCE=…)"
 	@echo ""
 	@echo "  Variables: ENV=$(ENV) SOURCE=$(SOURCE) JSON_DIR=$(JSON_DIR) MODE=$(MODE) RESOURCES=… FILE=…"
 
@@ -86,10 +87,12 @@ fetch: $(STAMP) ## Fetch every resource with curl into JSON_DIR; resumes if inte
 ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=…)
 	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $(if $(RESOURCES),--resources "$(RESOURCES)")
 
-ingest-%: $(STAMP) ## Ingest one table, e.g. make ingest-charges SOURCE=json FILE=…
-	@if [ ! -f scripts/ingest/ingest_$*.py ]; then \
-		echo "error: no table '$*'; tables: $(TABLES)" >&2; exit 2; fi
+# one target per table (ingest-products … ingest-charges), listed in `make help`
+$(addprefix ingest-,$(TABLES)): ingest-%: $(STAMP)
 	$(PY) scripts/ingest/ingest_$*.py $(INGEST_ARGS) $(if $(FILE),--file "$(FILE)")
+
+ingest-%:
+	@echo "error: no table '$*'; tables: $(TABLES)" >&2; exit 2
 
 sandbox: $(STAMP) ## Start the local Stripe sandbox in the background (127.0.0.1:12111)
 	$(PY) -m app.sandbox start

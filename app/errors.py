@@ -26,6 +26,7 @@ class InputFileError(PipelineError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.partial: object = None  # what was loaded before the file broke off, if anything
 
 
 class TransformError(PipelineError):
@@ -40,3 +41,9 @@ class TransformError(PipelineError):
 
 class FetchError(PipelineError):
     """Stripe (or the sandbox) answered in a way the fetch cannot go on from."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line: database errors run on with context the user does not need."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -25,7 +24,8 @@ import psycopg2.extensions
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
-from app.errors import TransformError
+from app.db.session import raw_cursor
+from app.errors import InputFileError, TransformError, first_line
 from app.rejects import RejectSink
 from app.resources import Resource
 from app.sources import BadLine
@@ -40,9 +40,9 @@ CELLS_PER_BATCH = 60_000
 # columns the database fills itself or that only placeholders use
 _MANAGED = ("synced_at", "is_placeholder", "referenced_by")
 # a transformed row carries its embedded items (subscription items, invoice lines) under this key
-_CHILDREN = "__children__"
+CHILDREN = "__children__"
 # …and its line of COPY text, made on the reading thread
-_LINE = "__line__"
+LINE = "__line__"
 
 
 @dataclass
@@ -108,31 +108,44 @@ def ingest(
         result.table(child.name)
     started = time.monotonic()
     extra = [conn.engine.connect() for _ in range(max(1, writers or WRITERS) - 1)]
+    batch_writers = [_Writer(c, resource, mode, rejects, source_name) for c in [conn, *extra]]
     try:
-        batch_writers = [_Writer(c, resource, mode, rejects, source_name) for c in [conn, *extra]]
-        formats = batch_writers[0].loaders
+        formats = formats_for(resource)
         size = batch_size_for(resource.table)
-        batch: list[dict[str, Any]] = []
+        # an id always goes to the same writer, which writes its batches in order: a later
+        # version of an object can never be overwritten by an earlier one
+        pending: list[list[dict[str, Any]]] = [[] for _ in batch_writers]
         with BatchWriter([w.load for w in batch_writers]) as queue_:
             for index, obj in enumerate(objects):
                 result.table(resource.name).read += 1
                 row = _transform(resource, obj, index, api_version, formats, source_name,
                                  rejects, result)
                 if row is not None:
-                    batch.append(row)
-                if len(batch) >= size:
-                    queue_.put(batch)
-                    batch = []
+                    slot = hash(row["id"]) % len(pending)
+                    pending[slot].append(row)
+                    if len(pending[slot]) >= size:
+                        queue_.put(pending[slot], slot)
+                        pending[slot] = []
                 if progress is not None:
                     progress.tick()
-            if batch:
-                queue_.put(batch)
+            for slot, rows in enumerate(pending):
+                if rows:
+                    queue_.put(rows, slot)
+    except InputFileError as exc:
+        # the input broke off: what was written stays (whole batches); say how much it was
+        exc.partial = _merged(result, batch_writers, started)
+        raise
     finally:
         for connection in extra:
             connection.close()
-    for writer in batch_writers:
+    return _merged(result, batch_writers, started)
+
+
+def _merged(result: IngestResult, writers: list[_Writer], started: float) -> IngestResult:
+    for writer in writers:
         for table, stats in writer.result.stats.items():
             result.table(table).add(stats)
+        writer.result.stats.clear()
     result.seconds = time.monotonic() - started
     return result
 
@@ -155,7 +168,6 @@ class _Writer:
         self.result = IngestResult(resource.name)
         self.loader = TableLoader(conn, resource.table)
         self.child_loaders = {c.name: TableLoader(conn, c.table) for c in resource.children}
-        self.loaders = {resource.name: self.loader, **self.child_loaders}
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         _load_batch(self.conn, self.resource, self.loader, self.child_loaders, rows, self.mode,
@@ -163,28 +175,30 @@ class _Writer:
 
 
 class BatchWriter:
-    """Writes batches on other threads while the caller reads and transforms the next one.
+    """Writes batches on other threads while the caller reads and transforms the next ones.
 
     The database works (COPY, upsert) while Python parses: psycopg2 releases the GIL while it
-    waits on the server. A batch waits in the queue for each writer at most, so memory stays
-    flat. The first error of a writer is raised in the caller at its next `put` or at the end.
+    waits on the server. Each writer has its own queue, written in order, holding one batch at
+    most, so memory stays flat. The first error of a writer is raised in the caller at its next
+    `put` or at the end.
     """
 
     def __init__(self, loads: list[Callable[[list[Any]], None]]) -> None:
-        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=len(loads))
+        self.queues: list[queue.Queue[list[Any] | None]] = [queue.Queue(maxsize=1) for _ in loads]
         self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._run, args=(load,), daemon=True,
+        self.threads = [threading.Thread(target=self._run, args=(load, q), daemon=True,
                                          name=f"ingest-writer-{n}")
-                        for n, load in enumerate(loads)]
+                        for n, (load, q) in enumerate(zip(loads, self.queues, strict=True))]
 
     def __enter__(self) -> BatchWriter:
         for thread in self.threads:
             thread.start()
         return self
 
-    def _run(self, load: Callable[[list[Any]], None]) -> None:
+    def _run(self, load: Callable[[list[Any]], None],
+             batches: queue.Queue[list[Any] | None]) -> None:
         while True:
-            rows = self.queue.get()
+            rows = batches.get()
             if rows is None:
                 return
             if self.error is None:
@@ -193,9 +207,9 @@ class BatchWriter:
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                     self.error = exc
 
-    def put(self, rows: list[Any]) -> None:
+    def put(self, rows: list[Any], writer: int = 0) -> None:
         self._raise_error()
-        self.queue.put(rows)
+        self.queues[writer].put(rows)
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -203,29 +217,40 @@ class BatchWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # on the caller's error too, let the batches in flight finish whole before leaving
-        for _ in self.threads:
-            self.queue.put(None)
+        for batches in self.queues:
+            batches.put(None)
         for thread in self.threads:
             thread.join()
         if exc_type is None:
             self._raise_error()
 
 
+def transform_object(resource: Resource, obj: Any, api_version: str | None,
+                     formats: dict[str, CopyFormat]) -> dict[str, Any]:
+    """One source object as its row, with its COPY line and its embedded child rows; raises
+    TransformError naming the object when it cannot be a row. Ingest and check-db share it."""
+    if isinstance(obj, BadLine):
+        raise TransformError(resource.name, None, obj.reason)
+    row = resource.transform(obj)
+    row["api_version"] = api_version
+    if not row["deleted"]:
+        row[LINE] = formats[resource.name].copy_line(row, resource.name)
+        if resource.children:
+            row[CHILDREN] = embedded_rows(resource, row)
+            for name, items in row[CHILDREN].items():
+                for item in items:
+                    item["api_version"] = api_version
+                    item[LINE] = formats[name].copy_line(item, resource.name, row["id"])
+    return row
+
+
 def _transform(resource: Resource, obj: Any, index: int, api_version: str | None,
-               loaders: dict[str, TableLoader], source_name: str, rejects: RejectSink | None,
+               formats: dict[str, CopyFormat], source_name: str, rejects: RejectSink | None,
                result: IngestResult) -> dict[str, Any] | None:
     """Transform one object and format its COPY line here, on the reading thread, so that the
-    writer thread mostly waits on the server (and the GIL is free for the next object)."""
+    writer threads mostly wait on the server (and the GIL is free for the next object)."""
     try:
-        if isinstance(obj, BadLine):
-            raise TransformError(resource.name, None, obj.reason)
-        row = resource.transform(obj)
-        row["api_version"] = api_version
-        if not row["deleted"]:
-            row[_LINE] = loaders[resource.name].copy_line(row, resource.name)
-            if resource.children:
-                row[_CHILDREN] = _child_rows(resource, row, loaders)
-        return row
+        return transform_object(resource, obj, api_version, formats)
     except TransformError as exc:
         result.table(resource.name).rejected += 1
         log.warning("%s: set aside %s", source_name or resource.name, exc)
@@ -250,12 +275,12 @@ def _load_batch(conn: Connection, resource: Resource, loader: TableLoader,
                 cause = getattr(exc, "orig", exc)
                 if not isinstance(cause, _RETRYABLE) or attempt == _RETRIES - 1:
                     raise
-                log.info("%s: batch retried after %s", resource.name, _first_line(exc))
+                log.info("%s: batch retried after %s", resource.name, first_line(exc))
                 time.sleep(0.05 * (attempt + 1))
     except _DATABASE_ERRORS as exc:
         if len(rows) == 1:
             row = rows[0]
-            reason = f"the database refused it: {_first_line(exc)}"
+            reason = f"the database refused it: {first_line(exc)}"
             result.table(resource.name).rejected += 1
             log.warning("%s: set aside %s %s: %s", source_name or resource.name,
                         resource.name, row["id"], reason)
@@ -281,15 +306,17 @@ def _write_batch(resource: Resource, loader: TableLoader,
     marked = loader.mark_deleted(gone)
     stats.deleted += marked
     stats.unchanged += len(gone) - marked
+    # upsert: the items of every parent, so that a re-run also repairs items changed or lost
+    # in the database (unchanged ones are compared, not rewritten); skip: only new parents'
+    parents = {r["id"] for r in live} if mode == "upsert" else written
     for child in resource.children:
-        # only the items of parents that were written: an unchanged parent has unchanged items
         child_stats = TableStats()
-        child_stats.read = sum(len(r[_CHILDREN][child.name]) for r in live)
-        child_rows = [c for r in live if r["id"] in written for c in r[_CHILDREN][child.name]]
+        child_stats.read = sum(len(r[CHILDREN][child.name]) for r in live)
+        child_rows = [c for r in live if r["id"] in parents for c in r[CHILDREN][child.name]]
         child_stats.unchanged = child_stats.read - len(child_rows)
         child_rows = _last_of_each_id(child_rows, mode, child_stats)
         child_loader = child_loaders[child.name]
-        child_loader.delete_stale_children(child.parent_column, written, child_rows)
+        child_loader.delete_stale_children(child.parent_column, parents, child_rows)
         stats.placeholders += child_loader.ensure_referenced(child_rows, skip=(child.parent_column,))
         child_loader.upsert(child_rows, mode, child_stats)
         result.table(child.name).add(child_stats)
@@ -328,14 +355,25 @@ def embedded_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dic
     return children
 
 
-def _child_rows(resource: Resource, row: dict[str, Any],
-                loaders: dict[str, TableLoader]) -> dict[str, list[dict[str, Any]]]:
-    children = embedded_rows(resource, row)
-    for name, items in children.items():
-        for item in items:
-            item["api_version"] = row["api_version"]
-            item[_LINE] = loaders[name].copy_line(item, resource.name, row["id"])
-    return children
+class CopyFormat:
+    """How a table's rows are written as COPY text: the columns, and one line per row."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.columns = [c.name for c in table.columns if c.name not in _MANAGED]
+        self._line = copy_line_function(table, self.columns)
+
+    def copy_line(self, row: dict[str, Any], resource: str, object_id: str | None = None) -> str:
+        try:
+            return self._line(row)
+        except (TypeError, ValueError) as exc:
+            raise TransformError(resource, object_id or row.get("id"), str(exc)) from exc
+
+
+def formats_for(resource: Resource) -> dict[str, CopyFormat]:
+    """The COPY formats of a resource's table and its child tables, by table name."""
+    return {resource.name: CopyFormat(resource.table),
+            **{child.name: CopyFormat(child.table) for child in resource.children}}
 
 
 class TableLoader:
@@ -345,15 +383,15 @@ class TableLoader:
         self.conn = conn
         self.table = table
         self.name = table.name
-        self.columns = [c.name for c in table.columns if c.name not in _MANAGED]
+        self.format = CopyFormat(table)
+        self.columns = self.format.columns
         self.stage = f"stage_{self.name}"
         self.foreign_keys = [
             (fk.parent.name, fk.column.table.name) for fk in table.foreign_keys
         ]
-        self._line = copy_line_function(table, self.columns)
 
     def _cursor(self) -> Any:
-        return self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        return raw_cursor(self.conn)
 
     def ensure_referenced(self, rows: list[dict[str, Any]], skip: tuple[str, ...]) -> int:
         """Insert a placeholder row for every referenced id its table does not have yet."""
@@ -385,15 +423,8 @@ class TableLoader:
                 log.debug("%s: %d placeholder(s) in %s", self.name, cursor.rowcount, target)
         return created
 
-    def copy_line(self, row: dict[str, Any], resource: str, object_id: str | None = None) -> str:
-        """The row as one line of COPY's text format."""
-        try:
-            return self._line(row)
-        except (TypeError, ValueError) as exc:
-            raise TransformError(resource, object_id or row.get("id"), str(exc)) from exc
-
     def _copy(self, table: str, rows: list[dict[str, Any]]) -> None:
-        data = "".join([row[_LINE] for row in rows])
+        data = "".join([row[LINE] for row in rows])
         # one read of the whole batch: every chunk psycopg2 reads costs the writer a GIL wait
         self._cursor().copy_expert(
             f"COPY {table} ({', '.join(self.columns)}) FROM STDIN", io.StringIO(data),
@@ -494,10 +525,6 @@ _RETRYABLE = psycopg2.extensions.TransactionRollbackError
 _RETRIES = 4
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 class _transaction:
     """A batch's transaction: its own, or a savepoint when the caller already holds one
     (tests run each test in a transaction that is rolled back)."""
@@ -523,76 +550,50 @@ class _transaction:
 # COPY text format: backslash, tab, newline and carriage return must be escaped
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
-
-def _format_text(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    return str(value).translate(_COPY_ESCAPES)
-
-
-def _format_json(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    # orjson escapes control characters inside strings, so only backslashes need doubling
-    return orjson.dumps(value).decode().replace("\\", "\\\\")
+# what each kind of column becomes in a generated line function (VALUE: the row's value, not
+# None). JSON: orjson escapes control characters inside strings, so only backslashes need
+# doubling. A value of the wrong type is refused, never coerced into something else.
+_INLINE = {
+    "text": "(VALUE.translate(_escapes) if VALUE.__class__ is str else _refuse('text', VALUE))",
+    "json": "_dumps(VALUE).decode().replace('\\\\', '\\\\\\\\')",
+    "bool": "('t' if VALUE is True else 'f' if VALUE is False else _refuse('true or false', VALUE))",
+    "int": "(str(VALUE) if VALUE.__class__ is int else _refuse('an integer', VALUE))",
+    "time": "VALUE.isoformat()",
+}
 
 
-def _format_bool(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    return "t" if value else "f"
+def _refuse(expected: str, value: Any) -> str:
+    raise TypeError(f"expected {expected}, got {value!r:.80}")
 
 
-def _format_int(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return str(value)
-
-
-def _format_time(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
-
-
-def copy_formatter(column_type: Any) -> Any:
+def _column_kind(column_type: Any) -> str:
     kind = type(column_type).__name__
     if kind == "JSONB":
-        return _format_json
+        return "json"
     if kind == "Boolean":
-        return _format_bool
+        return "bool"
     if kind in ("BigInteger", "Integer"):
-        return _format_int
+        return "int"
     if kind == "DateTime":
-        return _format_time
-    return _format_text
-
-
-# the expression each kind of column becomes in a generated line function
-_INLINE = {
-    _format_text: "str(VALUE).translate(_escapes)",
-    _format_json: "_dumps(VALUE).decode().replace('\\\\', '\\\\\\\\')",
-    _format_bool: "('t' if VALUE else 'f')",
-    _format_int: "_format_int(VALUE)",
-    _format_time: "VALUE.isoformat()",
-}
+        return "time"
+    return "text"
 
 
 def copy_line_function(table: Table, columns: list[str]) -> Callable[[dict[str, Any]], str]:
     """A function turning a row into one line of COPY text, generated for these columns.
 
-    The same as joining `copy_formatter(type)(row[column])` over the columns, but written out
-    as straight-line code: the loop of per-column calls was the ingest's largest Python cost.
+    Straight-line code, one statement per column: a loop of per-column formatter calls was the
+    ingest's largest Python cost.
     """
     parts = []
     for index, column in enumerate(columns):
-        expression = _INLINE[copy_formatter(table.columns[column].type)].replace("VALUE", f"v{index}")
+        expression = _INLINE[_column_kind(table.columns[column].type)].replace("VALUE", f"v{index}")
         parts.append(f"    v{index} = row.get({column!r})\n"
                      f"    c{index} = '\\\\N' if v{index} is None else {expression}\n")
     joined = ", ".join(f"c{i}" for i in range(len(columns)))
     source = "def line(row):\n" + "".join(parts) + f"    return '\\t'.join(({joined},)) + '\\n'\n"
     namespace: dict[str, Any] = {"_escapes": _COPY_ESCAPES, "_dumps": orjson.dumps,
-                                 "_format_int": _format_int}
+                                 "_refuse": _refuse}
     exec(compile(source, f"<copy line of {table.name}>", "exec"), namespace)  # noqa: S102
     return cast(Callable[[dict[str, Any]], str], namespace["line"])
 

@@ -8,15 +8,16 @@ import sys
 from pathlib import Path
 
 import orjson
-from sqlalchemy import inspect
-from sqlalchemy.exc import OperationalError
+import psycopg2
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.config import Settings, load_settings, mask_secrets
+from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
-from app.errors import ConfigError, InputFileError, PipelineError
+from app.errors import InputFileError, PipelineError, first_line
 from app.ingest import MODES, IngestResult, Progress, ingest
 from app.rejects import RejectSink
-from app.resources import BY_NAME, Resource, load_order
+from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import read_api_objects, read_json_objects
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
                         format="%(message)s", stream=sys.stderr)
     try:
         settings = load_settings()
-        names = resources or _split(args.resources) or None
+        names = resources or parse_names(args.resources) or None
         chosen = load_order(names)
     except (PipelineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -82,24 +83,15 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
 
-def _split(value: str) -> list[str]:
-    return [part for part in value.replace(",", " ").split() if part]
-
-
 def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, json_dir: Path,
         single_file: Path | None, mode: str, rejects_dir: Path) -> list[IngestResult]:
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
-            missing = [r.name for r in chosen if not inspect(conn).has_table(r.name)]
+            require_tables(conn, chosen)
             conn.rollback()
     except OperationalError as exc:
-        raise ConfigError(
-            f"cannot reach the database ({mask_secrets(url)}): {str(exc.orig).strip()} — "
-            "start it with `make db-up`"
-        ) from exc
-    if missing:
-        raise ConfigError(f"table(s) {', '.join(missing)} do not exist: run `make init-db` first")
+        raise unreachable(url, exc) from exc
     results = []
     with RejectSink(rejects_dir) as rejects, engine.connect() as conn:
         for resource in chosen:
@@ -117,10 +109,17 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
                                 progress=Progress(resource.name))
             except InputFileError as exc:
                 log.error("error: %s", exc)
-                result = IngestResult(resource.name, error=str(exc))
+                partial = exc.partial if isinstance(exc.partial, IngestResult) else None
+                result = partial or IngestResult(resource.name)
+                result.error = str(exc)
             except PipelineError as exc:
                 log.error("error: %s: %s", resource.name, mask_secrets(str(exc)))
                 result = IngestResult(resource.name, error=mask_secrets(str(exc)))
+            except (SQLAlchemyError, psycopg2.Error) as exc:
+                # not one bad object (those are set aside): the database failed the load
+                reason = f"the database failed: {first_line(getattr(exc, 'orig', None) or exc)}"
+                log.error("error: %s: %s", resource.name, mask_secrets(reason))
+                result = IngestResult(resource.name, error=mask_secrets(reason))
             results.append(result)
     return results
 
@@ -145,14 +144,15 @@ def format_summary(results: list[IngestResult]) -> str:
     header = f"{'table':<24}" + "".join(f"{c:>13}" for c in COLUMNS) + f"{'seconds':>9}"
     lines = [header, "-" * len(header)]
     for result in results:
-        if result.error:
-            lines.append(f"{result.resource:<24}  FAILED: {result.error}")
-            continue
+        if not any(stats.read for stats in result.stats.values()):
+            result.stats.clear()  # nothing read (a failure before the first object): no rows
         for index, (table, stats) in enumerate(result.stats.items()):
             name = table if index == 0 else f"  └ {table}"
             seconds = f"{result.seconds:>9.2f}" if index == 0 else ""
             lines.append(f"{name:<24}" + "".join(f"{getattr(stats, c):>13,}" for c in COLUMNS)
                          + seconds)
+        if result.error:
+            lines.append(f"{result.resource:<24}  FAILED: {result.error}")
     return "\n".join(lines)
 
 

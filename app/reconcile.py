@@ -19,30 +19,31 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+import psycopg2
 from sqlalchemy import Connection, Table
 
-from app.errors import PipelineError, TransformError
+from app.db.session import raw_cursor
+from app.errors import PipelineError, TransformError, first_line
 
 # the ingest's own COPY formatting: the check must see values exactly as the ingest writes them
 from app.ingest import (
+    CHILDREN,
+    LINE,
     BatchWriter,
+    CopyFormat,
     Progress,
     batch_size_for,
-    copy_line_function,
-    embedded_rows,
+    transform_object,
 )
 from app.resources import Child, Resource
-from app.sources import BadLine
 
 log = logging.getLogger(__name__)
 
 # bookkeeping columns of the mirror: not derived from the Stripe object, so never compared
 _BOOKKEEPING = ("id", "raw", "api_version", "deleted", "is_placeholder", "referenced_by",
                 "synced_at")
-# columns the expected table leaves to their defaults (the ingest's staging table does too)
-_UNCOPIED = ("synced_at", "is_placeholder", "referenced_by")
 SAMPLE_SIZE = 5
 MAX_FIELDS = 10  # differing object fields named per sampled row
 
@@ -173,34 +174,39 @@ def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor
                    sample_size: int = SAMPLE_SIZE, progress: bool = False) -> list[TableCheck]:
     """The resource's table, then each child table, each compared with what the source says."""
     started = time.monotonic()
-    cursor = _cursor(conn)
+    cursor = raw_cursor(conn)
     _install_diff_function(cursor)
     parent = TableCheck(resource.name, resource.name)
     children = [TableCheck(c.name, resource.name, parent=resource.name) for c in resource.children]
+    # a resource whose load fails is rolled back alone; the others still get checked
+    cursor.execute("SAVEPOINT check_resource")
     loaders = [ExpectedTable(conn, resource.table)]
-    loaders += [ExpectedTable(conn, _table_of(c)) for c in resource.children]
+    loaders += [ExpectedTable(conn, c.table) for c in resource.children]
     try:
         _load_expected(resource, objects_for(resource), loaders, parent,
                        Progress(f"check {resource.name}") if progress else None, sample_size)
-    except PipelineError as exc:
-        # the rest of the resources still get checked; this one is reported as not checked
-        parent.error = str(exc)
-        for loader in loaders:
-            loader.drop()
+    except (PipelineError, psycopg2.DataError) as exc:
+        cursor.execute("ROLLBACK TO SAVEPOINT check_resource")
+        parent.error = (str(exc) if isinstance(exc, PipelineError) else
+                        f"PostgreSQL refuses an object of the source ({first_line(exc)}); the "
+                        "ingest sets such objects aside: see data/rejects/")
         parent.seconds = time.monotonic() - started
         return [parent]
     compare_table(cursor, resource.table, loaders[0], parent, sample_size, child=None)
     for child, loader, result in zip(resource.children, loaders[1:], children, strict=True):
-        compare_table(cursor, _table_of(child), loader, result, sample_size, child=child)
+        compare_table(cursor, child.table, loader, result, sample_size, child=child)
     for loader in loaders:
         loader.drop()
+    cursor.execute("RELEASE SAVEPOINT check_resource")
     parent.seconds = time.monotonic() - started
     return [parent, *children]
 
 
 def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[ExpectedTable],
                    result: TableCheck, progress: Progress | None, sample_size: int) -> None:
+    """Stream the source through the ingest's own transform into the expected tables."""
     size = batch_size_for(resource.table)
+    formats = {loader.table.name: loader.format for loader in loaders}
     batches: list[list[dict[str, Any]]] = [[] for _ in loaders]
 
     def send(texts: list[tuple[ExpectedTable, str]]) -> None:
@@ -218,14 +224,9 @@ def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[Exp
     with BatchWriter([send]) as writer:
         for obj in objects:
             try:
-                if isinstance(obj, BadLine):
-                    raise TransformError(resource.name, None, obj.reason)
-                row = resource.transform(obj)
-                row["api_version"] = None
-                if resource.children and not row["deleted"]:
-                    embedded = embedded_rows(resource, row)
-                    for child, child_batch in zip(resource.children, batches[1:], strict=True):
-                        child_batch.extend(embedded[child.name])
+                row = transform_object(resource, obj, None, formats)
+                if row["deleted"]:  # the ingest marks these without COPY; here they are rows
+                    row[LINE] = formats[resource.name].copy_line(row, resource.name)
             except TransformError as exc:
                 unreadable = result.finding("unreadable")
                 unreadable.count += 1
@@ -233,6 +234,8 @@ def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[Exp
                     unreadable.samples.append({"id": exc.object_id, "reason": exc.reason})
                 continue
             batches[0].append(row)
+            for child, child_batch in zip(resource.children, batches[1:], strict=True):
+                child_batch.extend(row.get(CHILDREN, {}).get(child.name, ()))
             if len(batches[0]) >= size:
                 flush(writer)
             if progress is not None:
@@ -248,9 +251,9 @@ class ExpectedTable:
     def __init__(self, conn: Connection, table: Table) -> None:
         self.table = table
         self.name = f"expected_{table.name}"
-        self.columns = [c.name for c in table.columns if c.name not in _UNCOPIED]
-        self._line = copy_line_function(table, self.columns)
-        self.cursor = _cursor(conn)
+        self.format = CopyFormat(table)
+        self.columns = self.format.columns
+        self.cursor = raw_cursor(conn)
         self.seq = 0
         self.cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
         # `seq` keeps the source's order: with an id listed twice, the last one wins, as in
@@ -260,11 +263,11 @@ class ExpectedTable:
         )
 
     def lines(self, rows: list[dict[str, Any]]) -> str:
-        """The rows as COPY text, numbered in the source's order (made on the reading thread)."""
+        """The rows' COPY lines, numbered in the source's order."""
         out = []
         for row in rows:
             self.seq += 1
-            out.append(f"{self._line(row)[:-1]}\t{self.seq}\n")
+            out.append(f"{row[LINE][:-1]}\t{self.seq}\n")
         return "".join(out)
 
     def send(self, data: str) -> None:
@@ -404,14 +407,6 @@ def _check_foreign_keys(cursor: Any, table: Table, result: TableCheck, sample_si
             if len(found.samples) < sample_size:
                 found.samples.append({"id": row_id, "column": column, "points_to": value,
                                       "target": target})
-
-
-def _table_of(child: Child) -> Table:
-    return cast(Table, child.model.__table__)
-
-
-def _cursor(conn: Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
 # Recursive jsonb diff: the paths where two Stripe objects disagree. A temporary function lives

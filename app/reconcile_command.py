@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
 from app.config import Settings, load_settings, mask_secrets
+from app.db.schema import require_tables, unreachable
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError, PipelineError
+from app.errors import PipelineError
 from app.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
-from app.resources import BY_NAME, Resource, load_order
+from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import read_api_objects, read_json_objects
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr)
     try:
         settings = load_settings()
-        chosen = load_order(_split(args.resources) or None)
+        chosen = load_order(parse_names(args.resources) or None)
         url = args.database_url or settings.database_url
         json_dir = args.json_dir or settings.json_dir
         report = run(url, chosen, settings, source=args.source, json_dir=json_dir,
@@ -100,10 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(report)
 
 
-def _split(value: str) -> list[str]:
-    return [part for part in value.replace(",", " ").split() if part]
-
-
 def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, json_dir: Path,
         sample_size: int = SAMPLE_SIZE, progress: bool = False) -> CheckReport:
     # a connection of its own (no pool): temp_buffers can only be set before a session's
@@ -112,13 +109,8 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SET temp_buffers = '512MB'")
-            tables = [r.name for r in chosen] + [c.name for r in chosen for c in r.children]
-            missing = [t for t in tables if not inspect(conn).has_table(t)]
+            require_tables(conn, chosen)
             conn.rollback()
-            if missing:
-                raise ConfigError(
-                    f"table(s) {', '.join(missing)} do not exist: run `make init-db` first"
-                )
             # one snapshot for every query, so an ingest running meanwhile cannot make
             # one table disagree with another; rolled back, so temp objects vanish too
             conn.execution_options(isolation_level="REPEATABLE READ")
@@ -135,10 +127,7 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
                                    sample_size=sample_size, progress=progress)
                 transaction.rollback()
     except OperationalError as exc:
-        raise ConfigError(
-            f"cannot reach the database ({mask_secrets(url)}): {str(exc.orig).strip()} — "
-            "start it with `make db-up`"
-        ) from exc
+        raise unreachable(url, exc) from exc
     finally:
         engine.dispose()
     return report

@@ -63,7 +63,6 @@ class Resource:
     transform: Transform
     object_name: str  # Stripe's `object` value
     list_path: str  # GET path listing the resource
-    sdk_class: str  # stripe SDK class for SOURCE=api
     depends_on: tuple[str, ...] = ()
     list_params: dict[str, str] = field(default_factory=dict)
     expand: tuple[str, ...] = ()
@@ -81,27 +80,27 @@ class Resource:
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("products", Product, stripe_product_to_model, "product", "/v1/products", "Product"),
-    Resource("prices", Price, stripe_price_to_model, "price", "/v1/prices", "Price",
+    Resource("products", Product, stripe_product_to_model, "product", "/v1/products"),
+    Resource("prices", Price, stripe_price_to_model, "price", "/v1/prices",
              depends_on=("products",)),
     Resource("customers", Customer, stripe_customer_to_model, "customer", "/v1/customers",
-             "Customer", expand=("data.invoice_settings.default_payment_method",)),
+             expand=("data.invoice_settings.default_payment_method",)),
     Resource("payment_methods", PaymentMethod, stripe_payment_method_to_model, "payment_method",
-             "/v1/customers/{customer}/payment_methods", "PaymentMethod",
+             "/v1/customers/{customer}/payment_methods",
              depends_on=("customers",), per_customer=True),
     Resource("subscriptions", Subscription, stripe_subscription_to_model, "subscription",
-             "/v1/subscriptions", "Subscription", depends_on=("customers", "prices"),
+             "/v1/subscriptions", depends_on=("customers", "prices"),
              list_params={"status": "all"},
              children=(Child("subscription_items", SubscriptionItem,
                              stripe_subscription_item_to_model, ("items", "data"),
                              "subscription_id"),)),
-    Resource("invoices", Invoice, stripe_invoice_to_model, "invoice", "/v1/invoices", "Invoice",
+    Resource("invoices", Invoice, stripe_invoice_to_model, "invoice", "/v1/invoices",
              depends_on=("customers", "subscriptions"),
              children=(Child("invoice_lines", InvoiceLine, stripe_invoice_line_to_model,
                              ("lines", "data"), "invoice_id"),)),
     Resource("payment_intents", PaymentIntent, stripe_payment_intent_to_model, "payment_intent",
-             "/v1/payment_intents", "PaymentIntent", depends_on=("customers", "invoices")),
-    Resource("charges", Charge, stripe_charge_to_model, "charge", "/v1/charges", "Charge",
+             "/v1/payment_intents", depends_on=("customers", "invoices")),
+    Resource("charges", Charge, stripe_charge_to_model, "charge", "/v1/charges",
              depends_on=("customers", "payment_intents", "invoices")),
 )
 
@@ -133,3 +132,8 @@ def load_order(names: Iterable[str] | None = None) -> list[Resource]:
         order.append(name)
         sorter.done(name)
     return [BY_NAME[name] for name in order if name in wanted]
+
+
+def parse_names(value: str) -> list[str]:
+    """`RESOURCES="customers charges"` or `customers,charges` as a list of names."""
+    return [part for part in value.replace(",", " ").split() if part]

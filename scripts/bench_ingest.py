@@ -97,7 +97,7 @@ def copy_baseline(url: str, paths: dict[str, Path]) -> dict:
                 for obj in read_json_objects(path):
                     row = res.transform(obj)
                     row["api_version"] = "bench"
-                    out.write(loader.copy_line(row, name))
+                    out.write(loader.format.copy_line(row, name))
                     rows_total += 1
             conn.execute(text(f"CREATE TABLE copy_{name} (LIKE {name} INCLUDING ALL)"))
             conn.commit()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import load_settings, mask_secrets, refuse_in_prod
 from app.db import schema
-from app.errors import PipelineError
+from app.errors import ConfigError, PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         if not settings.is_prod and settings.test_database_url:
             urls["test"] = settings.test_database_url
         if args.only:
+            if args.only not in urls:
+                raise ConfigError(f"no {args.only} database under ENV={settings.env}")
             urls = {args.only: urls[args.only]}
         for name, url in urls.items():
             if args.reset:

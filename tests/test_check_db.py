@@ -211,6 +211,27 @@ def test_an_object_the_transformer_refuses_is_reported_unreadable(conn, loaded):
     assert reasons == ["the object has no string `id`", "line 7 is not JSON"]
 
 
+def test_an_embedded_item_of_the_wrong_type_is_reported_unreadable(conn, loaded):
+    changed = copy.deepcopy(loaded)
+    changed["subscriptions"][0]["items"]["data"][0]["quantity"] = "two"
+    report = run_check(conn, changed)
+    # unreadable in the source, so the stored row and its item have nothing to match: extra too
+    assert failures(report) == {"subscriptions": {"unreadable": 1, "extra": 1},
+                                "subscription_items": {"extra": 1}}
+    sample = table(report, "subscriptions").findings["unreadable"].samples[0]
+    assert sample["id"] == changed["subscriptions"][0]["id"]
+    assert "expected an integer" in sample["reason"]
+
+
+def test_an_object_postgresql_refuses_stops_only_its_own_resource(conn, loaded):
+    changed = copy.deepcopy(loaded)
+    changed["customers"][0]["name"] = "nul\u0000byte"
+    report = run_check(conn, changed)
+    assert "PostgreSQL refuses an object of the source" in table(report, "customers").error
+    assert not report.ok
+    assert table(report, "charges").failures == 0  # the other resources were still checked
+
+
 def test_an_id_listed_twice_counts_its_last_version_as_the_ingest_does(conn, loaded):
     changed = copy.deepcopy(loaded)
     newer = copy.deepcopy(changed["products"][0])
@@ -313,17 +334,17 @@ def sandbox_settings() -> Iterator[Any]:
 
 
 def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
-    from app.reconcile_command import _api_objects
+    from app.sources import read_api_objects
 
-    # ingested through the same reader: app.sources.read_api_objects yields the SDK's Decimal
-    # for decimal strings, which the ingest's COPY cannot encode yet
     for resource in load_order():
-        ingest(conn, resource, _api_objects(resource, sandbox_settings))
-    clean = check(conn, load_order(), lambda r: _api_objects(r, sandbox_settings), source="api")
+        ingest(conn, resource, read_api_objects(resource, sandbox_settings))
+    clean = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings),
+                  source="api")
     assert failures(clean) == {}
     assert table(clean, "charges").source_count > 0
     conn.exec_driver_sql("UPDATE customers SET email = 'edited@example.com' "
                          "WHERE id = (SELECT min(id) FROM customers WHERE NOT is_placeholder)")
-    damaged = check(conn, load_order(), lambda r: _api_objects(r, sandbox_settings), source="api")
+    damaged = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings),
+                    source="api")
     assert failures(damaged) == {"customers": {"differs": 1}}
     assert table(damaged, "customers").findings["differs"].samples[0]["columns"] == ["email"]

@@ -87,3 +87,34 @@ def test_help_explains_the_options(tmp_path):
     assert result.returncode == 0
     for word in ("--source", "--json-dir", "--mode", "--resources", "Exit codes"):
         assert word in result.stdout
+
+
+def test_make_ingest_of_one_table_runs_its_script(cli_db, tmp_path):
+    result = subprocess.run(
+        ["make", "ingest-products", "FILE=data/sample/products.json"], cwd=PROJECT_ROOT,
+        env={**os.environ, "REJECTS_DIR": str(tmp_path), **cli_db}, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "scripts/ingest/ingest_products.py" in result.stdout
+    products_line = next(line for line in result.stdout.splitlines() if line.startswith("products"))
+    assert products_line.split()[1:3] == ["3", "3"]  # read, inserted
+
+
+def test_make_ingest_of_an_unknown_table_names_the_tables():
+    result = subprocess.run(["make", "ingest-refunds"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "no table 'refunds'" in result.stderr and "charges" in result.stderr
+
+
+def test_a_file_that_breaks_off_keeps_and_reports_the_batches_before_the_break(cli_db, tmp_path):
+    lines = [orjson.dumps(customer(n)).decode() for n in range(1, 12001)]
+    path = tmp_path / "customers.json"
+    path.write_text('{"object": "list", "data": [\n' + ",\n".join(lines) + ',\n{"id": "cus_tru')
+    result = run(["scripts/ingest/ingest_customers.py", "--file", str(path), "-q"], cli_db, tmp_path)
+    assert result.returncode == 2
+    assert "not valid JSON after 12000 objects" in result.stderr
+    customers_line = next(line for line in result.stdout.splitlines() if line.startswith("customers "))
+    read, inserted = (int(x.replace(",", "")) for x in customers_line.split()[1:3])
+    assert read == 12000 and 0 < inserted < 12000  # whole batches landed, the last ones not
+    assert "customers                 FAILED" in result.stdout

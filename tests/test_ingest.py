@@ -345,3 +345,54 @@ def test_writer_error_reaches_the_caller(committed, monkeypatch):
     monkeypatch.setattr(ingest_module, "_write_batch", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         ingest(committed, CUSTOMERS, [customer(1)], writers=2)
+
+
+@pytest.mark.parametrize(("mode", "kept"), [("upsert", "second"), ("skip", "first")])
+def test_parallel_writers_keep_the_sources_order_for_an_id(committed, monkeypatch, mode, kept):
+    monkeypatch.setattr(ingest_module, "CELLS_PER_BATCH", 100)  # 100-row batches
+    for attempt in range(5):  # a race would show in some runs, not all
+        first, second = customer(7), customer(7)
+        first["name"], second["name"] = "first", "second"
+        # the two versions sit at the end of one batch and the start of the next
+        objects = [customer(n) for n in range(100, 199)] + [first, second]
+        objects += [customer(n) for n in range(200, 400)]
+        ingest(committed, CUSTOMERS, objects, mode=mode, writers=2)
+        name = committed.execute(select(Customer.name).where(Customer.id == first["id"])).scalar_one()
+        assert name == kept, f"attempt {attempt}"
+        committed.execute(text("TRUNCATE customers CASCADE"))
+        committed.commit()
+
+
+def test_rerun_restores_an_invoice_line_lost_in_the_database(conn):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    ingest(conn, BY_NAME["invoices"], [invoice(1, 1, 7, 1, 1000)])
+    conn.execute(text("DELETE FROM invoice_lines"))
+    result = ingest(conn, BY_NAME["invoices"], [invoice(1, 1, 7, 1, 1000)])
+    assert result.stats["invoices"].unchanged == 1
+    assert result.stats["invoice_lines"].inserted == 1
+    assert count(conn, InvoiceLine) == 1
+
+
+def test_awkward_characters_survive_the_copy_path(conn):
+    obj = customer(1)
+    obj["description"] = 'tab\there, newline\nthere, back\\slash, "quotes", \\N, é ✓'
+    obj["metadata"] = {"path": "C:\\temp\\new", "quote": '"', "nl": "a\nb"}
+    ingest(conn, CUSTOMERS, [obj])
+    stored = conn.execute(select(Customer.description, Customer.metadata_, Customer.raw)).one()
+    assert stored.description == obj["description"]
+    assert stored[1] == obj["metadata"]
+    assert stored.raw == obj
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("livemode", "false", "expected true or false"),
+    ("email", {"address": "a@example.com"}, "expected text"),
+    ("delinquent", 0, "expected true or false"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(conn, tmp_path, field, value, reason):
+    obj = customer(1)
+    obj[field] = value
+    with RejectSink(tmp_path) as rejects:
+        result = ingest(conn, CUSTOMERS, [obj, customer(2)], rejects=rejects)
+    assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (1, 1)
+    assert reason in (tmp_path / "customers.rejects.jsonl").read_text()

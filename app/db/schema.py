@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, inspect, pool, text
 from sqlalchemy.exc import OperationalError
 
 from app.config import PROJECT_ROOT, mask_secrets
@@ -32,7 +33,8 @@ def create_database(url: str) -> bool:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
                                   {"name": target.database}).scalar()
             if not exists:
-                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+                quoted = conn.dialect.identifier_preparer.quote(target.database or "")
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
             return not exists
     except OperationalError as exc:
         raise ConfigError(
@@ -74,6 +76,24 @@ def drop_database(url: str) -> None:
                           poolclass=pool.NullPool)
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+            quoted = conn.dialect.identifier_preparer.quote(target.database or "")
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
     finally:
         admin.dispose()
+
+
+def require_tables(conn: Connection, resources: list[Any]) -> None:
+    """Fail with what to do when a resource's table, or a child table, is not there."""
+    tables = [r.name for r in resources] + [c.name for r in resources for c in r.children]
+    inspector = inspect(conn)
+    missing = [t for t in tables if not inspector.has_table(t)]
+    if missing:
+        raise ConfigError(f"table(s) {', '.join(missing)} do not exist: run `make init-db` first")
+
+
+def unreachable(url: str, exc: OperationalError) -> ConfigError:
+    """The error to raise when the database does not answer, password masked."""
+    return ConfigError(
+        f"cannot reach the database ({mask_secrets(url)}): {str(exc.orig).strip()} — "
+        "start it with `make db-up`"
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import URL, Connection, Engine, create_engine, make_url
 
 from app.config import load_settings
 
@@ -24,5 +24,6 @@ def get_engine(url: str | None = None) -> Engine:
     return create_engine(sqlalchemy_url(url or load_settings().database_url), pool_pre_ping=True)
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def raw_cursor(conn: Connection) -> Any:
+    """A psycopg2 cursor on the connection's own transaction, for COPY and bulk statements."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -193,13 +193,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_in_prod(action: str) -> int:
+    """The sandbox is a DEV tool: emptying or filling it is refused under ENV=PROD, as in make."""
+    from app.config import load_settings, refuse_in_prod
+    from app.errors import PipelineError
+
+    try:
+        refuse_in_prod(load_settings(), action)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
+    if _refuse_in_prod("empty the sandbox"):
+        return 1
     _call(_url(args), "/_sandbox/reset", method="POST", data=b"")
     print("sandbox state emptied")
     return 0
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    if _refuse_in_prod("seed the sandbox"):
+        return 1
     data = f"customers={args.customers}&seed={args.seed}".encode()
     report = _call(_url(args), "/_sandbox/seed", method="POST", data=data, timeout=3600)
     counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())

@@ -82,7 +82,8 @@ def transformer(resource: str) -> Any:
                 return func(obj)
             except TransformError:
                 raise
-            except (TypeError, ValueError, AttributeError) as exc:
+            except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError,
+                    OSError) as exc:
                 object_id = obj.get("id") if isinstance(obj, dict) else None
                 raise TransformError(resource, object_id, str(exc)) from exc
 

@@ -25,6 +25,8 @@ def invoice_payment_intent_id(obj: StripeDict) -> str | None:
     if old:
         return old
     payments: Any = dig(obj, "payments", "data") or []
+    if not isinstance(payments, list):
+        raise TypeError("`payments.data` is not a list")
     chosen = next((p for p in payments if dig(p, "is_default")), payments[0] if payments else None)
     return ref_id(dig(chosen, "payment", "payment_intent"))
 
