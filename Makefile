@@ -126,6 +126,7 @@ test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 
 lint: $(STAMP) ## ruff, mypy, and shellcheck when installed
 	$(VENV)/bin/ruff check app scripts tests alembic
+	$(VENV)/bin/ruff format --check app scripts tests alembic
 	$(VENV)/bin/mypy
 	@if command -v shellcheck >/dev/null; then shellcheck -x scripts/*.sh; \
 	else echo "shellcheck not installed: skipped (apt-get install shellcheck)"; fi

@@ -64,7 +64,11 @@ def load_settings(env: str | None = None) -> Settings:
     env = (env or os.environ.get("ENV") or "DEV").upper()
     if env not in ENVIRONMENTS:
         raise ConfigError(f"ENV={env!r} is not known; use one of {', '.join(ENVIRONMENTS)}")
-    if env == "PROD" and not (PROJECT_ROOT / ".env.prod").exists() and "DATABASE_URL" not in os.environ:
+    if (
+        env == "PROD"
+        and not (PROJECT_ROOT / ".env.prod").exists()
+        and "DATABASE_URL" not in os.environ
+    ):
         raise ConfigError(
             "ENV=PROD needs .env.prod (copy .env.prod.example and fill it in) or DATABASE_URL set"
         )

@@ -118,8 +118,9 @@ def ingest(
         with BatchWriter([w.load for w in batch_writers]) as queue_:
             for index, obj in enumerate(objects):
                 result.table(resource.name).read += 1
-                row = _transform(resource, obj, index, api_version, formats, source_name,
-                                 rejects, result)
+                row = _transform(
+                    resource, obj, index, api_version, formats, source_name, rejects, result
+                )
                 if row is not None:
                     slot = hash(row["id"]) % len(pending)
                     pending[slot].append(row)
@@ -158,8 +159,14 @@ WRITERS = 2
 class _Writer:
     """One connection's share of the batches, with its own loaders and its own counts."""
 
-    def __init__(self, conn: Connection, resource: Resource, mode: Mode,
-                 rejects: RejectSink | None, source_name: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        resource: Resource,
+        mode: Mode,
+        rejects: RejectSink | None,
+        source_name: str,
+    ) -> None:
         self.conn = conn
         self.resource = resource
         self.mode = mode
@@ -170,8 +177,17 @@ class _Writer:
         self.child_loaders = {c.name: TableLoader(conn, c.table) for c in resource.children}
 
     def load(self, rows: list[dict[str, Any]]) -> None:
-        _load_batch(self.conn, self.resource, self.loader, self.child_loaders, rows, self.mode,
-                    self.rejects, self.source_name, self.result)
+        _load_batch(
+            self.conn,
+            self.resource,
+            self.loader,
+            self.child_loaders,
+            rows,
+            self.mode,
+            self.rejects,
+            self.source_name,
+            self.result,
+        )
 
 
 class BatchWriter:
@@ -186,17 +202,21 @@ class BatchWriter:
     def __init__(self, loads: list[Callable[[list[Any]], None]]) -> None:
         self.queues: list[queue.Queue[list[Any] | None]] = [queue.Queue(maxsize=1) for _ in loads]
         self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._run, args=(load, q), daemon=True,
-                                         name=f"ingest-writer-{n}")
-                        for n, (load, q) in enumerate(zip(loads, self.queues, strict=True))]
+        self.threads = [
+            threading.Thread(
+                target=self._run, args=(load, q), daemon=True, name=f"ingest-writer-{n}"
+            )
+            for n, (load, q) in enumerate(zip(loads, self.queues, strict=True))
+        ]
 
     def __enter__(self) -> BatchWriter:
         for thread in self.threads:
             thread.start()
         return self
 
-    def _run(self, load: Callable[[list[Any]], None],
-             batches: queue.Queue[list[Any] | None]) -> None:
+    def _run(
+        self, load: Callable[[list[Any]], None], batches: queue.Queue[list[Any] | None]
+    ) -> None:
         while True:
             rows = batches.get()
             if rows is None:
@@ -225,8 +245,9 @@ class BatchWriter:
             self._raise_error()
 
 
-def transform_object(resource: Resource, obj: Any, api_version: str | None,
-                     formats: dict[str, CopyFormat]) -> dict[str, Any]:
+def transform_object(
+    resource: Resource, obj: Any, api_version: str | None, formats: dict[str, CopyFormat]
+) -> dict[str, Any]:
     """One source object as its row, with its COPY line and its embedded child rows; raises
     TransformError naming the object when it cannot be a row. Ingest and check-db share it."""
     if isinstance(obj, BadLine):
@@ -244,9 +265,16 @@ def transform_object(resource: Resource, obj: Any, api_version: str | None,
     return row
 
 
-def _transform(resource: Resource, obj: Any, index: int, api_version: str | None,
-               formats: dict[str, CopyFormat], source_name: str, rejects: RejectSink | None,
-               result: IngestResult) -> dict[str, Any] | None:
+def _transform(
+    resource: Resource,
+    obj: Any,
+    index: int,
+    api_version: str | None,
+    formats: dict[str, CopyFormat],
+    source_name: str,
+    rejects: RejectSink | None,
+    result: IngestResult,
+) -> dict[str, Any] | None:
     """Transform one object and format its COPY line here, on the reading thread, so that the
     writer threads mostly wait on the server (and the GIL is free for the next object)."""
     try:
@@ -260,9 +288,17 @@ def _transform(resource: Resource, obj: Any, index: int, api_version: str | None
         return None
 
 
-def _load_batch(conn: Connection, resource: Resource, loader: TableLoader,
-                child_loaders: dict[str, TableLoader], rows: list[dict[str, Any]], mode: Mode,
-                rejects: RejectSink | None, source_name: str, result: IngestResult) -> None:
+def _load_batch(
+    conn: Connection,
+    resource: Resource,
+    loader: TableLoader,
+    child_loaders: dict[str, TableLoader],
+    rows: list[dict[str, Any]],
+    mode: Mode,
+    rejects: RejectSink | None,
+    source_name: str,
+    result: IngestResult,
+) -> None:
     """Load one batch in one transaction; if the database refuses it, find the rows it refuses."""
     try:
         for attempt in range(_RETRIES):
@@ -282,21 +318,32 @@ def _load_batch(conn: Connection, resource: Resource, loader: TableLoader,
             row = rows[0]
             reason = f"the database refused it: {first_line(exc)}"
             result.table(resource.name).rejected += 1
-            log.warning("%s: set aside %s %s: %s", source_name or resource.name,
-                        resource.name, row["id"], reason)
+            log.warning(
+                "%s: set aside %s %s: %s",
+                source_name or resource.name,
+                resource.name,
+                row["id"],
+                reason,
+            )
             if rejects is not None:
                 rejects.add(resource.name, source_name, None, row["id"], reason, row["raw"])
             return
         # bisect: the good rows still land, each bad one is named (only on this error path)
         middle = len(rows) // 2
         for half in (rows[:middle], rows[middle:]):
-            _load_batch(conn, resource, loader, child_loaders, half, mode, rejects,
-                        source_name, result)
+            _load_batch(
+                conn, resource, loader, child_loaders, half, mode, rejects, source_name, result
+            )
 
 
-def _write_batch(resource: Resource, loader: TableLoader,
-                 child_loaders: dict[str, TableLoader], rows: list[dict[str, Any]], mode: Mode,
-                 result: IngestResult) -> None:
+def _write_batch(
+    resource: Resource,
+    loader: TableLoader,
+    child_loaders: dict[str, TableLoader],
+    rows: list[dict[str, Any]],
+    mode: Mode,
+    result: IngestResult,
+) -> None:
     stats = TableStats()
     rows = _last_of_each_id(rows, mode, stats)
     live = [r for r in rows if not r["deleted"]]
@@ -317,13 +364,17 @@ def _write_batch(resource: Resource, loader: TableLoader,
         child_rows = _last_of_each_id(child_rows, mode, child_stats)
         child_loader = child_loaders[child.name]
         child_loader.delete_stale_children(child.parent_column, parents, child_rows)
-        stats.placeholders += child_loader.ensure_referenced(child_rows, skip=(child.parent_column,))
+        stats.placeholders += child_loader.ensure_referenced(
+            child_rows, skip=(child.parent_column,)
+        )
         child_loader.upsert(child_rows, mode, child_stats)
         result.table(child.name).add(child_stats)
     result.table(resource.name).add(stats)
 
 
-def _last_of_each_id(rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> list[dict[str, Any]]:
+def _last_of_each_id(
+    rows: list[dict[str, Any]], mode: Mode, stats: TableStats
+) -> list[dict[str, Any]]:
     """One row per id (ON CONFLICT cannot touch a row twice): the newest, or the first in skip."""
     by_id: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -342,7 +393,9 @@ def embedded_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dic
     for child in resource.children:
         found = dig(row["raw"], *child.path) or []
         if not isinstance(found, list):
-            raise TransformError(resource.name, row["id"], f"`{'.'.join(child.path)}` is not a list")
+            raise TransformError(
+                resource.name, row["id"], f"`{'.'.join(child.path)}` is not a list"
+            )
         items = []
         for obj in found:
             try:
@@ -372,8 +425,10 @@ class CopyFormat:
 
 def formats_for(resource: Resource) -> dict[str, CopyFormat]:
     """The COPY formats of a resource's table and its child tables, by table name."""
-    return {resource.name: CopyFormat(resource.table),
-            **{child.name: CopyFormat(child.table) for child in resource.children}}
+    return {
+        resource.name: CopyFormat(resource.table),
+        **{child.name: CopyFormat(child.table) for child in resource.children},
+    }
 
 
 class TableLoader:
@@ -386,9 +441,7 @@ class TableLoader:
         self.format = CopyFormat(table)
         self.columns = self.format.columns
         self.stage = f"stage_{self.name}"
-        self.foreign_keys = [
-            (fk.parent.name, fk.column.table.name) for fk in table.foreign_keys
-        ]
+        self.foreign_keys = [(fk.parent.name, fk.column.table.name) for fk in table.foreign_keys]
 
     def _cursor(self) -> Any:
         return raw_cursor(self.conn)
@@ -427,7 +480,8 @@ class TableLoader:
         data = "".join([row[LINE] for row in rows])
         # one read of the whole batch: every chunk psycopg2 reads costs the writer a GIL wait
         self._cursor().copy_expert(
-            f"COPY {table} ({', '.join(self.columns)}) FROM STDIN", io.StringIO(data),
+            f"COPY {table} ({', '.join(self.columns)}) FROM STDIN",
+            io.StringIO(data),
             size=len(data) + 1,
         )
 
@@ -455,8 +509,9 @@ class TableLoader:
             written |= self._upsert_existing([r for r in rows if r["id"] in existing], mode, stats)
         return written
 
-    def _upsert_existing(self, rows: list[dict[str, Any]], mode: Mode,
-                         stats: TableStats) -> set[str]:
+    def _upsert_existing(
+        self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats
+    ) -> set[str]:
         cursor = self._cursor()
         # every batch: a rolled-back batch takes the temp table it created with it
         cursor.execute(
@@ -465,7 +520,9 @@ class TableLoader:
         cursor.execute(f"TRUNCATE {self.stage}")
         self._copy(self.stage, rows)
         cols = ", ".join(self.columns)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted"))
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted")
+        )
         # every column, not only raw: a typed column damaged by hand is repaired by a re-run
         compared = [c for c in self.columns if c not in ("id", "deleted")]
         mine = ", ".join(f"{self.name}.{c}" for c in compared)
@@ -508,8 +565,9 @@ class TableLoader:
         )
         return max(cursor.rowcount, 0)
 
-    def delete_stale_children(self, parent_column: str, parents: set[str],
-                              rows: list[dict[str, Any]]) -> None:
+    def delete_stale_children(
+        self, parent_column: str, parents: set[str], rows: list[dict[str, Any]]
+    ) -> None:
         """Items a changed parent no longer lists are removed with it (they are not objects
         Stripe lists on their own; the parent's `raw` keeps what it said)."""
         if not parents:
@@ -588,12 +646,17 @@ def copy_line_function(table: Table, columns: list[str]) -> Callable[[dict[str, 
     parts = []
     for index, column in enumerate(columns):
         expression = _INLINE[_column_kind(table.columns[column].type)].replace("VALUE", f"v{index}")
-        parts.append(f"    v{index} = row.get({column!r})\n"
-                     f"    c{index} = '\\\\N' if v{index} is None else {expression}\n")
+        parts.append(
+            f"    v{index} = row.get({column!r})\n"
+            f"    c{index} = '\\\\N' if v{index} is None else {expression}\n"
+        )
     joined = ", ".join(f"c{i}" for i in range(len(columns)))
     source = "def line(row):\n" + "".join(parts) + f"    return '\\t'.join(({joined},)) + '\\n'\n"
-    namespace: dict[str, Any] = {"_escapes": _COPY_ESCAPES, "_dumps": orjson.dumps,
-                                 "_refuse": _refuse}
+    namespace: dict[str, Any] = {
+        "_escapes": _COPY_ESCAPES,
+        "_dumps": orjson.dumps,
+        "_refuse": _refuse,
+    }
     exec(compile(source, f"<copy line of {table.name}>", "exec"), namespace)  # noqa: S102
     return cast(Callable[[dict[str, Any]], str], namespace["line"])
 

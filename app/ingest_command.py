@@ -36,23 +36,45 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
             "Environment: ENV (DEV|PROD), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE."
         ),
     )
-    parser.add_argument("--source", choices=["json", "api"], default="json",
-                        help="json: files written by `make fetch` (default); api: the Stripe API "
-                             "(or the local sandbox) through the stripe SDK")
-    parser.add_argument("--json-dir", type=Path, default=None,
-                        help="folder of <resource>.json files (default: data/imported_stripe_data)")
+    parser.add_argument(
+        "--source",
+        choices=["json", "api"],
+        default="json",
+        help="json: files written by `make fetch` (default); api: the Stripe API "
+        "(or the local sandbox) through the stripe SDK",
+    )
+    parser.add_argument(
+        "--json-dir",
+        type=Path,
+        default=None,
+        help="folder of <resource>.json files (default: data/imported_stripe_data)",
+    )
     if one:
-        parser.add_argument("--file", type=Path, default=None,
-                            help="one JSON file to load instead of <json-dir>/<resource>.json")
+        parser.add_argument(
+            "--file",
+            type=Path,
+            default=None,
+            help="one JSON file to load instead of <json-dir>/<resource>.json",
+        )
     else:
-        parser.add_argument("--resources", default="",
-                            help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}")
-    parser.add_argument("--mode", choices=MODES, default="upsert",
-                        help="upsert (default): changed objects update their row; "
-                             "skip: keep the first version of every row")
-    parser.add_argument("--rejects-dir", type=Path, default=None,
-                        help="where objects that could not be loaded are written "
-                             "(default: data/rejects)")
+        parser.add_argument(
+            "--resources",
+            default="",
+            help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}",
+        )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="upsert",
+        help="upsert (default): changed objects update their row; "
+        "skip: keep the first version of every row",
+    )
+    parser.add_argument(
+        "--rejects-dir",
+        type=Path,
+        default=None,
+        help="where objects that could not be loaded are written (default: data/rejects)",
+    )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
@@ -60,8 +82,11 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, resources: list[str] | None = None) -> int:
     args = build_parser(resources).parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
     try:
         settings = load_settings()
         names = resources or parse_names(args.resources) or None
@@ -73,9 +98,16 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     json_dir = args.json_dir or settings.json_dir
     single_file = getattr(args, "file", None)
     try:
-        results = run(url, chosen, settings, source=args.source, json_dir=json_dir,
-                      single_file=single_file, mode=args.mode,
-                      rejects_dir=args.rejects_dir or settings.rejects_dir)
+        results = run(
+            url,
+            chosen,
+            settings,
+            source=args.source,
+            json_dir=json_dir,
+            single_file=single_file,
+            mode=args.mode,
+            rejects_dir=args.rejects_dir or settings.rejects_dir,
+        )
     except PipelineError as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
@@ -83,8 +115,17 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
 
-def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, json_dir: Path,
-        single_file: Path | None, mode: str, rejects_dir: Path) -> list[IngestResult]:
+def run(
+    url: str,
+    chosen: list[Resource],
+    settings: Settings,
+    *,
+    source: str,
+    json_dir: Path,
+    single_file: Path | None,
+    mode: str,
+    rejects_dir: Path,
+) -> list[IngestResult]:
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
@@ -98,15 +139,25 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
             rejects.start(resource.name)
             if source == "api":
                 objects = read_api_objects(resource, settings)
-                label, version = f"{settings.stripe_api_base} {resource.name}", settings.stripe_api_version
+                label, version = (
+                    f"{settings.stripe_api_base} {resource.name}",
+                    settings.stripe_api_version,
+                )
             else:
                 path = single_file or json_dir / resource.file_name
                 objects = read_json_objects(path)
                 label, version = str(path), _api_version_of(path, settings)
             try:
-                result = ingest(conn, resource, objects, mode=mode,  # type: ignore[arg-type]
-                                api_version=version, rejects=rejects, source_name=label,
-                                progress=Progress(resource.name))
+                result = ingest(
+                    conn,
+                    resource,
+                    objects,
+                    mode=mode,  # type: ignore[arg-type]
+                    api_version=version,
+                    rejects=rejects,
+                    source_name=label,
+                    progress=Progress(resource.name),
+                )
             except InputFileError as exc:
                 log.error("error: %s", exc)
                 partial = exc.partial if isinstance(exc.partial, IngestResult) else None
@@ -149,8 +200,9 @@ def format_summary(results: list[IngestResult]) -> str:
         for index, (table, stats) in enumerate(result.stats.items()):
             name = table if index == 0 else f"  └ {table}"
             seconds = f"{result.seconds:>9.2f}" if index == 0 else ""
-            lines.append(f"{name:<24}" + "".join(f"{getattr(stats, c):>13,}" for c in COLUMNS)
-                         + seconds)
+            lines.append(
+                f"{name:<24}" + "".join(f"{getattr(stats, c):>13,}" for c in COLUMNS) + seconds
+            )
         if result.error:
             lines.append(f"{result.resource:<24}  FAILED: {result.error}")
     return "\n".join(lines)
@@ -162,8 +214,10 @@ def exit_code(results: list[IngestResult], rejects_dir: Path) -> int:
     if failed:
         print(f"\n{len(failed)} resource(s) failed: {', '.join(failed)}", file=sys.stderr)
     if rejected:
-        print(f"\n{rejected} object(s) set aside, with their reasons, in {rejects_dir}/",
-              file=sys.stderr)
+        print(
+            f"\n{rejected} object(s) set aside, with their reasons, in {rejects_dir}/",
+            file=sys.stderr,
+        )
     if failed:
         return EXIT_FAILED
     return EXIT_REJECTS if rejected else EXIT_OK

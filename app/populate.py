@@ -75,6 +75,7 @@ class PopulateReport:
 
 def load_fixtures(folder: Path) -> Fixtures:
     """Read and cross-check products.json, prices.json and customers.json."""
+
     def read(name: str) -> list[dict[str, Any]]:
         path = folder / name
         try:
@@ -116,8 +117,13 @@ def check_allowed(settings: Settings) -> None:
         raise ConfigError("STRIPE_SECRET_KEY is not set (see .env.dev, or put one in .env.local)")
 
 
-def populate(settings: Settings, fixtures: Fixtures, *, force: bool = False,
-             client: stripe.StripeClient | None = None) -> PopulateReport:
+def populate(
+    settings: Settings,
+    fixtures: Fixtures,
+    *,
+    force: bool = False,
+    client: stripe.StripeClient | None = None,
+) -> PopulateReport:
     """Create what is missing; with `force`, cancel and recreate the fixture subscriptions."""
     check_allowed(settings)
     client = client or make_client(settings)
@@ -145,8 +151,9 @@ def _message(exc: stripe.StripeError) -> str:
     return exc.user_message or str(exc) or type(exc).__name__
 
 
-def _ensure_products(client: stripe.StripeClient, specs: list[dict[str, Any]],
-                     report: PopulateReport) -> dict[str, str]:
+def _ensure_products(
+    client: stripe.StripeClient, specs: list[dict[str, Any]], report: PopulateReport
+) -> dict[str, str]:
     """Products by their metadata tag → product id (Stripe's list has no metadata filter)."""
     existing: dict[str, str] = {}
     for product in _each(client.v1.products.list(params={"limit": 100})):
@@ -161,11 +168,15 @@ def _ensure_products(client: stripe.StripeClient, specs: list[dict[str, Any]],
             report.add("products", "found")
             continue
         try:
-            product = _plain(client.v1.products.create(params={
-                "name": spec["name"],
-                "description": spec.get("description") or "",
-                "metadata": {**spec.get("metadata", {}), TAG_KEY: tag},
-            }))
+            product = _plain(
+                client.v1.products.create(
+                    params={
+                        "name": spec["name"],
+                        "description": spec.get("description") or "",
+                        "metadata": {**spec.get("metadata", {}), TAG_KEY: tag},
+                    }
+                )
+            )
         except stripe.InvalidRequestError as exc:
             report.fail("products", tag, _message(exc))
             continue
@@ -177,14 +188,20 @@ def _ensure_products(client: stripe.StripeClient, specs: list[dict[str, Any]],
 
 def _price_matches(price: Any, spec: dict[str, Any]) -> bool:
     recurring = price.get("recurring") or {}
-    return (price.get("unit_amount") == spec["unit_amount"]
-            and price.get("currency") == spec["currency"].lower()
-            and recurring.get("interval") == spec["interval"]
-            and bool(price.get("active", True)))
+    return (
+        price.get("unit_amount") == spec["unit_amount"]
+        and price.get("currency") == spec["currency"].lower()
+        and recurring.get("interval") == spec["interval"]
+        and bool(price.get("active", True))
+    )
 
 
-def _ensure_prices(client: stripe.StripeClient, specs: list[dict[str, Any]],
-                   products: dict[str, str], report: PopulateReport) -> dict[str, str]:
+def _ensure_prices(
+    client: stripe.StripeClient,
+    specs: list[dict[str, Any]],
+    products: dict[str, str],
+    report: PopulateReport,
+) -> dict[str, str]:
     """Prices matched by amount + interval + currency on their product → price id by key."""
     ids: dict[str, str] = {}
     for spec in specs:
@@ -199,13 +216,17 @@ def _ensure_prices(client: stripe.StripeClient, specs: list[dict[str, Any]],
             report.add("prices", "found")
             continue
         try:
-            price = _plain(client.v1.prices.create(params={
-                "product": product_id,
-                "unit_amount": spec["unit_amount"],
-                "currency": spec["currency"].lower(),
-                "recurring": {"interval": spec["interval"]},
-                "metadata": {TAG_KEY: spec["key"]},
-            }))
+            price = _plain(
+                client.v1.prices.create(
+                    params={
+                        "product": product_id,
+                        "unit_amount": spec["unit_amount"],
+                        "currency": spec["currency"].lower(),
+                        "recurring": {"interval": spec["interval"]},
+                        "metadata": {TAG_KEY: spec["key"]},
+                    }
+                )
+            )
         except stripe.InvalidRequestError as exc:
             report.fail("prices", spec["key"], _message(exc))
             continue
@@ -215,8 +236,14 @@ def _ensure_prices(client: stripe.StripeClient, specs: list[dict[str, Any]],
     return ids
 
 
-def _ensure_customer(client: stripe.StripeClient, spec: dict[str, Any], prices: dict[str, str],
-                     report: PopulateReport, *, force: bool) -> None:
+def _ensure_customer(
+    client: stripe.StripeClient,
+    spec: dict[str, Any],
+    prices: dict[str, str],
+    report: PopulateReport,
+    *,
+    force: bool,
+) -> None:
     email = spec["email"]
     try:
         found = _plain(client.v1.customers.list(params={"email": email, "limit": 1}))["data"]
@@ -224,10 +251,15 @@ def _ensure_customer(client: stripe.StripeClient, spec: dict[str, Any], prices: 
             customer = found[0]
             report.add("customers", "found")
         else:
-            customer = _plain(client.v1.customers.create(params={
-                "email": email, "name": spec.get("name") or "",
-                "metadata": {TAG_KEY: "customer"},
-            }))
+            customer = _plain(
+                client.v1.customers.create(
+                    params={
+                        "email": email,
+                        "name": spec.get("name") or "",
+                        "metadata": {TAG_KEY: "customer"},
+                    }
+                )
+            )
             report.add("customers", "created")
             log.info("created customer %s (%s)", customer["id"], email)
     except (stripe.InvalidRequestError, stripe.CardError) as exc:
@@ -252,27 +284,39 @@ def _ensure_customer(client: stripe.StripeClient, spec: dict[str, Any], prices: 
         report.fail("subscriptions", email, _message(exc))
 
 
-def _ensure_default_card(client: stripe.StripeClient, customer: dict[str, Any],
-                         report: PopulateReport) -> None:
+def _ensure_default_card(
+    client: stripe.StripeClient, customer: dict[str, Any], report: PopulateReport
+) -> None:
     settings = customer.get("invoice_settings") or {}
     if settings.get("default_payment_method"):
         report.add("payment_methods", "found")
         return
     method_id = client.v1.payment_methods.create(
-        params={"type": "card", "card": {"token": TEST_TOKEN}}).id
+        params={"type": "card", "card": {"token": TEST_TOKEN}}
+    ).id
     client.v1.payment_methods.attach(method_id, params={"customer": customer["id"]})
     client.v1.customers.update(
-        customer["id"], params={"invoice_settings": {"default_payment_method": method_id}})
+        customer["id"], params={"invoice_settings": {"default_payment_method": method_id}}
+    )
     report.add("payment_methods", "created")
     log.info("attached %s to %s as its default", method_id, customer["id"])
 
 
-def _ensure_subscription(client: stripe.StripeClient, customer_id: str, price_id: str,
-                         email: str, report: PopulateReport, *, force: bool) -> None:
+def _ensure_subscription(
+    client: stripe.StripeClient,
+    customer_id: str,
+    price_id: str,
+    email: str,
+    report: PopulateReport,
+    *,
+    force: bool,
+) -> None:
     listed = client.v1.subscriptions.list(
-        params={"customer": customer_id, "status": "all", "limit": 100})
-    current = [s for s in _each(listed)
-               if s.get("status") in LIVE_STATUSES and _has_price(s, price_id)]
+        params={"customer": customer_id, "status": "all", "limit": 100}
+    )
+    current = [
+        s for s in _each(listed) if s.get("status") in LIVE_STATUSES and _has_price(s, price_id)
+    ]
     if current and not force:
         report.add("subscriptions", "skipped")
         return
@@ -280,13 +324,19 @@ def _ensure_subscription(client: stripe.StripeClient, customer_id: str, price_id
         client.v1.subscriptions.cancel(sub["id"])
         report.add("subscriptions", "canceled")
         log.info("canceled %s of %s", sub["id"], email)
-    sub = _plain(client.v1.subscriptions.create(params={
-        "customer": customer_id,
-        "items": [{"price": price_id}],
-        "metadata": {TAG_KEY: "subscription"},
-    }))
+    sub = _plain(
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer_id,
+                "items": [{"price": price_id}],
+                "metadata": {TAG_KEY: "subscription"},
+            }
+        )
+    )
     if sub.get("status") not in ("active", "trialing"):
-        report.fail("subscriptions", email, f"created {sub['id']} but its status is {sub.get('status')}")
+        report.fail(
+            "subscriptions", email, f"created {sub['id']} but its status is {sub.get('status')}"
+        )
         return
     report.add("subscriptions", "created")
     log.info("created %s for %s (%s)", sub["id"], email, sub.get("status"))

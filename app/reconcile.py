@@ -42,8 +42,15 @@ from app.resources import Child, Resource
 log = logging.getLogger(__name__)
 
 # bookkeeping columns of the mirror: not derived from the Stripe object, so never compared
-_BOOKKEEPING = ("id", "raw", "api_version", "deleted", "is_placeholder", "referenced_by",
-                "synced_at")
+_BOOKKEEPING = (
+    "id",
+    "raw",
+    "api_version",
+    "deleted",
+    "is_placeholder",
+    "referenced_by",
+    "synced_at",
+)
 SAMPLE_SIZE = 5
 MAX_FIELDS = 10  # differing object fields named per sampled row
 
@@ -62,8 +69,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("not_replaced", "in the source, but only a placeholder in the database", True),
     Kind("deletion_differs", "deleted on one side only", True),
     Kind("dangling", "foreign key pointing at no row", True),
-    Kind("unreadable", "source objects the transformer refused (the ingest sets them aside)",
-         True),
+    Kind("unreadable", "source objects the transformer refused (the ingest sets them aside)", True),
     # Stripe does not list deleted objects, so some placeholders wait for ever
     Kind("placeholders", "referenced but never fetched (placeholder rows)", False),
     Kind("soft_deleted", "soft-deleted rows", False),
@@ -121,9 +127,14 @@ class TableCheck:
             "db_count": self.db_count,
             "seconds": round(self.seconds, 3),
             "findings": {
-                k.name: {"count": f.count, "failure": k.failure, "label": k.label,
-                         "samples": f.samples}
-                for k in KINDS if (f := self.findings.get(k.name)) is not None and f.count
+                k.name: {
+                    "count": f.count,
+                    "failure": k.failure,
+                    "label": k.label,
+                    "samples": f.samples,
+                }
+                for k in KINDS
+                if (f := self.findings.get(k.name)) is not None and f.count
             },
         }
 
@@ -157,21 +168,35 @@ class CheckReport:
 ObjectsFor = Callable[[Resource], Iterable[Any]]
 
 
-def check(conn: Connection, resources: Iterable[Resource], objects_for: ObjectsFor, *,
-          source: str = "json", location: str = "", sample_size: int = SAMPLE_SIZE,
-          progress: bool = False) -> CheckReport:
+def check(
+    conn: Connection,
+    resources: Iterable[Resource],
+    objects_for: ObjectsFor,
+    *,
+    source: str = "json",
+    location: str = "",
+    sample_size: int = SAMPLE_SIZE,
+    progress: bool = False,
+) -> CheckReport:
     """Compare each resource's table(s) with the objects `objects_for(resource)` yields."""
     started = time.monotonic()
     report = CheckReport(source, location)
     for resource in resources:
-        report.tables.extend(check_resource(conn, resource, objects_for, sample_size=sample_size,
-                                            progress=progress))
+        report.tables.extend(
+            check_resource(conn, resource, objects_for, sample_size=sample_size, progress=progress)
+        )
     report.seconds = time.monotonic() - started
     return report
 
 
-def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor, *,
-                   sample_size: int = SAMPLE_SIZE, progress: bool = False) -> list[TableCheck]:
+def check_resource(
+    conn: Connection,
+    resource: Resource,
+    objects_for: ObjectsFor,
+    *,
+    sample_size: int = SAMPLE_SIZE,
+    progress: bool = False,
+) -> list[TableCheck]:
     """The resource's table, then each child table, each compared with what the source says."""
     started = time.monotonic()
     cursor = raw_cursor(conn)
@@ -183,13 +208,22 @@ def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor
     loaders = [ExpectedTable(conn, resource.table)]
     loaders += [ExpectedTable(conn, c.table) for c in resource.children]
     try:
-        _load_expected(resource, objects_for(resource), loaders, parent,
-                       Progress(f"check {resource.name}") if progress else None, sample_size)
+        _load_expected(
+            resource,
+            objects_for(resource),
+            loaders,
+            parent,
+            Progress(f"check {resource.name}") if progress else None,
+            sample_size,
+        )
     except (PipelineError, psycopg2.DataError) as exc:
         cursor.execute("ROLLBACK TO SAVEPOINT check_resource")
-        parent.error = (str(exc) if isinstance(exc, PipelineError) else
-                        f"PostgreSQL refuses an object of the source ({first_line(exc)}); the "
-                        "ingest sets such objects aside: see data/rejects/")
+        parent.error = (
+            str(exc)
+            if isinstance(exc, PipelineError)
+            else f"PostgreSQL refuses an object of the source ({first_line(exc)}); the "
+            "ingest sets such objects aside: see data/rejects/"
+        )
         parent.seconds = time.monotonic() - started
         return [parent]
     compare_table(cursor, resource.table, loaders[0], parent, sample_size, child=None)
@@ -202,8 +236,14 @@ def check_resource(conn: Connection, resource: Resource, objects_for: ObjectsFor
     return [parent, *children]
 
 
-def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[ExpectedTable],
-                   result: TableCheck, progress: Progress | None, sample_size: int) -> None:
+def _load_expected(
+    resource: Resource,
+    objects: Iterable[Any],
+    loaders: list[ExpectedTable],
+    result: TableCheck,
+    progress: Progress | None,
+    sample_size: int,
+) -> None:
     """Stream the source through the ingest's own transform into the expected tables."""
     size = batch_size_for(resource.table)
     formats = {loader.table.name: loader.format for loader in loaders}
@@ -214,8 +254,9 @@ def _load_expected(resource: Resource, objects: Iterable[Any], loaders: list[Exp
             loader.send(data)
 
     def flush(writer: BatchWriter) -> None:
-        writer.put([(loader, loader.lines(rows)) for loader, rows in zip(loaders, batches,
-                                                                              strict=True)])
+        writer.put(
+            [(loader, loader.lines(rows)) for loader, rows in zip(loaders, batches, strict=True)]
+        )
         for rows in batches:
             rows.clear()
 
@@ -275,7 +316,8 @@ class ExpectedTable:
         if data:
             self.cursor.copy_expert(
                 f"COPY {self.name} ({', '.join(self.columns)}, seq) FROM STDIN",
-                io.StringIO(data), size=len(data) + 1,
+                io.StringIO(data),
+                size=len(data) + 1,
             )
 
     def finish(self) -> None:
@@ -287,25 +329,37 @@ class ExpectedTable:
             f") d WHERE e.id = d.id AND e.seq < d.last"
         )
         if self.cursor.rowcount:
-            log.info("%s: %d object(s) listed more than once; the last one counts",
-                     self.table.name, self.cursor.rowcount)
+            log.info(
+                "%s: %d object(s) listed more than once; the last one counts",
+                self.table.name,
+                self.cursor.rowcount,
+            )
         self.cursor.execute(f"ANALYZE {self.name}")
 
     def drop(self) -> None:
         self.cursor.execute(f"DROP TABLE IF EXISTS {self.name}")
 
 
-def compare_table(cursor: Any, table: Table, expected: ExpectedTable, result: TableCheck,
-                  sample_size: int, child: Child | None) -> None:
+def compare_table(
+    cursor: Any,
+    table: Table,
+    expected: ExpectedTable,
+    result: TableCheck,
+    sample_size: int,
+    child: Child | None,
+) -> None:
     name, exp = table.name, expected.name
     cursor.execute(f"SELECT (SELECT count(*) FROM {exp}), (SELECT count(*) FROM {name})")
     result.source_count, result.db_count = cursor.fetchone()
 
     typed = [c.name for c in table.columns if c.name not in _BOOKKEEPING]
-    both_live = ("t.id IS NOT NULL AND e.id IS NOT NULL AND NOT t.is_placeholder "
-                 "AND NOT t.deleted AND NOT e.deleted")
-    same = " AND ".join(["t.raw IS NOT DISTINCT FROM e.raw"]
-                        + [f"t.{c} IS NOT DISTINCT FROM e.{c}" for c in typed])
+    both_live = (
+        "t.id IS NOT NULL AND e.id IS NOT NULL AND NOT t.is_placeholder "
+        "AND NOT t.deleted AND NOT e.deleted"
+    )
+    same = " AND ".join(
+        ["t.raw IS NOT DISTINCT FROM e.raw"] + [f"t.{c} IS NOT DISTINCT FROM e.{c}" for c in typed]
+    )
     differing_columns = ", ".join(
         f"CASE WHEN t.{c} IS DISTINCT FROM e.{c} THEN '{c}' END" for c in typed
     )
@@ -313,11 +367,16 @@ def compare_table(cursor: Any, table: Table, expected: ExpectedTable, result: Ta
         extra = "'extra'"
     else:
         # items of a parent deleted in Stripe stay as they were: the parent's row says deleted
-        parent_table = next(fk.column.table.name for fk in table.foreign_keys
-                            if fk.parent.name == child.parent_column)
-        extra = (f"CASE WHEN EXISTS (SELECT 1 FROM {parent_table} p "
-                 f"WHERE p.id = t.{child.parent_column} AND p.deleted) "
-                 "THEN 'soft_deleted' ELSE 'extra' END")
+        parent_table = next(
+            fk.column.table.name
+            for fk in table.foreign_keys
+            if fk.parent.name == child.parent_column
+        )
+        extra = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM {parent_table} p "
+            f"WHERE p.id = t.{child.parent_column} AND p.deleted) "
+            "THEN 'soft_deleted' ELSE 'extra' END"
+        )
     # one pass: the WHERE keeps only rows that do not agree, so the CASEs and arrays are
     # computed for those alone; the window functions count each kind and pick its samples
     cursor.execute(
@@ -405,8 +464,9 @@ def _check_foreign_keys(cursor: Any, table: Table, result: TableCheck, sample_si
         found.count += rows[0][2]
         for row_id, value, _n in rows:
             if len(found.samples) < sample_size:
-                found.samples.append({"id": row_id, "column": column, "points_to": value,
-                                      "target": target})
+                found.samples.append(
+                    {"id": row_id, "column": column, "points_to": value, "target": target}
+                )
 
 
 # Recursive jsonb diff: the paths where two Stripe objects disagree. A temporary function lives

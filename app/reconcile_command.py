@@ -60,20 +60,42 @@ Examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="check_db_integrity.py", description=DESCRIPTION, epilog=EPILOG,
+        prog="check_db_integrity.py",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--source", choices=["json", "api"], default="json",
-                        help="json: compare with the files of `make fetch` (default); api: with "
-                             "the Stripe API (or the local sandbox) through the stripe SDK")
-    parser.add_argument("--json-dir", type=Path, default=None,
-                        help="folder of <resource>.json files (default: data/imported_stripe_data)")
-    parser.add_argument("--resources", default="",
-                        help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}")
-    parser.add_argument("--json", dest="report_path", type=Path, default=None, metavar="PATH",
-                        help="also write the full report as JSON to PATH")
-    parser.add_argument("--samples", type=int, default=SAMPLE_SIZE, metavar="N",
-                        help=f"ids named per kind of difference (default {SAMPLE_SIZE})")
+    parser.add_argument(
+        "--source",
+        choices=["json", "api"],
+        default="json",
+        help="json: compare with the files of `make fetch` (default); api: with "
+        "the Stripe API (or the local sandbox) through the stripe SDK",
+    )
+    parser.add_argument(
+        "--json-dir",
+        type=Path,
+        default=None,
+        help="folder of <resource>.json files (default: data/imported_stripe_data)",
+    )
+    parser.add_argument(
+        "--resources", default="", help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}"
+    )
+    parser.add_argument(
+        "--json",
+        dest="report_path",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the full report as JSON to PATH",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=SAMPLE_SIZE,
+        metavar="N",
+        help=f"ids named per kind of difference (default {SAMPLE_SIZE})",
+    )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
@@ -81,15 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
     try:
         settings = load_settings()
         chosen = load_order(parse_names(args.resources) or None)
         url = args.database_url or settings.database_url
         json_dir = args.json_dir or settings.json_dir
-        report = run(url, chosen, settings, source=args.source, json_dir=json_dir,
-                     sample_size=max(args.samples, 0), progress=not args.quiet)
+        report = run(
+            url,
+            chosen,
+            settings,
+            source=args.source,
+            json_dir=json_dir,
+            sample_size=max(args.samples, 0),
+            progress=not args.quiet,
+        )
     except (PipelineError, ValueError) as exc:
         sys.stderr.write(f"error: {mask_secrets(str(exc))}\n")
         return EXIT_FAILED
@@ -101,8 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(report)
 
 
-def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, json_dir: Path,
-        sample_size: int = SAMPLE_SIZE, progress: bool = False) -> CheckReport:
+def run(
+    url: str,
+    chosen: list[Resource],
+    settings: Settings,
+    *,
+    source: str,
+    json_dir: Path,
+    sample_size: int = SAMPLE_SIZE,
+    progress: bool = False,
+) -> CheckReport:
     # a connection of its own (no pool): temp_buffers can only be set before a session's
     # first temporary table, and the default 8MB would spill the expected rows to disk
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
@@ -118,13 +158,25 @@ def run(url: str, chosen: list[Resource], settings: Settings, *, source: str, js
                 conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
                 if source == "api":
                     location = settings.stripe_api_base
-                    report = check(conn, chosen, lambda r: read_api_objects(r, settings),
-                                   source="api", location=location, sample_size=sample_size,
-                                   progress=progress)
+                    report = check(
+                        conn,
+                        chosen,
+                        lambda r: read_api_objects(r, settings),
+                        source="api",
+                        location=location,
+                        sample_size=sample_size,
+                        progress=progress,
+                    )
                 else:
-                    report = check(conn, chosen, lambda r: read_json_objects(json_dir / r.file_name),
-                                   source="json", location=str(json_dir),
-                                   sample_size=sample_size, progress=progress)
+                    report = check(
+                        conn,
+                        chosen,
+                        lambda r: read_json_objects(json_dir / r.file_name),
+                        source="json",
+                        location=str(json_dir),
+                        sample_size=sample_size,
+                        progress=progress,
+                    )
                 transaction.rollback()
     except OperationalError as exc:
         raise unreachable(url, exc) from exc
@@ -146,10 +198,12 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def format_report(report: CheckReport) -> str:
-    header = (f"{'table':<24}{'source':>10}{'database':>10}"
-              + "".join(f"{title:>13}" for title, _ in _COLUMNS) + "  result")
-    lines = [f"Database against {report.source} ({report.location})", "", header,
-             "-" * len(header)]
+    header = (
+        f"{'table':<24}{'source':>10}{'database':>10}"
+        + "".join(f"{title:>13}" for title, _ in _COLUMNS)
+        + "  result"
+    )
+    lines = [f"Database against {report.source} ({report.location})", "", header, "-" * len(header)]
     for table in report.tables:
         name = f"  └ {table.table}" if table.parent else table.table
         if table.error:
@@ -209,15 +263,22 @@ def _verdict(report: CheckReport) -> str:
     waiting = f"; {placeholders:,} placeholder(s) still waiting" if placeholders else ""
     if failures:
         tables = sum(1 for t in report.tables if not t.ok)
-        return (f"DIFFERENCES: {failures:,} in {tables} table(s){waiting}; "
-                f"checked in {report.seconds:.2f}s.")
-    return (f"OK: the database agrees with the {report.source} source "
-            f"({len(report.tables)} tables){waiting}; checked in {report.seconds:.2f}s.")
+        return (
+            f"DIFFERENCES: {failures:,} in {tables} table(s){waiting}; "
+            f"checked in {report.seconds:.2f}s."
+        )
+    return (
+        f"OK: the database agrees with the {report.source} source "
+        f"({len(report.tables)} tables){waiting}; checked in {report.seconds:.2f}s."
+    )
 
 
 def write_report(report: CheckReport, path: Path, database: str) -> None:
-    body = {"checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "database": database, **report.to_dict()}
+    body = {
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": database,
+        **report.to_dict(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
 

@@ -25,19 +25,39 @@ class RejectSink:
         """Forget the rejects of an earlier run of this resource: they would mislead."""
         self.path_for(resource).unlink(missing_ok=True)
 
-    def add(self, resource: str, source: str, index: int | None, object_id: str | None,
-            reason: str, obj: Any) -> None:
+    def add(
+        self,
+        resource: str,
+        source: str,
+        index: int | None,
+        object_id: str | None,
+        reason: str,
+        obj: Any,
+    ) -> None:
         with self._lock:
             self._add(resource, source, index, object_id, reason, obj)
 
-    def _add(self, resource: str, source: str, index: int | None, object_id: str | None,
-             reason: str, obj: Any) -> None:
+    def _add(
+        self,
+        resource: str,
+        source: str,
+        index: int | None,
+        object_id: str | None,
+        reason: str,
+        obj: Any,
+    ) -> None:
         handle = self._files.get(resource)
         if handle is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             handle = self._files[resource] = self.path_for(resource).open("ab")
-        record = {"resource": resource, "file": source, "index": index, "id": object_id,
-                  "reason": reason, "object": obj}
+        record = {
+            "resource": resource,
+            "file": source,
+            "index": index,
+            "id": object_id,
+            "reason": reason,
+            "object": obj,
+        }
         handle.write(orjson.dumps(record, default=str) + b"\n")
         self.counts[resource] = self.counts.get(resource, 0) + 1
 

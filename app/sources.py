@@ -143,7 +143,9 @@ def _json_lines(handle: IO[bytes], path: Path, start_line: int) -> Iterator[Any]
         try:
             yield orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield BadLine(number, f"line {number} is not JSON: {exc}", line.decode(errors="replace"))
+            yield BadLine(
+                number, f"line {number} is not JSON: {exc}", line.decode(errors="replace")
+            )
 
 
 def _stream(handle: IO[bytes], path: Path, prefix: str) -> Iterator[Any]:

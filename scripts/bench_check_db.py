@@ -46,8 +46,11 @@ def generate(n: int, directory: Path) -> int:
     first: dict[str, bool] = {}
     for r in RESOURCES:
         handle = (directory / r.file_name).open("wb")
-        handle.write(b'{"object": "list", "has_more": false, "url": "/v1/' + r.name.encode()
-                     + b'", "data": [\n')
+        handle.write(
+            b'{"object": "list", "has_more": false, "url": "/v1/'
+            + r.name.encode()
+            + b'", "data": [\n'
+        )
         files[r.name], first[r.name] = handle, True
     written = 0
 
@@ -71,10 +74,14 @@ def generate(n: int, directory: Path) -> int:
         put("payment_methods", synthetic.payment_method(c, c))
         put("subscriptions", synthetic.subscription(c, c, plan, legacy=legacy))
         put("invoices", synthetic.invoice(c, c, c, plan, amount, legacy=legacy))
-        put("payment_intents", synthetic.payment_intent(c, c, amount,
-                                                        invoice_n=c if legacy else None))
-        put("charges", synthetic.charge(c, c, amount, payment_intent_n=c,
-                                        invoice_n=c if legacy else None))
+        put(
+            "payment_intents",
+            synthetic.payment_intent(c, c, amount, invoice_n=c if legacy else None),
+        )
+        put(
+            "charges",
+            synthetic.charge(c, c, amount, payment_intent_n=c, invoice_n=c if legacy else None),
+        )
     for handle in files.values():
         handle.write(b"\n]}\n")
         handle.close()
@@ -109,14 +116,29 @@ def phase_check(url: str, directory: Path) -> dict[str, Any]:
     started = time.monotonic()
     report = run(url, load_order(), load_settings(), source="json", json_dir=directory)
     seconds = time.monotonic() - started
-    return {"seconds": seconds, "ok": report.ok, "failures": sum(t.failures for t in report.tables),
-            "peak_mb": peak_mb()}
+    return {
+        "seconds": seconds,
+        "ok": report.ok,
+        "failures": sum(t.failures for t in report.tables),
+        "peak_mb": peak_mb(),
+    }
 
 
 def run_phase(phase: str, url: str, directory: Path) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--phase", phase, "--database-url", url, "--dir", str(directory)],
-        capture_output=True, text=True, cwd=PROJECT_ROOT,
+        [
+            sys.executable,
+            __file__,
+            "--phase",
+            phase,
+            "--database-url",
+            url,
+            "--dir",
+            str(directory),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
     )
     if out.returncode != 0:
         raise SystemExit(f"{phase} failed:\n{out.stderr.strip()}")
@@ -124,22 +146,34 @@ def run_phase(phase: str, url: str, directory: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=200_000,
-                        help="objects at the larger size (the smaller is N/5); default 200,000")
-    parser.add_argument("--database-url", default=None,
-                        help="scratch database, dropped and recreated "
-                             "(default: stripe_bench_check beside TEST_DATABASE_URL)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the scratch database and the JSON files")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=200_000,
+        help="objects at the larger size (the smaller is N/5); default 200,000",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="scratch database, dropped and recreated "
+        "(default: stripe_bench_check beside TEST_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch database and the JSON files"
+    )
     parser.add_argument("--phase", choices=["ingest", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
         settings = load_settings()
-        url = args.database_url or settings.test_database_url.rsplit("/", 1)[0] + "/stripe_bench_check"
+        url = (
+            args.database_url
+            or settings.test_database_url.rsplit("/", 1)[0] + "/stripe_bench_check"
+        )
         if args.phase:
             result = (phase_ingest if args.phase == "ingest" else phase_check)(url, args.dir)
             print(json.dumps(result))
@@ -150,8 +184,10 @@ def main() -> int:
         return 2
 
     print(f"scratch database: {mask_secrets(url)}; files under {BENCH_DIR}")
-    header = (f"{'objects':>10}{'ingest s':>10}{'check s':>10}{'check/ingest':>14}"
-              f"{'ingest MB':>11}{'check MB':>10}  check result")
+    header = (
+        f"{'objects':>10}{'ingest s':>10}{'check s':>10}{'check/ingest':>14}"
+        f"{'ingest MB':>11}{'check MB':>10}  check result"
+    )
     lines = [header, "-" * len(header)]
     status = 0
     try:
@@ -159,17 +195,21 @@ def main() -> int:
             directory = BENCH_DIR / str(n)
             started = time.monotonic()
             objects = generate(n, directory)
-            print(f"generated {objects:,} objects in {time.monotonic() - started:.1f}s",
-                  file=sys.stderr)
+            print(
+                f"generated {objects:,} objects in {time.monotonic() - started:.1f}s",
+                file=sys.stderr,
+            )
             loaded = run_phase("ingest", url, directory)
             checked = run_phase("check", url, directory)
             ratio = checked["seconds"] / loaded["seconds"]
             verdict = "agrees" if checked["ok"] else f"{checked['failures']} differences"
             if not checked["ok"]:
                 status = 1
-            lines.append(f"{objects:>10,}{loaded['seconds']:>10.1f}{checked['seconds']:>10.1f}"
-                         f"{ratio:>14.2f}{loaded['peak_mb']:>11.0f}{checked['peak_mb']:>10.0f}"
-                         f"  {verdict}")
+            lines.append(
+                f"{objects:>10,}{loaded['seconds']:>10.1f}{checked['seconds']:>10.1f}"
+                f"{ratio:>14.2f}{loaded['peak_mb']:>11.0f}{checked['peak_mb']:>10.0f}"
+                f"  {verdict}"
+            )
             print(lines[-1], file=sys.stderr)
             if not args.keep:
                 for path in directory.glob("*.json"):

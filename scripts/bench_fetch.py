@@ -29,11 +29,19 @@ KEY = "sk_test_bench_fetch"
 
 
 def fetch(url: str, out: Path, rate: float) -> tuple[float, list[tuple[str, float]], str]:
-    env = {**os.environ, "ENV": "DEV", "STRIPE_API_BASE": url, "STRIPE_SECRET_KEY": KEY,
-           "JSON_DIR": str(out), "FETCH_RATE": str(rate), "RESOURCES": ""}
+    env = {
+        **os.environ,
+        "ENV": "DEV",
+        "STRIPE_API_BASE": url,
+        "STRIPE_SECRET_KEY": KEY,
+        "JSON_DIR": str(out),
+        "FETCH_RATE": str(rate),
+        "RESOURCES": "",
+    }
     started = time.monotonic()
-    result = subprocess.run(["bash", str(FETCH)], env=env, capture_output=True, text=True,
-                            check=False, timeout=170)
+    result = subprocess.run(
+        ["bash", str(FETCH)], env=env, capture_output=True, text=True, check=False, timeout=170
+    )
     seconds = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"fetch failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -49,16 +57,22 @@ def objects_in(out: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=500, help="seed size (default 500)")
-    parser.add_argument("--rate", type=float, default=25.0,
-                        help="the sandbox's rate limit and the fetch budget (default 25)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=25.0,
+        help="the sandbox's rate limit and the fetch budget (default 25)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_fetch_") as tmp:
         limited = run_in_thread(0, rate_limit=True, test_rate=args.rate)
         try:
             report = limited.seed(customers=args.customers)
-            print(f"seeded {args.customers} customers: {report.get('objects', '?')} objects",
-                  file=sys.stderr)
+            print(
+                f"seeded {args.customers} customers: {report.get('objects', '?')} objects",
+                file=sys.stderr,
+            )
             seconds, requests, _ = fetch(limited.url, Path(tmp) / "limited", args.rate)
         finally:
             limited.stop()
@@ -67,10 +81,12 @@ def main() -> int:
         stamps = sorted(stamp for _, stamp in requests)
         sustained = (total - 1) / (stamps[-1] - stamps[0])
         overall = total / seconds
-        print(f"(a) rate limit {args.rate:g} req/s: {total} requests in {seconds:.1f} s; "
-              f"sustained {sustained:.1f} req/s = {sustained / args.rate:.0%} of the limit "
-              f"(whole run incl. start-up and merge: {overall:.1f} req/s = "
-              f"{overall / args.rate:.0%}); 429s: {r429} = {r429 / total:.2%}")
+        print(
+            f"(a) rate limit {args.rate:g} req/s: {total} requests in {seconds:.1f} s; "
+            f"sustained {sustained:.1f} req/s = {sustained / args.rate:.0%} of the limit "
+            f"(whole run incl. start-up and merge: {overall:.1f} req/s = "
+            f"{overall / args.rate:.0%}); 429s: {r429} = {r429 / total:.2%}"
+        )
 
         free = run_in_thread(0)
         try:
@@ -78,20 +94,25 @@ def main() -> int:
             out = Path(tmp) / "free"
             seconds, requests, _ = fetch(free.url, out, 0)
             objects = objects_in(out)
-            print(f"(b) no rate limit, no budget: {objects} objects, {len(requests)} requests in "
-                  f"{seconds:.1f} s = {objects / seconds:,.0f} objects/s "
-                  f"({len(requests) / seconds:.0f} requests/s)")
+            print(
+                f"(b) no rate limit, no budget: {objects} objects, {len(requests)} requests in "
+                f"{seconds:.1f} s = {objects / seconds:,.0f} objects/s "
+                f"({len(requests) / seconds:.0f} requests/s)"
+            )
             os.environ["FETCH_RATE"] = "0"
             from app.sources import read_api_objects
 
             settings = load_settings("DEV")
-            settings = type(settings)(**{**settings.__dict__, "stripe_api_base": free.url,
-                                         "stripe_secret_key": KEY})
+            settings = type(settings)(
+                **{**settings.__dict__, "stripe_api_base": free.url, "stripe_secret_key": KEY}
+            )
             started = time.monotonic()
             count = sum(1 for r in RESOURCES for _ in read_api_objects(r, settings))
             seconds = time.monotonic() - started
-            print(f"    SOURCE=api (stripe SDK, no database): {count} objects in {seconds:.1f} s "
-                  f"= {count / seconds:,.0f} objects/s")
+            print(
+                f"    SOURCE=api (stripe SDK, no database): {count} objects in {seconds:.1f} s "
+                f"= {count / seconds:,.0f} objects/s"
+            )
         finally:
             free.stop()
     return 0

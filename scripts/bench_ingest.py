@@ -38,15 +38,21 @@ BENCH_DB = "stripe_bench"
 
 def bench_customer(n: int) -> dict:
     obj = customer(n, default_payment_method=f"pm_{n:014d}")
-    obj["metadata"].update(crm_id=f"crm-{n:010d}", plan_tier=("gold", "silver", "bronze")[n % 3],
-                           signup_campaign=f"campaign-{n % 97:03d}")
+    obj["metadata"].update(
+        crm_id=f"crm-{n:010d}",
+        plan_tier=("gold", "silver", "bronze")[n % 3],
+        signup_campaign=f"campaign-{n % 97:03d}",
+    )
     return obj
 
 
 def bench_charge(n: int) -> dict:
     obj = charge(n, n, 1000 + n % 5000, payment_intent_n=None)
-    obj["metadata"].update(order_id=f"order-{n:012d}", warehouse=f"wh-{n % 13}",
-                           cart=",".join(f"sku-{(n + i) % 1000:04d}" for i in range(40)))
+    obj["metadata"].update(
+        order_id=f"order-{n:012d}",
+        warehouse=f"wh-{n % 13}",
+        cart=",".join(f"sku-{(n + i) % 1000:04d}" for i in range(40)),
+    )
     return obj
 
 
@@ -63,7 +69,11 @@ def write_files(n: int) -> dict[str, Path]:
             continue
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as out:
-            out.write(b'{"object": "list", "url": "/v1/' + name.encode() + b'", "has_more": false, "data": [\n')
+            out.write(
+                b'{"object": "list", "url": "/v1/'
+                + name.encode()
+                + b'", "has_more": false, "data": [\n'
+            )
             for i in range(1, count + 1):
                 out.write(orjson.dumps(factory(i)))
                 out.write(b",\n" if i < count else b"\n")
@@ -73,7 +83,11 @@ def write_files(n: int) -> dict[str, Path]:
 
 
 def bench_url(settings) -> str:
-    return str(sqlalchemy_url(settings.database_url).set(database=BENCH_DB).render_as_string(hide_password=False))
+    return str(
+        sqlalchemy_url(settings.database_url)
+        .set(database=BENCH_DB)
+        .render_as_string(hide_password=False)
+    )
 
 
 def fresh_database(url: str) -> None:
@@ -104,8 +118,9 @@ def copy_baseline(url: str, paths: dict[str, Path]) -> dict:
             cursor = conn.connection.dbapi_connection.cursor()
             with formatted.open() as handle:
                 started = time.perf_counter()
-                cursor.copy_expert(f"COPY copy_{name} ({', '.join(loader.columns)}) FROM STDIN",
-                                   handle)
+                cursor.copy_expert(
+                    f"COPY copy_{name} ({', '.join(loader.columns)}) FROM STDIN", handle
+                )
                 conn.commit()
                 seconds += time.perf_counter() - started
             formatted.unlink()
@@ -126,23 +141,34 @@ def run_ingest(url: str, paths: dict[str, Path]) -> dict:
             rows += stats.read
     seconds = time.perf_counter() - started
     engine.dispose()
-    return {"rows": rows, "seconds": seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def in_child(mode: str, n: int) -> dict:
     """Run one measurement in a fresh process, so that its peak memory is its own."""
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--n", str(n)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--n", str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200_000, help="objects in all (default 200000)")
-    parser.add_argument("--memory-sizes", default="",
-                        help="two sizes to compare peak memory at, e.g. 100000,1000000")
+    parser.add_argument(
+        "--memory-sizes",
+        default="",
+        help="two sizes to compare peak memory at, e.g. 100000,1000000",
+    )
     parser.add_argument("--child", choices=["copy", "ingest"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = load_settings()
@@ -164,9 +190,13 @@ def main() -> int:
     copy_rows, copy_seconds = baseline["rows"], baseline["seconds"]
     copy_rate = copy_rows / copy_seconds
     ingest_rate = measured["rows"] / measured["seconds"]
-    print(f"objects: {measured['rows']:,} ({size_mb:,.0f} MB of JSON: customers ~1 KB, charges ~3 KB)")
+    print(
+        f"objects: {measured['rows']:,} ({size_mb:,.0f} MB of JSON: customers ~1 KB, charges ~3 KB)"
+    )
     print(f"raw COPY:  {copy_rate:>10,.0f} rows/s  ({copy_seconds:.1f} s, rows pre-formatted)")
-    print(f"ingest:    {ingest_rate:>10,.0f} rows/s  ({measured['seconds']:.1f} s, parse + transform + upsert)")
+    print(
+        f"ingest:    {ingest_rate:>10,.0f} rows/s  ({measured['seconds']:.1f} s, parse + transform + upsert)"
+    )
     print(f"ratio ingest/COPY: {ingest_rate / copy_rate:.2f}  (goal ≥ 0.50)")
     print(f"ingest peak memory: {measured['peak_rss_mb']:,.0f} MB")
     if args.memory_sizes:
@@ -177,8 +207,10 @@ def main() -> int:
             write_files(n)
             peaks[n] = in_child("ingest", n)["peak_rss_mb"]
             drop_database(url)
-        print(f"peak memory: {peaks[small]:,.0f} MB at {small:,}, {peaks[large]:,.0f} MB at {large:,}; "
-              f"ratio {peaks[large] / peaks[small]:.2f}  (goal ≤ 1.50)")
+        print(
+            f"peak memory: {peaks[small]:,.0f} MB at {small:,}, {peaks[large]:,.0f} MB at {large:,}; "
+            f"ratio {peaks[large] / peaks[small]:.2f}  (goal ≤ 1.50)"
+        )
     return 0
 
 

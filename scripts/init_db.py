@@ -16,12 +16,20 @@ from app.errors import ConfigError, PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reset", action="store_true",
-                        help="drop and recreate the databases (DEV only): every row is lost")
-    parser.add_argument("--only", choices=["dev", "test"], default=None,
-                        help="only this database (default: both; under ENV=PROD only DATABASE_URL)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="drop and recreate the databases (DEV only): every row is lost",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["dev", "test"],
+        default=None,
+        help="only this database (default: both; under ENV=PROD only DATABASE_URL)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -47,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        print(f"error: {name}: the migrations could not be applied: {reason}\n"
-              "If this database holds tables Alembic did not create, `make reset-db` (DEV) "
-              "recreates it empty.", file=sys.stderr)
+        print(
+            f"error: {name}: the migrations could not be applied: {reason}\n"
+            "If this database holds tables Alembic did not create, `make reset-db` (DEV) "
+            "recreates it empty.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

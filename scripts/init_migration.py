@@ -16,10 +16,15 @@ from app.errors import PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-m", "--message", default="schema change",
-                        help="the revision's message (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-m",
+        "--message",
+        default="schema change",
+        help="the revision's message (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         url = load_settings().database_url

@@ -30,8 +30,11 @@ def resource_lines(names: list[str] | None) -> list[str]:
     for resource in load_order(names):
         pairs = list(resource.list_params.items()) + [("expand[]", e) for e in resource.expand]
         query = urlencode(pairs) or "-"
-        lines.append("\t".join((resource.name, resource.list_path, query,
-                                "1" if resource.per_customer else "0")))
+        lines.append(
+            "\t".join(
+                (resource.name, resource.list_path, query, "1" if resource.per_customer else "0")
+            )
+        )
     return lines
 
 
@@ -48,9 +51,14 @@ def settings_lines() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="resources (comma- or space-separated); all if none")
-    parser.add_argument("--shell", action="store_true",
-                        help="print settings and resource lines as shell assignments")
+    parser.add_argument(
+        "names", nargs="*", help="resources (comma- or space-separated); all if none"
+    )
+    parser.add_argument(
+        "--shell",
+        action="store_true",
+        help="print settings and resource lines as shell assignments",
+    )
     args = parser.parse_args(argv)
     try:
         names = [n for arg in args.names for n in arg.replace(",", " ").split()]

@@ -22,26 +22,39 @@ from app.populate import check_allowed, load_fixtures, populate  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Create the fixture products, prices, customers, cards and subscriptions in "
-                    "Stripe test mode (or the local sandbox); a second run creates nothing.",
+        "Stripe test mode (or the local sandbox); a second run creates nothing.",
         epilog="Refused under ENV=PROD and for live keys (sk_live_…). Environment: ENV, "
-               "STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_API_VERSION.",
+        "STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_API_VERSION.",
     )
-    parser.add_argument("--fixtures", type=Path, default=PROJECT_ROOT / "data" / "fixtures",
-                        help="folder with products.json, prices.json, customers.json")
-    parser.add_argument("--force", action="store_true",
-                        help="cancel the fixture customers' subscriptions and create them again")
+    parser.add_argument(
+        "--fixtures",
+        type=Path,
+        default=PROJECT_ROOT / "data" / "fixtures",
+        help="folder with products.json, prices.json, customers.json",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="cancel the fixture customers' subscriptions and create them again",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
     # the SDK logs every request at INFO: keep our own progress lines readable
     logging.getLogger("stripe").setLevel(logging.WARNING)
     try:
         settings = load_settings()
         check_allowed(settings)  # before anything is read or sent
         fixtures = load_fixtures(args.fixtures)
-        print(f"populating {settings.stripe_api_base} (ENV={settings.env}, "
-              f"key {mask_secrets(settings.stripe_secret_key)})", file=sys.stderr)
+        print(
+            f"populating {settings.stripe_api_base} (ENV={settings.env}, "
+            f"key {mask_secrets(settings.stripe_secret_key)})",
+            file=sys.stderr,
+        )
         report = populate(settings, fixtures, force=args.force)
     except PipelineError as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)

@@ -23,15 +23,21 @@ from app.db.base import Base
 from app.db.schema import alembic_config, create_database
 from app.db.session import sqlalchemy_url
 
-FIXTURES3 = Path(os.environ.get("STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json"))
+FIXTURES3 = Path(
+    os.environ.get("STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json")
+)
 
-_plugins = ["tests.sandbox_plugin"] if (Path(__file__).parent / "sandbox_plugin.py").exists() else []
+_plugins = (
+    ["tests.sandbox_plugin"] if (Path(__file__).parent / "sandbox_plugin.py").exists() else []
+)
 pytest_plugins = _plugins
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("ENV", "DEV").upper() == "PROD":
-        raise pytest.UsageError("refusing to run the tests under ENV=PROD: they reset their database")
+        raise pytest.UsageError(
+            "refusing to run the tests under ENV=PROD: they reset their database"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,11 @@ def table(report: CheckReport, name: str):
 
 def failures(report: CheckReport) -> dict[str, dict[str, int]]:
     """{table: {kind: count}} of every failing finding: what a damage test expects, exactly."""
-    return {t.table: {k: f.count for k, f in t.findings.items() if f.failure}
-            for t in report.tables if t.failures}
+    return {
+        t.table: {k: f.count for k, f in t.findings.items() if f.failure}
+        for t in report.tables
+        if t.failures
+    }
 
 
 @pytest.fixture()
@@ -57,13 +60,23 @@ def loaded(conn: Connection, sample: Export) -> Export:
 
 # --- a clean mirror -------------------------------------------------------------------------
 
+
 def test_clean_sample_reports_zero_differences(conn, loaded):
     report = run_check(conn, loaded)
     assert failures(report) == {}
     assert report.ok
     assert [t.table for t in report.tables] == [
-        "products", "prices", "customers", "payment_methods", "subscriptions",
-        "subscription_items", "invoices", "invoice_lines", "payment_intents", "charges"]
+        "products",
+        "prices",
+        "customers",
+        "payment_methods",
+        "subscriptions",
+        "subscription_items",
+        "invoices",
+        "invoice_lines",
+        "payment_intents",
+        "charges",
+    ]
     charges = table(report, "charges")
     assert (charges.source_count, charges.db_count) == (13, 13)
     assert table(report, "invoice_lines").source_count == 12
@@ -82,12 +95,14 @@ def test_a_placeholder_never_filled_is_named_but_not_a_failure(conn, loaded):
     report = run_check(conn, loaded)
     placeholders = table(report, "customers").findings["placeholders"]
     assert placeholders.count == 1
-    assert placeholders.samples == [{"id": "cus_00000000000013",
-                                     "referenced_by": "ch_00000000000013"}]
+    assert placeholders.samples == [
+        {"id": "cus_00000000000013", "referenced_by": "ch_00000000000013"}
+    ]
     assert report.ok
 
 
 # --- damage in the database -----------------------------------------------------------------
+
 
 def test_a_deleted_row_is_reported_missing(conn, loaded):
     conn.exec_driver_sql("DELETE FROM charges WHERE id = 'ch_00000000000004'")
@@ -126,8 +141,9 @@ def test_a_typed_column_edited_while_the_stored_object_is_intact_is_caught(conn,
 
 
 def test_a_child_row_edited_in_the_database_is_caught(conn, loaded):
-    conn.exec_driver_sql("UPDATE invoice_lines SET amount = amount + 1 "
-                         "WHERE id = 'il_00000000000003'")
+    conn.exec_driver_sql(
+        "UPDATE invoice_lines SET amount = amount + 1 WHERE id = 'il_00000000000003'"
+    )
     report = run_check(conn, loaded)
     assert failures(report) == {"invoice_lines": {"differs": 1}}
     assert table(report, "invoice_lines").findings["differs"].samples[0]["columns"] == ["amount"]
@@ -141,8 +157,13 @@ def test_an_orphaned_foreign_key_is_reported_dangling(conn, loaded):
     report = run_check(conn, loaded)
     assert failures(report) == {"charges": {"dangling": 1}}
     assert table(report, "charges").findings["dangling"].samples == [
-        {"id": "ch_00000000000013", "column": "customer_id",
-         "points_to": "cus_00000000000013", "target": "customers"}]
+        {
+            "id": "ch_00000000000013",
+            "column": "customer_id",
+            "points_to": "cus_00000000000013",
+            "target": "customers",
+        }
+    ]
 
 
 def test_a_row_marked_deleted_in_the_database_only_is_reported(conn, loaded):
@@ -155,17 +176,22 @@ def test_a_row_marked_deleted_in_the_database_only_is_reported(conn, loaded):
 
 # --- damage in the source -------------------------------------------------------------------
 
+
 def test_a_field_changed_in_the_json_is_named_down_to_the_embedded_item(conn, loaded):
     changed = copy.deepcopy(loaded)
     sub = next(s for s in changed["subscriptions"] if s["id"] == "sub_00000000000007")
     sub["items"]["data"][0]["quantity"] = 3
     report = run_check(conn, changed)
-    assert failures(report) == {"subscriptions": {"differs": 1},
-                                "subscription_items": {"differs": 1}}
+    assert failures(report) == {
+        "subscriptions": {"differs": 1},
+        "subscription_items": {"differs": 1},
+    }
     assert table(report, "subscriptions").findings["differs"].samples == [
-        {"id": "sub_00000000000007", "columns": [], "fields": ["items.data[0].quantity"]}]
+        {"id": "sub_00000000000007", "columns": [], "fields": ["items.data[0].quantity"]}
+    ]
     assert table(report, "subscription_items").findings["differs"].samples == [
-        {"id": "si_00000000000007", "columns": ["quantity"], "fields": ["quantity"]}]
+        {"id": "si_00000000000007", "columns": ["quantity"], "fields": ["quantity"]}
+    ]
 
 
 def test_an_object_only_in_the_json_is_missing_and_one_dropped_from_it_is_extra(conn, loaded):
@@ -185,7 +211,8 @@ def test_an_object_the_database_holds_only_as_a_placeholder_is_not_replaced(conn
     report = run_check(conn, changed)
     assert failures(report) == {"customers": {"not_replaced": 1}}
     assert table(report, "customers").findings["not_replaced"].samples == [
-        {"id": "cus_00000000000013"}]
+        {"id": "cus_00000000000013"}
+    ]
 
 
 def test_an_object_deleted_in_stripe_is_listed_apart_once_the_database_says_so(conn, loaded):
@@ -193,12 +220,15 @@ def test_an_object_deleted_in_stripe_is_listed_apart_once_the_database_says_so(c
     changed["customers"].append(deleted_customer(4))
     before = run_check(conn, changed)
     assert failures(before) == {"customers": {"deletion_differs": 1}}
-    assert table(before, "customers").findings["deletion_differs"].samples[0]["deleted_in"] == "source"
+    assert (
+        table(before, "customers").findings["deletion_differs"].samples[0]["deleted_in"] == "source"
+    )
     ingest(conn, BY_NAME["customers"], changed["customers"])
     after = run_check(conn, changed)
     assert failures(after) == {}
     assert table(after, "customers").findings["soft_deleted"].samples == [
-        {"id": "cus_00000000000004"}]
+        {"id": "cus_00000000000004"}
+    ]
 
 
 def test_an_object_the_transformer_refuses_is_reported_unreadable(conn, loaded):
@@ -216,8 +246,10 @@ def test_an_embedded_item_of_the_wrong_type_is_reported_unreadable(conn, loaded)
     changed["subscriptions"][0]["items"]["data"][0]["quantity"] = "two"
     report = run_check(conn, changed)
     # unreadable in the source, so the stored row and its item have nothing to match: extra too
-    assert failures(report) == {"subscriptions": {"unreadable": 1, "extra": 1},
-                                "subscription_items": {"extra": 1}}
+    assert failures(report) == {
+        "subscriptions": {"unreadable": 1, "extra": 1},
+        "subscription_items": {"extra": 1},
+    }
     sample = table(report, "subscriptions").findings["unreadable"].samples[0]
     assert sample["id"] == changed["subscriptions"][0]["id"]
     assert "expected an integer" in sample["reason"]
@@ -245,12 +277,16 @@ def test_an_id_listed_twice_counts_its_last_version_as_the_ingest_does(conn, loa
 
 def test_the_check_leaves_no_temporary_tables_behind(conn, loaded):
     run_check(conn, loaded)
-    left = conn.execute(text("SELECT count(*) FROM pg_class WHERE relname LIKE 'expected_%' "
-                             "AND relpersistence = 't'")).scalar_one()
+    left = conn.execute(
+        text(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'expected_%' AND relpersistence = 't'"
+        )
+    ).scalar_one()
     assert left == 0
 
 
 # --- the command ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def scratch_url(test_database_url: str) -> Iterator[str]:
@@ -270,15 +306,23 @@ def scratch_url(test_database_url: str) -> Iterator[str]:
 @pytest.fixture()
 def json_dir(tmp_path: Path) -> Path:
     for name, objects in sample_export().items():
-        (tmp_path / f"{name}.json").write_bytes(
-            orjson.dumps(list_envelope(objects, f"/v1/{name}")))
+        (tmp_path / f"{name}.json").write_bytes(orjson.dumps(list_envelope(objects, f"/v1/{name}")))
     return tmp_path
 
 
 def test_command_exits_0_and_writes_a_clean_report(scratch_url, json_dir, tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    code = reconcile_command.main(["--json-dir", str(json_dir), "--database-url", scratch_url,
-                                   "--json", str(report_path), "-q"])
+    code = reconcile_command.main(
+        [
+            "--json-dir",
+            str(json_dir),
+            "--database-url",
+            scratch_url,
+            "--json",
+            str(report_path),
+            "-q",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "OK: the database agrees" in out
@@ -296,8 +340,19 @@ def test_command_names_a_changed_object_and_exits_1(scratch_url, json_dir, tmp_p
     envelope["data"][0]["amount"] += 1
     path.write_bytes(orjson.dumps(envelope))
     report_path = tmp_path / "report.json"
-    code = reconcile_command.main(["--json-dir", str(json_dir), "--database-url", scratch_url,
-                                   "--resources", "charges", "--json", str(report_path), "-q"])
+    code = reconcile_command.main(
+        [
+            "--json-dir",
+            str(json_dir),
+            "--database-url",
+            scratch_url,
+            "--resources",
+            "charges",
+            "--json",
+            str(report_path),
+            "-q",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert f"{envelope['data'][0]['id']}  columns: amount; object fields: amount" in out
@@ -307,8 +362,17 @@ def test_command_names_a_changed_object_and_exits_1(scratch_url, json_dir, tmp_p
 
 
 def test_command_exits_2_when_a_source_file_is_missing(scratch_url, tmp_path, capsys):
-    code = reconcile_command.main(["--json-dir", str(tmp_path / "nowhere"), "--database-url",
-                                   scratch_url, "--resources", "products", "-q"])
+    code = reconcile_command.main(
+        [
+            "--json-dir",
+            str(tmp_path / "nowhere"),
+            "--database-url",
+            scratch_url,
+            "--resources",
+            "products",
+            "-q",
+        ]
+    )
     assert code == 2
     assert "NOT CHECKED" in capsys.readouterr().out
 
@@ -320,6 +384,7 @@ def test_command_exits_2_on_an_unknown_resource(capsys):
 
 # --- against the API (the local sandbox, over HTTP, through the stripe SDK) -----------------
 
+
 @pytest.fixture(scope="module")
 def sandbox_settings() -> Iterator[Any]:
     server = pytest.importorskip("app.sandbox.server", reason="the local sandbox is not here")
@@ -329,8 +394,9 @@ def sandbox_settings() -> Iterator[Any]:
 
     with server.run_in_thread() as handle:
         handle.seed(customers=3)
-        yield replace(load_settings(), stripe_api_base=handle.url,
-                      stripe_secret_key="sk_test_check_db")
+        yield replace(
+            load_settings(), stripe_api_base=handle.url, stripe_secret_key="sk_test_check_db"
+        )
 
 
 def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
@@ -338,13 +404,15 @@ def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
 
     for resource in load_order():
         ingest(conn, resource, read_api_objects(resource, sandbox_settings))
-    clean = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings),
-                  source="api")
+    clean = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings), source="api")
     assert failures(clean) == {}
     assert table(clean, "charges").source_count > 0
-    conn.exec_driver_sql("UPDATE customers SET email = 'edited@example.com' "
-                         "WHERE id = (SELECT min(id) FROM customers WHERE NOT is_placeholder)")
-    damaged = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings),
-                    source="api")
+    conn.exec_driver_sql(
+        "UPDATE customers SET email = 'edited@example.com' "
+        "WHERE id = (SELECT min(id) FROM customers WHERE NOT is_placeholder)"
+    )
+    damaged = check(
+        conn, load_order(), lambda r: read_api_objects(r, sandbox_settings), source="api"
+    )
     assert failures(damaged) == {"customers": {"differs": 1}}
     assert table(damaged, "customers").findings["differs"].samples[0]["columns"] == ["email"]

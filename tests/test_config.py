@@ -68,12 +68,16 @@ def test_secrets_are_masked_in_text():
 
 def run(args, env_extra):
     env = {**os.environ, **env_extra}
-    return subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_reset_script_refuses_under_prod_on_its_own():
-    result = run([PYTHON, "scripts/init_db.py", "--reset"],
-                 {"ENV": "PROD", "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/never"})
+    result = run(
+        [PYTHON, "scripts/init_db.py", "--reset"],
+        {"ENV": "PROD", "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/never"},
+    )
     assert result.returncode != 0
     assert "refusing to reset the databases under ENV=PROD" in result.stderr
 

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.json"))}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.json"))
+    }
 
 
 def test_fetch_writes_every_sandbox_object_exactly_once(sandbox, tmp_path):
@@ -45,8 +47,10 @@ def test_fetch_writes_every_sandbox_object_exactly_once(sandbox, tmp_path):
         assert f"{resource.name}:" in result.stderr  # the closing line
     customers = objects_in(tmp_path, "customers")
     # the registry's expand[] reached the API: default payment methods come expanded
-    assert any(isinstance((c.get("invoice_settings") or {}).get("default_payment_method"), dict)
-               for c in customers)
+    assert any(
+        isinstance((c.get("invoice_settings") or {}).get("default_payment_method"), dict)
+        for c in customers
+    )
     assert json.loads((tmp_path / "customers.meta.json").read_text())["pages"] >= 4
     assert not (tmp_path / ".partial" / "customers").exists()
 
@@ -56,7 +60,9 @@ def test_resources_variable_limits_the_run(sandbox, tmp_path):
     result = run_fetch(sandbox.url, tmp_path, RESOURCES="customers charges")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.glob("*.json") if ".meta" not in p.name) == [
-        "charges.json", "customers.json"]
+        "charges.json",
+        "customers.json",
+    ]
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["charges"]))
 
 
@@ -99,18 +105,26 @@ def test_429s_and_500s_are_retried_to_the_same_files(sandbox_factory, tmp_path):
     assert clean.returncode == 0, clean.stderr
     for resource in RESOURCES:
         assert objects_in(tmp_path / "flaky", resource.name) == objects_in(
-            tmp_path / "clean", resource.name), resource.name
+            tmp_path / "clean", resource.name
+        ), resource.name
 
 
 def test_budget_keeps_the_fetch_under_the_rate_limit(sandbox_factory, tmp_path):
     limited = sandbox_factory(rate_limit=True, test_rate=20)
     limited.seed(customers=12)
-    result = run_fetch(limited.url, tmp_path, FETCH_RATE="20", FETCH_PAGE_LIMIT="10",
-                       RESOURCES="customers payment_methods invoices")
+    result = run_fetch(
+        limited.url,
+        tmp_path,
+        FETCH_RATE="20",
+        FETCH_PAGE_LIMIT="10",
+        RESOURCES="customers payment_methods invoices",
+    )
     assert result.returncode == 0, result.stderr
     assert "(429: 0," in result.stderr
-    stamps = sorted(float(line.split()[1])
-                    for line in (tmp_path / ".partial" / "requests.log").read_text().splitlines())
+    stamps = sorted(
+        float(line.split()[1])
+        for line in (tmp_path / ".partial" / "requests.log").read_text().splitlines()
+    )
     assert len(stamps) >= 15
     # 20 requests/s: 50 ms apart, except a burst of at most FETCH_BURST (3) banked slots
     assert stamps[-1] - stamps[0] >= (len(stamps) - 1 - 3) * 0.05 * 0.95
@@ -118,10 +132,12 @@ def test_budget_keeps_the_fetch_under_the_rate_limit(sandbox_factory, tmp_path):
 
 def test_interrupted_fetch_resumes_where_it_stopped(sandbox, tmp_path):
     sandbox.seed(customers=30)
-    env = fetch_env(sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", FETCH_RATE="40",
-                    RESOURCES="customers")
-    process = subprocess.Popen(["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    env = fetch_env(
+        sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", FETCH_RATE="40", RESOURCES="customers"
+    )
+    process = subprocess.Popen(
+        ["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     state = tmp_path / ".partial" / "customers" / "state"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -148,23 +164,31 @@ def test_payment_methods_script_merges_every_customer(sandbox, tmp_path):
     result = run_fetch(sandbox.url, tmp_path, script=FETCH_PMS, FETCH_CONCURRENCY="4")
     assert result.returncode == 0, result.stderr
     assert [p.name for p in tmp_path.glob("*.json") if ".meta" not in p.name] == [
-        "payment_methods.json"]
+        "payment_methods.json"
+    ]
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["payment_methods"],))
 
 
 def test_help_describes_the_environment():
-    result = subprocess.run(["bash", str(FETCH), "--help"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        ["bash", str(FETCH), "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     assert "FETCH_RATE" in result.stdout and "RESOURCES" in result.stdout
 
 
 def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
     sandbox.seed(customers=30)
-    env = fetch_env(sandbox.url, tmp_path, FETCH_RATE="40", FETCH_CONCURRENCY="2",
-                    RESOURCES="customers payment_methods")
-    process = subprocess.Popen(["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    env = fetch_env(
+        sandbox.url,
+        tmp_path,
+        FETCH_RATE="40",
+        FETCH_CONCURRENCY="2",
+        RESOURCES="customers payment_methods",
+    )
+    process = subprocess.Popen(
+        ["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     done = tmp_path / ".partial" / "payment_methods" / "done"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (done.exists() and len(list(done.iterdir())) >= 8):
@@ -182,6 +206,7 @@ def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
     assert f"payment_methods: resuming ({finished} customers already done)" in result.stderr
     requests = int(result.stderr.split("requests: ")[1].split()[0])
     assert requests == 30 - finished  # neither the customers nor the finished ones again
-    assert_files_match_sandbox(tmp_path, sandbox.store,
-                               (BY_NAME["customers"], BY_NAME["payment_methods"]))
+    assert_files_match_sandbox(
+        tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
+    )
     assert not (tmp_path / ".partial" / "completed").exists()  # the next fetch starts afresh

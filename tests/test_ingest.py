@@ -129,8 +129,10 @@ def write_sample(directory):
 
 def snapshot(conn):
     tables = [r.name for r in load_order()] + ["subscription_items", "invoice_lines"]
-    return {t: conn.execute(text(f"SELECT id, raw, is_placeholder, deleted FROM {t} ORDER BY id")).all()
-            for t in tables}
+    return {
+        t: conn.execute(text(f"SELECT id, raw, is_placeholder, deleted FROM {t} ORDER BY id")).all()
+        for t in tables
+    }
 
 
 def test_rerun_of_the_sample_changes_nothing(conn, tmp_path):
@@ -154,10 +156,12 @@ def test_sample_links_resolve_through_real_foreign_keys(conn, tmp_path):
         ingest_file(conn, resource, tmp_path / resource.file_name)
     ghosts = conn.execute(text("SELECT id FROM customers WHERE is_placeholder")).scalars().all()
     assert ghosts == ["cus_00000000000013"]
-    linked = conn.execute(text(
-        "SELECT count(*) FROM charges c JOIN payment_intents p ON p.id = c.payment_intent_id "
-        "JOIN invoices i ON i.payment_intent_id = p.id JOIN subscriptions s ON s.id = i.subscription_id"
-    )).scalar_one()
+    linked = conn.execute(
+        text(
+            "SELECT count(*) FROM charges c JOIN payment_intents p ON p.id = c.payment_intent_id "
+            "JOIN invoices i ON i.payment_intent_id = p.id JOIN subscriptions s ON s.id = i.subscription_id"
+        )
+    ).scalar_one()
     assert linked == 12
 
 
@@ -184,9 +188,14 @@ def test_bad_records_are_set_aside_and_good_ones_land(conn, tmp_path):
         result = ingest(conn, CHARGES, objects, rejects=rejects, source_name="charges.json")
     stats = result.stats["charges"]
     assert (stats.read, stats.inserted, stats.rejected) == (4, 2, 2)
-    lines = [orjson.loads(line) for line in (tmp_path / "charges.rejects.jsonl").read_bytes().splitlines()]
+    lines = [
+        orjson.loads(line)
+        for line in (tmp_path / "charges.rejects.jsonl").read_bytes().splitlines()
+    ]
     assert [(r["id"], r["index"], r["file"]) for r in lines] == [
-        ("ch_00000000000002", 1, "charges.json"), (None, 2, "charges.json")]
+        ("ch_00000000000002", 1, "charges.json"),
+        (None, 2, "charges.json"),
+    ]
     assert "integer amount" in lines[0]["reason"]
     assert lines[0]["object"] == bad_amount
 
@@ -214,7 +223,9 @@ def test_deleted_object_soft_deletes_its_row(conn):
     ingest(conn, CUSTOMERS, [customer(1)])
     result = ingest(conn, CUSTOMERS, [deleted_customer(1), deleted_customer(2)])
     assert result.stats["customers"].deleted == 2
-    rows = conn.execute(select(Customer.id, Customer.deleted, Customer.email).order_by(Customer.id)).all()
+    rows = conn.execute(
+        select(Customer.id, Customer.deleted, Customer.email).order_by(Customer.id)
+    ).all()
     assert [tuple(r) for r in rows] == [
         ("cus_00000000000001", True, "customer1@example.com"),
         ("cus_00000000000002", True, None),
@@ -229,10 +240,12 @@ def test_legacy_shapes_fill_the_same_columns(conn):
     ingest(conn, BY_NAME["invoices"], [invoice(1, 1, 7, 1, 1000, legacy=True)])
     ingest(conn, BY_NAME["payment_intents"], [payment_intent(1, 1, 1000, invoice_n=1)])
     ingest(conn, CHARGES, [charge(1, 1, 1000, payment_intent_n=1, invoice_n=1)])
-    row = conn.execute(text(
-        "SELECT i.subscription_id, s.is_placeholder, c.invoice_id, p.invoice_id "
-        "FROM invoices i JOIN subscriptions s ON s.id = i.subscription_id, charges c, payment_intents p"
-    )).one()
+    row = conn.execute(
+        text(
+            "SELECT i.subscription_id, s.is_placeholder, c.invoice_id, p.invoice_id "
+            "FROM invoices i JOIN subscriptions s ON s.id = i.subscription_id, charges c, payment_intents p"
+        )
+    ).one()
     assert tuple(row) == ("sub_00000000000007", True, "in_00000000000001", "in_00000000000001")
 
 
@@ -240,8 +253,15 @@ def one_per_line(objects, opening=b"[", closing=b"]"):
     return opening + b"\n" + b",\n".join(orjson.dumps(o) for o in objects) + b"\n" + closing + b"\n"
 
 
-LAYOUTS = ["envelope", "envelope-one-line", "array", "jsonl", "envelope-per-line",
-           "array-per-line", "per-line-then-pretty"]
+LAYOUTS = [
+    "envelope",
+    "envelope-one-line",
+    "array",
+    "jsonl",
+    "envelope-per-line",
+    "array-per-line",
+    "per-line-then-pretty",
+]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -249,14 +269,18 @@ def test_every_input_layout_is_read(tmp_path, layout):
     objects = [customer(1), customer(2), customer(3)]
     path = tmp_path / "customers.json"
     if layout == "envelope-per-line":
-        path.write_bytes(one_per_line(objects, b'{"object": "list", "data": [', b'], "has_more": false}'))
+        path.write_bytes(
+            one_per_line(objects, b'{"object": "list", "data": [', b'], "has_more": false}')
+        )
     elif layout == "array-per-line":
         path.write_bytes(one_per_line(objects))
     elif layout == "per-line-then-pretty":
         pretty = orjson.dumps(objects[2], option=orjson.OPT_INDENT_2)
         path.write_bytes(one_per_line(objects[:2])[:-3] + b",\n" + pretty + b"\n]\n")
     elif layout == "envelope":
-        path.write_bytes(orjson.dumps({"object": "list", "data": objects}, option=orjson.OPT_INDENT_2))
+        path.write_bytes(
+            orjson.dumps({"object": "list", "data": objects}, option=orjson.OPT_INDENT_2)
+        )
     elif layout == "envelope-one-line":
         path.write_bytes(orjson.dumps({"object": "list", "data": objects}))
     elif layout == "array":
@@ -268,7 +292,9 @@ def test_every_input_layout_is_read(tmp_path, layout):
 
 def test_bad_json_line_is_set_aside(conn, tmp_path):
     path = tmp_path / "customers.json"
-    path.write_bytes(orjson.dumps(customer(1)) + b"\n{not json\n" + orjson.dumps(customer(2)) + b"\n")
+    path.write_bytes(
+        orjson.dumps(customer(1)) + b"\n{not json\n" + orjson.dumps(customer(2)) + b"\n"
+    )
     with RejectSink(tmp_path) as rejects:
         result = ingest_file(conn, CUSTOMERS, path, rejects=rejects)
     assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (2, 1)
@@ -324,7 +350,7 @@ def test_parallel_writers_load_every_row_once(committed, monkeypatch):
     # 300 listed twice, the copy in the very next batch: the two writers race for those ids
     for block in range(3, 0, -1):
         at = block * 100
-        charges[at:at] = charges[at - 100:at]
+        charges[at:at] = charges[at - 100 : at]
     result = ingest(committed, CHARGES, charges, writers=2)
     stats = result.stats["charges"]
     assert stats.read == 1500
@@ -332,7 +358,8 @@ def test_parallel_writers_load_every_row_once(committed, monkeypatch):
     assert stats.placeholders == 50
     assert committed.execute(select(func.count()).select_from(Charge)).scalar_one() == 1200
     placeholders = committed.execute(
-        select(func.count()).select_from(Customer).where(Customer.is_placeholder)).scalar_one()
+        select(func.count()).select_from(Customer).where(Customer.is_placeholder)
+    ).scalar_one()
     assert placeholders == 50
     again = ingest(committed, CHARGES, charges, writers=2)
     assert again.stats["charges"].unchanged == 1500
@@ -357,7 +384,9 @@ def test_parallel_writers_keep_the_sources_order_for_an_id(committed, monkeypatc
         objects = [customer(n) for n in range(100, 199)] + [first, second]
         objects += [customer(n) for n in range(200, 400)]
         ingest(committed, CUSTOMERS, objects, mode=mode, writers=2)
-        name = committed.execute(select(Customer.name).where(Customer.id == first["id"])).scalar_one()
+        name = committed.execute(
+            select(Customer.name).where(Customer.id == first["id"])
+        ).scalar_one()
         assert name == kept, f"attempt {attempt}"
         committed.execute(text("TRUNCATE customers CASCADE"))
         committed.commit()
@@ -384,11 +413,14 @@ def test_awkward_characters_survive_the_copy_path(conn):
     assert stored.raw == obj
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    ("livemode", "false", "expected true or false"),
-    ("email", {"address": "a@example.com"}, "expected text"),
-    ("delinquent", 0, "expected true or false"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("livemode", "false", "expected true or false"),
+        ("email", {"address": "a@example.com"}, "expected text"),
+        ("delinquent", 0, "expected true or false"),
+    ],
+)
 def test_a_value_of_the_wrong_type_is_refused_not_coerced(conn, tmp_path, field, value, reason):
     obj = customer(1)
     obj[field] = value

@@ -20,8 +20,11 @@ SCRIPT = PROJECT_ROOT / "scripts" / "populate.py"
 
 @pytest.fixture()
 def settings(sandbox):
-    return dataclasses.replace(load_settings("DEV"), stripe_api_base=sandbox.url,
-                               stripe_secret_key="sk_test_populate_tests")
+    return dataclasses.replace(
+        load_settings("DEV"),
+        stripe_api_base=sandbox.url,
+        stripe_secret_key="sk_test_populate_tests",
+    )
 
 
 def counts(sandbox) -> dict[str, int]:
@@ -29,8 +32,9 @@ def counts(sandbox) -> dict[str, int]:
 
 
 def live_subscriptions(sandbox) -> list[dict]:
-    return [s for s in sandbox.store.tables["subscription"].by_id.values()
-            if s["status"] == "active"]
+    return [
+        s for s in sandbox.store.tables["subscription"].by_id.values() if s["status"] == "active"
+    ]
 
 
 def test_second_run_creates_nothing(sandbox, settings):
@@ -49,7 +53,8 @@ def test_second_run_creates_nothing(sandbox, settings):
     assert second.counts["customers"]["found"] == len(fixtures.customers)
     assert second.counts["subscriptions"]["skipped"] == with_plan
     assert {k: v for k, v in counts(sandbox).items() if k != "event"} == {
-        k: v for k, v in after_first.items() if k != "event"}
+        k: v for k, v in after_first.items() if k != "event"
+    }
 
     # each subscription was paid from the customer's default card made from tok_visa
     assert len(live_subscriptions(sandbox)) == with_plan
@@ -77,18 +82,31 @@ def test_refused_under_prod_and_for_live_keys(sandbox, settings):
     with pytest.raises(ProdGuardError):
         populate(dataclasses.replace(settings, env="PROD"), fixtures)
     with pytest.raises(LiveKeyError) as caught:
-        populate(dataclasses.replace(settings, stripe_secret_key="sk_live_0123456789abcdef"),
-                 fixtures)
+        populate(
+            dataclasses.replace(settings, stripe_secret_key="sk_live_0123456789abcdef"), fixtures
+        )
     assert "0123456789" not in str(caught.value)
     assert counts(sandbox)["customer"] == 0
 
 
-def run_script(sandbox_url: str, *args: str, key: str = "sk_test_populate_tests",
-               env_name: str = "DEV") -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "ENV": env_name, "STRIPE_API_BASE": sandbox_url,
-           "STRIPE_SECRET_KEY": key, "DATABASE_URL": "postgresql://unused/none"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+def run_script(
+    sandbox_url: str, *args: str, key: str = "sk_test_populate_tests", env_name: str = "DEV"
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ENV": env_name,
+        "STRIPE_API_BASE": sandbox_url,
+        "STRIPE_SECRET_KEY": key,
+        "DATABASE_URL": "postgresql://unused/none",
+    }
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_script_reports_stripe_errors_and_exits_non_zero(sandbox, tmp_path: Path):
@@ -114,6 +132,7 @@ def test_script_refuses_live_key_even_in_dev(sandbox):
 
 
 def test_script_help():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and "--force" in result.stdout

@@ -9,8 +9,11 @@ from app.db.session import sqlalchemy_url
 
 @pytest.fixture()
 def scratch_url(test_database_url):
-    url = str(sqlalchemy_url(test_database_url).set(database="stripe_db_test_migrations")
-              .render_as_string(hide_password=False))
+    url = str(
+        sqlalchemy_url(test_database_url)
+        .set(database="stripe_db_test_migrations")
+        .render_as_string(hide_password=False)
+    )
     schema.drop_database(url)
     schema.create_database(url)
     yield url

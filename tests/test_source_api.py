@@ -19,8 +19,9 @@ from app.resources import load_order
 from app.sources import read_api_objects, read_json_objects
 from tests.fetch_helpers import TEST_KEY, run_fetch, sandbox_ids
 
-pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")),
-                                reason="the fetchers need curl and jq")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("jq")), reason="the fetchers need curl and jq"
+)
 
 # bookkeeping of the load itself, not data from Stripe
 NOT_COMPARED = {"synced_at"}
@@ -29,8 +30,9 @@ NOT_COMPARED = {"synced_at"}
 @pytest.fixture()
 def settings(sandbox, monkeypatch):
     monkeypatch.setenv("FETCH_RATE", "0")  # the sandbox here has no rate limit: go flat out
-    return dataclasses.replace(load_settings("DEV"), stripe_api_base=sandbox.url,
-                               stripe_secret_key=TEST_KEY)
+    return dataclasses.replace(
+        load_settings("DEV"), stripe_api_base=sandbox.url, stripe_secret_key=TEST_KEY
+    )
 
 
 def snapshot(conn: Connection) -> dict[str, list[dict[str, Any]]]:
@@ -70,8 +72,12 @@ def test_populate_fetch_ingest_and_api_source_agree(sandbox, settings, conn, tmp
 
     api_load = conn.begin_nested()
     for resource in load_order():
-        result = ingest(conn, resource, read_api_objects(resource, settings),
-                        api_version=settings.stripe_api_version)
+        result = ingest(
+            conn,
+            resource,
+            read_api_objects(resource, settings),
+            api_version=settings.stripe_api_version,
+        )
         assert not result.error and result.rejected == 0, resource.name
     from_api = snapshot(conn)
     api_load.rollback()

@@ -30,8 +30,11 @@ def test_transformer_accepts_stripes_example_object(name, fixtures3):
     row = TRANSFORMS[name](obj)
     assert row["id"] == obj["id"]
     assert row["raw"] is obj
-    table = (BY_NAME[name].table if name in BY_NAME else
-             next(c.table for r in RESOURCES for c in r.children if c.name == name))
+    table = (
+        BY_NAME[name].table
+        if name in BY_NAME
+        else next(c.table for r in RESOURCES for c in r.children if c.name == name)
+    )
     unknown = set(row) - {c.name for c in table.columns}
     assert not unknown, f"row keys that are not columns of {table.name}: {unknown}"
     if obj.get("created") is not None:
@@ -83,7 +86,9 @@ def test_subscription_period_comes_from_items_after_basil():
 
 
 def test_charge_invoice_only_in_old_versions():
-    assert stripe_charge_to_model(charge(1, 1, 500, invoice_n=3))["invoice_id"] == "in_00000000000003"
+    assert (
+        stripe_charge_to_model(charge(1, 1, 500, invoice_n=3))["invoice_id"] == "in_00000000000003"
+    )
     assert stripe_charge_to_model(charge(1, 1, 500))["invoice_id"] is None
 
 

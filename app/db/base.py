@@ -57,4 +57,6 @@ class StripeObject:
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
-        return (CheckConstraint("is_placeholder OR raw IS NOT NULL", name="raw_unless_placeholder"),)
+        return (
+            CheckConstraint("is_placeholder OR raw IS NOT NULL", name="raw_unless_placeholder"),
+        )

@@ -26,12 +26,14 @@ def alembic_config(url: str) -> Config:
 def create_database(url: str) -> bool:
     """Create the URL's database if missing; True when it was created."""
     target = sqlalchemy_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT",
-                          poolclass=pool.NullPool)
+    admin = create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
+    )
     try:
         with admin.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                  {"name": target.database}).scalar()
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).scalar()
             if not exists:
                 quoted = conn.dialect.identifier_preparer.quote(target.database or "")
                 conn.execute(text(f"CREATE DATABASE {quoted}"))
@@ -72,8 +74,9 @@ def pending_changes(url: str) -> list[object]:
 
 def drop_database(url: str) -> None:
     target = sqlalchemy_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT",
-                          poolclass=pool.NullPool)
+    admin = create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
+    )
     try:
         with admin.connect() as conn:
             quoted = conn.dialect.identifier_preparer.quote(target.database or "")

@@ -84,8 +84,11 @@ def _run_as() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
-                        SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(SYSTEM_USER)
 
 
@@ -113,7 +116,10 @@ def _pg(args: list[str], account: pwd.struct_passwd | None) -> subprocess.Comple
 def _is_running(server: Server, bin_dir: Path, account: pwd.struct_passwd | None) -> bool:
     if not (server.data_dir / "PG_VERSION").exists():
         return False
-    return _pg([str(bin_dir / "pg_ctl"), "status", "-D", str(server.data_dir)], account).returncode == 0
+    return (
+        _pg([str(bin_dir / "pg_ctl"), "status", "-D", str(server.data_dir)], account).returncode
+        == 0
+    )
 
 
 def embedded_up(servers: tuple[Server, ...] = SERVERS) -> list[str]:
@@ -138,14 +144,30 @@ def embedded_up(servers: tuple[Server, ...] = SERVERS) -> list[str]:
         if server.name == "test":
             # the test server holds nothing worth a crash-safe write; tests run much faster
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        result = _pg([str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(server.data_dir),
-                      "-l", str(server.log_file), "-o", options], account)
+        result = _pg(
+            [
+                str(bin_dir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(server.log_file),
+                "-o",
+                options,
+            ],
+            account,
+        )
         if result.returncode != 0:
             raise ServerError(
                 f"PostgreSQL ({server.name}) did not start: {result.stderr.strip() or result.stdout.strip()}"
                 f" — see {server.log_file}"
             )
-        lines.append(f"{server.name}: started on 127.0.0.1:{server.port} (data in {server.data_dir})")
+        lines.append(
+            f"{server.name}: started on 127.0.0.1:{server.port} (data in {server.data_dir})"
+        )
     return lines
 
 
@@ -157,9 +179,21 @@ def _initdb(server: Server, bin_dir: Path, account: pwd.struct_passwd | None) ->
     if account is not None:
         os.chown(pwfile, account.pw_uid, account.pw_gid)
     try:
-        result = _pg([str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", "postgres",
-                      f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                      "--locale=C"], account)
+        result = _pg(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            account,
+        )
     finally:
         pwfile.unlink(missing_ok=True)
     if result.returncode != 0:
@@ -176,8 +210,10 @@ def embedded_down(servers: tuple[Server, ...] = SERVERS) -> list[str]:
         if not _is_running(server, bin_dir, account):
             lines.append(f"{server.name}: not running")
             continue
-        result = _pg([str(bin_dir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D",
-                      str(server.data_dir)], account)
+        result = _pg(
+            [str(bin_dir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(server.data_dir)],
+            account,
+        )
         if result.returncode != 0:
             raise ServerError(f"PostgreSQL ({server.name}) did not stop: {result.stderr.strip()}")
         lines.append(f"{server.name}: stopped")
@@ -195,8 +231,11 @@ def status() -> list[str]:
 def up() -> list[str]:
     if docker_engine_answers():
         compose = PROJECT_ROOT / "docker-compose.yml"
-        result = subprocess.run(["docker", "compose", "-f", str(compose), "up", "-d", "--wait"],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["docker", "compose", "-f", str(compose), "up", "-d", "--wait"],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise ServerError(f"docker compose up failed: {result.stderr.strip()}")
         return ["docker compose: stripe_db_dev on 5434 and stripe_db_test on 5435 are up"]

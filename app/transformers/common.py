@@ -50,7 +50,9 @@ def stripe_columns(resource: str, obj: Any, expected_object: str) -> Row:
         raise TransformError(resource, None, "the object has no string `id`")
     kind = obj.get("object")
     if kind is not None and kind != expected_object:
-        raise TransformError(resource, object_id, f"`object` is {kind!r}, expected {expected_object!r}")
+        raise TransformError(
+            resource, object_id, f"`object` is {kind!r}, expected {expected_object!r}"
+        )
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise TransformError(resource, object_id, "`metadata` is not an object")
@@ -82,8 +84,14 @@ def transformer(resource: str) -> Any:
                 return func(obj)
             except TransformError:
                 raise
-            except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError,
-                    OSError) as exc:
+            except (
+                TypeError,
+                ValueError,
+                AttributeError,
+                LookupError,
+                ArithmeticError,
+                OSError,
+            ) as exc:
                 object_id = obj.get("id") if isinstance(obj, dict) else None
                 raise TransformError(resource, object_id, str(exc)) from exc
 
