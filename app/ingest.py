@@ -1,9 +1,12 @@
 """The one ingest loop: Stripe objects in, rows upserted in bulk, every outcome counted.
 
-For each batch: transform (bad objects set aside with their reason), create placeholder rows
-for referenced objects that are missing, COPY the rows into a temporary staging table, then one
-`INSERT … SELECT … ON CONFLICT (id) DO UPDATE … WHERE raw IS DISTINCT FROM excluded.raw` moves
-them into the table. One transaction per batch: a crash leaves whole batches, a re-run finishes.
+The reading thread parses, transforms (bad objects set aside with their reason) and formats
+each row as a line of COPY text; rows go, by id, to one of two writer threads with their own
+connections. Per batch, in one transaction, a writer creates placeholder rows for referenced
+objects that are missing, COPies the ids the table lacks straight into it, and moves the others
+through a temporary staging table with one `INSERT … ON CONFLICT (id) DO UPDATE … WHERE
+(columns) IS DISTINCT FROM (excluded columns)`, so unchanged rows are not rewritten. A crash
+leaves whole batches; a re-run finishes the job.
 """
 
 from __future__ import annotations
@@ -478,7 +481,7 @@ class TableLoader:
 
     def _copy(self, table: str, rows: list[dict[str, Any]]) -> None:
         data = "".join([row[LINE] for row in rows])
-        # one read of the whole batch: every chunk psycopg2 reads costs the writer a GIL wait
+        # the batch is already in memory: let psycopg2 take it in one read
         self._cursor().copy_expert(
             f"COPY {table} ({', '.join(self.columns)}) FROM STDIN",
             io.StringIO(data),
@@ -490,9 +493,10 @@ class TableLoader:
 
         Ids the table does not have yet are COPied straight into it: on a first load that halves
         the server's work. The others go through the staging table and one ON CONFLICT
-        statement that rewrites only what changed. (Should another writer insert one of the
+        statement that rewrites only what changed. (Should another process insert one of the
         "new" ids meanwhile, COPY fails on the primary key, the batch rolls back and is retried
-        in halves, and the retry finds the id and takes the ON CONFLICT path.)
+        in halves, and the retry finds the id and takes the ON CONFLICT path. This run's own
+        writers never race for an id: each id has one writer.)
         """
         if not rows:
             return set()
@@ -568,8 +572,8 @@ class TableLoader:
     def delete_stale_children(
         self, parent_column: str, parents: set[str], rows: list[dict[str, Any]]
     ) -> None:
-        """Items a changed parent no longer lists are removed with it (they are not objects
-        Stripe lists on their own; the parent's `raw` keeps what it said)."""
+        """Items these parents no longer list are removed (they are not objects Stripe lists
+        on their own, and the parent's `raw` keeps what it said)."""
         if not parents:
             return
         self._cursor().execute(
