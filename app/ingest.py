@@ -46,6 +46,8 @@ _MANAGED = ("synced_at", "is_placeholder", "referenced_by")
 CHILDREN = "__children__"
 # …and its line of COPY text, made on the reading thread
 LINE = "__line__"
+# …and which of its embedded lists are whole (Stripe embeds the first page only: has_more)
+COMPLETE = "__complete__"
 
 
 @dataclass
@@ -261,6 +263,7 @@ def transform_object(
         row[LINE] = formats[resource.name].copy_line(row, resource.name)
         if resource.children:
             row[CHILDREN] = embedded_rows(resource, row)
+            row[COMPLETE] = complete_lists(resource, row)
             for name, items in row[CHILDREN].items():
                 for item in items:
                     item["api_version"] = api_version
@@ -366,7 +369,9 @@ def _write_batch(
         child_stats.unchanged = child_stats.read - len(child_rows)
         child_rows = _last_of_each_id(child_rows, mode, child_stats)
         child_loader = child_loaders[child.name]
-        child_loader.delete_stale_children(child.parent_column, parents, child_rows)
+        # an item missing from a list cut short (has_more) may still exist: keep it
+        whole = {r["id"] for r in live if r["id"] in parents and child.name in r[COMPLETE]}
+        child_loader.delete_stale_children(child.parent_column, whole, child_rows)
         stats.placeholders += child_loader.ensure_referenced(
             child_rows, skip=(child.parent_column,)
         )
@@ -409,6 +414,15 @@ def embedded_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dic
             items.append(item)
         children[child.name] = items
     return children
+
+
+def complete_lists(resource: Resource, row: dict[str, Any]) -> set[str]:
+    """The child tables whose embedded list in this parent is whole (`has_more` not true)."""
+    return {
+        child.name
+        for child in resource.children
+        if dig(row["raw"], *child.path[:-1], "has_more") is not True
+    }
 
 
 class CopyFormat:

@@ -428,3 +428,18 @@ def test_a_value_of_the_wrong_type_is_refused_not_coerced(conn, tmp_path, field,
         result = ingest(conn, CUSTOMERS, [obj, customer(2)], rejects=rejects)
     assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (1, 1)
     assert reason in (tmp_path / "customers.rejects.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("has_more", "lines_kept"), [(False, 1), (True, 2)])
+def test_lines_missing_from_a_list_cut_short_are_kept(conn, has_more, lines_kept):
+    ingest(conn, CUSTOMERS, [customer(1)])
+    full = invoice(1, 1, 7, 1, 1000)
+    extra_line = copy.deepcopy(full["lines"]["data"][0])
+    extra_line["id"] = "il_second"
+    full["lines"]["data"].append(extra_line)
+    ingest(conn, BY_NAME["invoices"], [full])
+    first_page = invoice(1, 1, 7, 1, 1000)  # the same invoice, its lines list one line
+    first_page["lines"]["has_more"] = has_more
+    first_page["status"] = "void"  # and it changed, so its items are written again
+    ingest(conn, BY_NAME["invoices"], [first_page])
+    assert count(conn, InvoiceLine) == lines_kept
