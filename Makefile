@@ -12,6 +12,8 @@ FILE ?=
 N ?=
 MSG ?= schema change
 REPORT ?= data/reports/check_db.json
+# demo-sample's own database on the dev server, so the sample never mixes with the demo's rows
+SAMPLE_DATABASE_URL ?= postgresql://postgres:postgres@127.0.0.1:5434/stripe_db_sample
 FETCH_RATE ?= 25
 BENCH_CUSTOMERS ?= 500
 
@@ -53,9 +55,10 @@ demo: guard-dev $(STAMP) db-up sandbox init-db ## The whole pipeline on local de
 	$(PY) scripts/ingest_all.py --json-dir $(JSON_DIR)
 	$(PY) scripts/check_db_integrity.py --json-dir $(JSON_DIR)
 
-demo-sample: $(STAMP) db-up init-db ## Ingest and verify the small committed export in data/sample (no sandbox)
-	$(PY) scripts/ingest_all.py --json-dir data/sample
-	$(PY) scripts/check_db_integrity.py --json-dir data/sample
+demo-sample: $(STAMP) db-up ## Ingest and verify the small export in data/sample, in a database of its own
+	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/init_db.py --only dev
+	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/ingest_all.py --json-dir data/sample
+	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/check_db_integrity.py --json-dir data/sample
 
 db-up: $(STAMP) ## Start PostgreSQL dev (5434) and test (5435): docker compose, else embedded
 	$(PY) scripts/db_servers.py up
