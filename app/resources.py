@@ -50,6 +50,14 @@ class Child:
     transform: Transform
     path: tuple[str, ...]  # where the list's objects sit in the parent, e.g. ("items", "data")
     parent_column: str
+    # GET path paging the whole list ({id}: the parent's id). Stripe embeds only the first page
+    # (`has_more: true` when there is more); fetch and SOURCE=api page the rest from here.
+    list_path: str
+
+    @property
+    def envelope_path(self) -> tuple[str, ...]:
+        """Where the embedded list envelope (`data`, `has_more`, `url`) sits, e.g. ("items",)."""
+        return self.path[:-1]
 
     @property
     def table(self) -> Table:
@@ -116,6 +124,7 @@ RESOURCES: tuple[Resource, ...] = (
                 stripe_subscription_item_to_model,
                 ("items", "data"),
                 "subscription_id",
+                "/v1/subscription_items?subscription={id}",
             ),
         ),
     ),
@@ -133,6 +142,7 @@ RESOURCES: tuple[Resource, ...] = (
                 stripe_invoice_line_to_model,
                 ("lines", "data"),
                 "invoice_id",
+                "/v1/invoices/{id}/lines",
             ),
         ),
     ),

@@ -9,13 +9,21 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import ijson
 import orjson
 
 from app.config import mask_key, mask_secrets
 from app.errors import FetchError, InputFileError
+from app.transformers.common import dig
+
+if TYPE_CHECKING:
+    import stripe
+
+    from app.resources import Child
+    from app.stripe_api import ApiPager
 
 log = logging.getLogger(__name__)
 
@@ -225,4 +233,28 @@ def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
             yield from pager.each(list_methods, params)
         return
     service: Any = getattr(client.v1, resource.name)
-    yield from pager.each(lambda p: service.list(params=p), params)
+    for obj in pager.each(lambda p: service.list(params=p), params):
+        for child in resource.children:
+            _complete_embedded(client, pager, obj, child)
+        yield obj
+
+
+def _complete_embedded(
+    client: stripe.StripeClient, pager: ApiPager, parent: dict[str, Any], child: Child
+) -> None:
+    """Stripe embeds only the first page of a child list (`has_more: true` when there is more):
+    page the rest from the registry's list path and put the whole list in the parent."""
+    envelope = dig(parent, *child.envelope_path)
+    if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
+        return
+    data = envelope.get("data") or []
+    path, _, query = child.list_path.replace("{id}", parent["id"]).partition("?")
+    params: dict[str, Any] = {"limit": 100, **dict(parse_qsl(query))}
+    if data:
+        params["starting_after"] = data[-1]["id"]
+
+    def list_page(p: dict[str, Any]) -> Any:
+        return client.deserialize(client.raw_request("get", path, **p), api_mode="V1")
+
+    envelope["data"] = [*data, *pager.each(list_page, params)]
+    envelope["has_more"] = False

@@ -311,6 +311,82 @@ fetch_pages() {
   rm -f "$dir/response" "$dir/response.headers" "$dir/response.curlerr"
 }
 
+# ---- lists embedded in objects ----------------------------------------------------------------
+
+# Stripe embeds only the first page of an object's lists (an invoice's lines, a subscription's
+# items), with `has_more: true` when there is more. complete_embedded NAME EMBEDDED pages the rest
+# of each such list through its own endpoint (EMBEDDED: the `envelope|path` pairs of
+# list_resources.py) and rewrites each saved page with its lists whole and `has_more: false`, one
+# page file at a time through a temp file: a stopped run resumes with the lists not yet complete.
+# Sets EMBEDDED_DONE (lists completed).
+complete_embedded() {
+  local name=$1 embedded=$2 page spec
+  local -a specs
+  EMBEDDED_DONE=0
+  [[ -n $embedded && $embedded != - ]] || return 0
+  IFS=, read -r -a specs <<<"$embedded"
+  for page in "$WORK_DIR/$name"/page-*.jsonl; do
+    [[ -f $page ]] || continue
+    for spec in "${specs[@]}"; do
+      complete_page_lists "$name" "$page" "${spec%%|*}" "${spec#*|}"
+    done
+  done
+  if (( EMBEDDED_DONE > 0 )); then
+    log "$name: completed $EMBEDDED_DONE embedded lists that had more than their first page"
+  fi
+}
+
+# complete_page_lists NAME PAGE ENVELOPE ENDPOINT: ENVELOPE is the list's dotted path in each
+# object ("lines"), ENDPOINT its GET path with {id} for the object's id.
+complete_page_lists() {
+  local name=$1 page=$2 envelope=$3 endpoint=$4 dir=$WORK_DIR/$1
+  local more=$dir/embedded.jsonl parent cursor path sep url status head has_more count last n=0
+  : >"$more"
+  while read -r parent cursor; do
+    [[ $cursor == - ]] && cursor=""
+    path=${endpoint//\{id\}/$parent}
+    if [[ $path == *\?* ]]; then sep='&'; else sep='?'; fi
+    : >"$dir/items.jsonl"
+    has_more=true
+    while [[ $has_more == true ]]; do
+      url="$STRIPE_API_BASE$path${sep}limit=$FETCH_PAGE_LIMIT${cursor:+&starting_after=$cursor}"
+      status=0
+      http_get "$url" "$dir/response" "$name ($parent $envelope)" || status=$?
+      if (( status == 4 )); then
+        # the object went away after its page was read: keep the first page it came with
+        log "$name: $parent: $(error_message "$dir/response"); its $envelope stay a first page"
+        continue 2
+      fi
+      head=$(split_page "$dir/response" "$dir/items.page")
+      read -r has_more count last <<<"$head"
+      if [[ $has_more != true && $has_more != false ]]; then
+        fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
+      fi
+      if [[ $has_more == true && $last == - ]]; then
+        fatal "$name: $parent: has_more is true on an empty page of $envelope; cannot paginate"
+      fi
+      cat "$dir/items.page" >>"$dir/items.jsonl"
+      [[ $last != - ]] && cursor=$last
+      : "$count"
+    done
+    jq -c -s --arg id "$parent" '{id: $id, data: .}' "$dir/items.jsonl" >>"$more"
+    n=$(( n + 1 ))
+  done < <(jq -r --arg envelope "$envelope" \
+    '($envelope | split(".")) as $e | select(getpath($e + ["has_more"]) == true)
+     | "\(.id) \(getpath($e + ["data"]) | .[-1].id // "-")"' "$page")
+  if (( n > 0 )); then
+    jq -c --arg envelope "$envelope" --slurpfile more "$more" \
+      '($envelope | split(".")) as $e | ($more | map({key: .id, value: .data}) | from_entries) as $m
+       | if $m[.id] then setpath($e + ["data"]; getpath($e + ["data"]) + $m[.id])
+         | setpath($e + ["has_more"]; false) else . end' "$page" >"$page.tmp" \
+      || fatal "$name: cannot merge the pages of $envelope into $page"
+    mv "$page.tmp" "$page"
+    EMBEDDED_DONE=$(( EMBEDDED_DONE + n ))
+  fi
+  rm -f "$more" "$dir/items.jsonl" "$dir/items.page" "$dir/response" "$dir/response.headers" \
+    "$dir/response.curlerr"
+}
+
 # ---- writing a resource file ------------------------------------------------------------------
 
 # write_list NAME URL_PATH PAGES OBJECTS SECONDS < objects (one per line): the list envelope and
@@ -337,11 +413,13 @@ closing_line() {  # NAME OBJECTS PAGES SECONDS
   printf '%-16s %8d objects %6d pages %8s s\n' "$1:" "$2" "$3" "$4" >&2
 }
 
-# fetch_resource NAME PATH QUERY: one global list, every page, into $OUT_DIR/NAME.json.
+# fetch_resource NAME PATH QUERY [EMBEDDED]: one global list, every page, with the lists embedded in
+# its objects completed, into $OUT_DIR/NAME.json.
 fetch_resource() {
-  local name=$1 path=$2 query=$3 start
+  local name=$1 path=$2 query=$3 embedded=${4:--} start
   start=$(now_us)
   fetch_pages "$name" "$path" "$query"
+  complete_embedded "$name" "$embedded"
   local seconds
   seconds=$(seconds_since "$start")
   cat "$WORK_DIR/$name"/page-*.jsonl 2>/dev/null | write_list "$name" "$path" "$PAGES" "$OBJECTS" "$seconds"

@@ -35,14 +35,14 @@ log "fetching from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(m
 
 declare -A pid_of=()
 pm_path="" pm_query=""
-while IFS=$'\t' read -r name path query per_customer; do
+while IFS=$'\t' read -r name path query per_customer embedded; do
   [[ $query == - ]] && query=""
   if [[ $per_customer == 1 ]]; then
     pm_path=$path pm_query=$query
     continue
   fi
   if already_fetched "$name"; then continue; fi
-  fetch_resource "$name" "$path" "$query" &
+  fetch_resource "$name" "$path" "$query" "$embedded" &
   pid_of[$name]=$!
 done <<<"$RESOURCE_LINES"
 

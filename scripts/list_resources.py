@@ -2,9 +2,11 @@
 """What the curl fetchers need from Python, so the registry and the settings stay the one source.
 
 `list_resources.py [NAMES…]` prints one tab-separated line per resource, parents first:
-    name  list_path  query  per_customer(0|1)
+    name  list_path  query  per_customer(0|1)  embedded
 where query holds the registry's list params and expand[] (URL-encoded, without limit/cursor),
-or "-" when there are none (tabs are whitespace to `read`, so no field may be empty).
+and embedded the lists Stripe embeds only a first page of, as `envelope|list_path` pairs joined by
+"," (`lines|/v1/invoices/{id}/lines`: the parent's `lines`, paged at that path with {id} the
+parent's id); "-" when there are none (tabs are whitespace to `read`, so no field may be empty).
 `list_resources.py --shell [NAMES…]` prints the Stripe settings and those lines (as
 RESOURCE_LINES) as shell assignments for `eval`: one Python start per fetch.
 Unknown names exit 2 with the list of known ones.
@@ -30,10 +32,12 @@ def resource_lines(names: list[str] | None) -> list[str]:
     for resource in load_order(names):
         pairs = list(resource.list_params.items()) + [("expand[]", e) for e in resource.expand]
         query = urlencode(pairs) or "-"
+        embedded = ",".join(
+            f"{'.'.join(child.envelope_path)}|{child.list_path}" for child in resource.children
+        )
+        per_customer = "1" if resource.per_customer else "0"
         lines.append(
-            "\t".join(
-                (resource.name, resource.list_path, query, "1" if resource.per_customer else "0")
-            )
+            "\t".join((resource.name, resource.list_path, query, per_customer, embedded or "-"))
         )
     return lines
 

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from app.config import PROJECT_ROOT
 from app.resources import RESOURCES, Resource
 
@@ -64,3 +66,46 @@ def assert_files_match_sandbox(
         ids = [o["id"] for o in objects_in(json_dir, resource.name)]
         assert len(ids) == len(set(ids)), f"{resource.name}: duplicated objects in the file"
         assert set(ids) == sandbox_ids(store, resource), resource.name
+
+
+def create_long_lists(url: str, *, invoice_lines: int = 25, items: int = 12) -> dict[str, str]:
+    """Through the API, as a user would: a subscription with more items, and an invoice with more
+    lines, than the first page (10) Stripe embeds in an object."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TEST_KEY}"
+
+    def post(path: str, data: dict[str, str]) -> dict[str, Any]:
+        response = session.post(url + path, data=data, timeout=10)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    customer = post(
+        "/v1/customers", {"email": "long@example.com", "payment_method": "pm_card_visa"}
+    )
+    for n in range(invoice_lines):
+        post(
+            "/v1/invoiceitems",
+            {"customer": customer["id"], "amount": str(100 + n), "currency": "usd"},
+        )
+    invoice = post("/v1/invoices", {"customer": customer["id"]})
+    product = post("/v1/products", {"name": "Many add-ons"})
+    prices = [
+        post(
+            "/v1/prices",
+            {
+                "product": product["id"],
+                "currency": "usd",
+                "unit_amount": str(500 + n),
+                "recurring[interval]": "month",
+            },
+        )
+        for n in range(items)
+    ]
+    sub = post(
+        "/v1/subscriptions",
+        {
+            "customer": customer["id"],
+            **{f"items[{n}][price]": price["id"] for n, price in enumerate(prices)},
+        },
+    )
+    return {"invoice": invoice["id"], "subscription": sub["id"]}

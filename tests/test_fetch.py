@@ -18,6 +18,7 @@ from tests.fetch_helpers import (
     FETCH,
     FETCH_PMS,
     assert_files_match_sandbox,
+    create_long_lists,
     fetch_env,
     objects_in,
     run_fetch,
@@ -53,6 +54,30 @@ def test_fetch_writes_every_sandbox_object_exactly_once(sandbox, tmp_path):
     )
     assert json.loads((tmp_path / "customers.meta.json").read_text())["pages"] >= 4
     assert not (tmp_path / ".partial" / "customers").exists()
+
+
+def test_embedded_lists_are_fetched_whole(sandbox, tmp_path):
+    made = create_long_lists(sandbox.url, invoice_lines=25, items=12)
+    result = run_fetch(
+        sandbox.url, tmp_path, FETCH_PAGE_LIMIT="7", RESOURCES="subscriptions invoices"
+    )
+    assert result.returncode == 0, result.stderr
+    invoices = {i["id"]: i for i in objects_in(tmp_path, "invoices")}
+    subscriptions = {s["id"]: s for s in objects_in(tmp_path, "subscriptions")}
+    stored_lines = sandbox.store.tables["invoice"].by_id[made["invoice"]]["lines"]["data"]
+    lines = invoices[made["invoice"]]["lines"]
+    assert [line["id"] for line in lines["data"]] == [line["id"] for line in stored_lines]
+    assert len(lines["data"]) == 25 and lines["has_more"] is False
+    items = subscriptions[made["subscription"]]["items"]
+    assert sorted(i["id"] for i in items["data"]) == sorted(
+        sandbox.store.tables["subscription_item"].ids_where("subscription", made["subscription"])
+    )
+    assert len(items["data"]) == 12 and items["has_more"] is False
+    # the subscription's first invoice bills its 12 items: also past the first page
+    assert all(not i["lines"]["has_more"] for i in invoices.values())
+    assert sorted(len(i["lines"]["data"]) for i in invoices.values()) == [12, 25]
+    assert "invoices: completed 2 embedded lists" in result.stderr
+    assert not (tmp_path / ".partial" / "invoices").exists()
 
 
 def test_resources_variable_limits_the_run(sandbox, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from app.sandbox.server import SandboxHandle
+from tests.fetch_helpers import create_long_lists
 
 KEY = "sk_test_http"
 
@@ -124,6 +125,26 @@ def test_pagination_of_filtered_lists_with_created_bounds(
     customer = all_subs[0]["customer"]
     invoices = _get(api, "/v1/invoices", customer=customer, limit=100).json()["data"]
     assert invoices and {i["customer"] for i in invoices} == {customer}
+
+
+def test_embedded_lists_hold_their_first_page_and_page_on_at_their_url(
+    sandbox: SandboxHandle, api: requests.Session
+) -> None:
+    made = create_long_lists(sandbox.url, invoice_lines=25, items=12)
+    invoice = _get(api, f"/v1/invoices/{made['invoice']}").json()
+    listed = _get(api, "/v1/invoices", limit=100).json()["data"]
+    sub = _get(api, f"/v1/subscriptions/{made['subscription']}").json()
+    for parent, field, total in ((invoice, "lines", 25), (sub, "items", 12)):
+        embedded = parent[field]
+        assert len(embedded["data"]) == 10 and embedded["has_more"] is True
+        path, _, query = embedded["url"].partition("?")
+        params = dict(p.split("=") for p in query.split("&") if p)
+        rest = _get(api, path, **params, limit=100, starting_after=embedded["data"][-1]["id"])
+        ids = [o["id"] for o in embedded["data"] + rest.json()["data"]]
+        assert len(set(ids)) == total and rest.json()["has_more"] is False
+    assert next(i for i in listed if i["id"] == made["invoice"])["lines"] == invoice["lines"]
+    # the store keeps the whole list: the cut is only in what is sent
+    assert len(sandbox.store.tables["invoice"].by_id[made["invoice"]]["lines"]["data"]) == 25
 
 
 def test_expand_on_lists_and_objects(sandbox: SandboxHandle, api: requests.Session) -> None:

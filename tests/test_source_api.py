@@ -17,7 +17,7 @@ from app.ingest import ingest
 from app.populate import load_fixtures, populate
 from app.resources import load_order
 from app.sources import read_api_objects, read_json_objects
-from tests.fetch_helpers import TEST_KEY, run_fetch, sandbox_ids
+from tests.fetch_helpers import TEST_KEY, create_long_lists, run_fetch, sandbox_ids
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("curl") and shutil.which("jq")), reason="the fetchers need curl and jq"
@@ -86,6 +86,46 @@ def test_populate_fetch_ingest_and_api_source_agree(sandbox, settings, conn, tmp
     for table, rows in from_json.items():
         assert rows, f"{table}: nothing loaded"
         assert from_api[table] == rows, table
+
+
+def test_lists_past_their_first_page_load_whole_from_files_and_api(
+    sandbox, settings, conn, tmp_path
+):
+    made = create_long_lists(sandbox.url, invoice_lines=25, items=12)
+    fetched = run_fetch(sandbox.url, tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+
+    def child_rows(table_name: str, column: str, parent: str) -> list[dict[str, Any]]:
+        table = next(
+            child.table
+            for resource in load_order()
+            for child in resource.children
+            if child.name == table_name
+        )
+        columns = [c for c in table.columns if c.name not in NOT_COMPARED]
+        query = select(*columns).where(table.c[column] == parent).order_by(table.c.id)
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+    loaded = {}
+    for source in ("json", "api"):
+        load = conn.begin_nested()
+        for resource in load_order():
+            objects = (
+                read_json_objects(tmp_path / resource.file_name)
+                if source == "json"
+                else read_api_objects(resource, settings)
+            )
+            result = ingest(conn, resource, objects, api_version=settings.stripe_api_version)
+            assert not result.error and result.rejected == 0, (source, resource.name)
+        loaded[source] = (
+            child_rows("invoice_lines", "invoice_id", made["invoice"]),
+            child_rows("subscription_items", "subscription_id", made["subscription"]),
+        )
+        load.rollback()
+
+    lines, items = loaded["json"]
+    assert len(lines) == 25 and len(items) == 12
+    assert loaded["api"] == loaded["json"]
 
 
 def test_api_source_retries_rate_limited_pages(sandbox_factory, settings, monkeypatch):

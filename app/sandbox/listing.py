@@ -95,6 +95,49 @@ def list_of(items: list[Obj], params: Params, url: str) -> Obj:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
 
+# Stripe embeds only the first page (its default limit) of the lists inside an object; the rest
+# is served by the list's own `url`.
+EMBEDDED_PAGE = 10
+EMBEDDED_LISTS = {"invoice": "lines", "subscription": "items"}
+
+
+def first_pages(store: Store, body: Obj) -> Obj:
+    """A response as Stripe sends it: invoice lines and subscription items cut to their first
+    page, `has_more` saying there is more. The store keeps the whole lists."""
+    kind = body.get("object")
+    if kind == "list" and isinstance(body.get("data"), list):
+        data = body["data"]
+        cut = [_first_page(store, obj) for obj in data]
+        if any(new is not old for new, old in zip(cut, data, strict=True)):
+            return {**body, "data": cut}
+        return body
+    if kind == "event" and isinstance(body.get("data"), dict):
+        inner = body["data"].get("object")
+        if isinstance(inner, dict):
+            cut_inner = _first_page(store, inner)
+            if cut_inner is not inner:
+                return {**body, "data": {**body["data"], "object": cut_inner}}
+        return body
+    return _first_page(store, body)
+
+
+def _first_page(store: Store, obj: Obj) -> Obj:
+    field = EMBEDDED_LISTS.get(obj.get("object", ""))
+    embedded = obj.get(field) if field else None
+    if field is None or not isinstance(embedded, dict):
+        return obj
+    if len(embedded.get("data") or ()) <= EMBEDDED_PAGE:
+        return obj
+    if field == "items":
+        # the same order as GET /v1/subscription_items, so its `starting_after` goes on from here
+        table = store.table("subscription_item")
+        subscription_items = table.ids_where("subscription", obj["id"])
+        data, _ = table.page(limit=EMBEDDED_PAGE, candidates=subscription_items)
+    else:
+        data = embedded["data"][:EMBEDDED_PAGE]  # GET /v1/invoices/{id}/lines pages in this order
+    return {**obj, field: {**embedded, "data": data, "has_more": True}}
+
+
 def expand(store: Store, body: Obj, params: Params) -> Obj:
     """Apply `expand[]` paths, copying only the objects along each path."""
     for path in as_list(params, "expand"):

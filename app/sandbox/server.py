@@ -37,7 +37,7 @@ from app.sandbox.errors import (
     StripeError,
 )
 from app.sandbox.limits import FaultConfig, FaultInjector, RateLimiter
-from app.sandbox.listing import expand
+from app.sandbox.listing import expand, first_pages
 from app.sandbox.params import Params, as_int, decode_form
 from app.sandbox.persist import StatePersister
 from app.sandbox.store import Store
@@ -240,7 +240,7 @@ class Sandbox:
                     # Even a failed request may have changed something (a declined charge).
                     if method != "GET":
                         self.generation += 1
-                encoded = orjson.dumps(expand(store, result, params))
+                encoded = orjson.dumps(expand(store, first_pages(store, result), params))
             response = Response(200, encoded)
         except StripeError as error:
             # Card errors happened (the charge exists) and are replayed; validation errors are not.
