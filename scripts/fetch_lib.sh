@@ -42,6 +42,17 @@ mask() {
   sed -E 's/((sk|rk|pk)_(live|test)_|whsec_)[A-Za-z0-9]*([A-Za-z0-9]{4})/\1…\4/g' <<<"$text"
 }
 
+parse_fetch_args() {  # SCRIPT ARGS…: --help prints the script's header comment; --restart
+  local script=$1
+  shift
+  case ${1:-} in
+    -h | --help) sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --restart) FETCH_RESTART=1 ;;
+    "") ;;
+    *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
+  esac
+}
+
 now_us() { local t=${EPOCHREALTIME//[.,]/}; printf '%s' "$t"; }
 
 seconds_since() {  # $1 = start in µs → "12.34"

@@ -12,12 +12,7 @@ set -euo pipefail
 # shellcheck source=scripts/fetch_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/fetch_lib.sh"
 
-case ${1:-} in
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  --restart) FETCH_RESTART=1 ;;
-  "") ;;
-  *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
-esac
+parse_fetch_args "${BASH_SOURCE[0]}" "$@"
 
 RUN_START=$(now_us)
 RESOURCES=payment_methods
