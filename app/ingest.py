@@ -31,7 +31,7 @@ from app.db.session import raw_cursor
 from app.errors import InputFileError, TransformError, first_line
 from app.rejects import RejectSink
 from app.resources import Resource
-from app.sources import BadLine
+from app.strict_json import Unreadable, id_in_text
 from app.transformers.common import dig
 
 log = logging.getLogger(__name__)
@@ -255,12 +255,13 @@ def transform_object(
 ) -> dict[str, Any]:
     """One source object as its row, with its COPY line and its embedded child rows; raises
     TransformError naming the object when it cannot be a row. Ingest and check-db share it."""
-    if isinstance(obj, BadLine):
-        raise TransformError(resource.name, None, obj.reason)
+    if isinstance(obj, Unreadable):
+        raise TransformError(resource.name, id_in_text(obj.text), obj.reason)
     row = resource.transform(obj)
     row["api_version"] = api_version
+    # a deleted object's row is written without COPY, but its line proves it can be stored
+    row[LINE] = formats[resource.name].copy_line(row, resource.name)
     if not row["deleted"]:
-        row[LINE] = formats[resource.name].copy_line(row, resource.name)
         if resource.children:
             row[CHILDREN] = embedded_rows(resource, row)
             row[COMPLETE] = complete_lists(resource, row)
@@ -289,7 +290,7 @@ def _transform(
         result.table(resource.name).rejected += 1
         log.warning("%s: set aside %s", source_name or resource.name, exc)
         if rejects is not None:
-            raw = obj.text if isinstance(obj, BadLine) else obj
+            raw = obj.text if isinstance(obj, Unreadable) else obj
             rejects.add(resource.name, source_name, index, exc.object_id, exc.reason, raw)
         return None
 
@@ -435,9 +436,46 @@ class CopyFormat:
 
     def copy_line(self, row: dict[str, Any], resource: str, object_id: str | None = None) -> str:
         try:
-            return self._line(row)
+            line = self._line(row)
         except (TypeError, ValueError) as exc:
-            raise TransformError(resource, object_id or row.get("id"), str(exc)) from exc
+            raise TransformError(resource, object_id or row.get("id"), _why(exc)) from exc
+        # PostgreSQL's text and jsonb cannot hold NUL: refused here, by name, rather than by
+        # the database for a whole batch (a rare literal `u0000` only costs a closer look)
+        if "\x00" in line or ("u0000" in line and _holds_nul(row.get("raw"))):
+            raise TransformError(
+                resource,
+                object_id or row.get("id"),
+                "a string holds a NUL character (\\u0000), which PostgreSQL cannot store",
+            )
+        return line
+
+
+def _why(exc: Exception) -> str:
+    """The reason a value cannot be written, in the user's terms."""
+    text = str(exc)
+    if "surrogates not allowed" in text:
+        return "a string holds a lone UTF-16 surrogate (not valid Unicode), which cannot be stored"
+    if "Recursion limit" in text:
+        return "nested too deeply to be stored"
+    if "Integer exceeds 64-bit range" in text:
+        return "an integer beyond 64 bits cannot be stored exactly"
+    return text
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether any string (or key) in a JSON value holds NUL; iterative, so any depth is safe."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def formats_for(resource: Resource) -> dict[str, CopyFormat]:
@@ -633,7 +671,8 @@ _INLINE = {
     "text": "(VALUE.translate(_escapes) if VALUE.__class__ is str else _refuse('text', VALUE))",
     "json": "_dumps(VALUE).decode().replace('\\\\', '\\\\\\\\')",
     "bool": "('t' if VALUE is True else 'f' if VALUE is False else _refuse('true or false', VALUE))",
-    "int": "(str(VALUE) if VALUE.__class__ is int else _refuse('an integer', VALUE))",
+    "int": "(str(VALUE) if VALUE.__class__ is int and -_BIG <= VALUE < _BIG"
+    " else _refuse('an integer of at most 64 bits', VALUE))",
     "time": "VALUE.isoformat()",
 }
 
@@ -674,6 +713,7 @@ def copy_line_function(table: Table, columns: list[str]) -> Callable[[dict[str, 
         "_escapes": _COPY_ESCAPES,
         "_dumps": orjson.dumps,
         "_refuse": _refuse,
+        "_BIG": 2**63,  # bigint's range
     }
     exec(compile(source, f"<copy line of {table.name}>", "exec"), namespace)  # noqa: S102
     return cast(Callable[[dict[str, Any]], str], namespace["line"])

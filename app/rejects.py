@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import reprlib
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -42,7 +44,7 @@ class RejectSink:
             "reason": reason,
             "object": obj,
         }
-        line = orjson.dumps(record, default=str) + b"\n"
+        line = _json_line(record)
         with self._lock:
             handle = self._files.get(resource)
             if handle is None:
@@ -61,3 +63,18 @@ class RejectSink:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    """The record as one line of JSON, every value exactly: what orjson cannot write (an integer
+    beyond 64 bits, a lone surrogate) the standard library writes exactly (`\\ud800` escaped)."""
+    try:
+        return orjson.dumps(record) + b"\n"
+    except TypeError:
+        pass
+    try:
+        return json.dumps(record, ensure_ascii=True, default=repr).encode() + b"\n"
+    except (RecursionError, ValueError):
+        # never reached from a file (objects nested over strict_json.MAX_DEPTH keep their text)
+        record = {**record, "object": reprlib.repr(record["object"])}
+        return json.dumps(record, ensure_ascii=True, default=repr).encode() + b"\n"

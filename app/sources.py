@@ -5,18 +5,31 @@ Every source yields plain dicts one at a time, so memory stays flat whatever the
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import reprlib
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import ijson
 import orjson
 
 from app.config import mask_key, mask_secrets
 from app.errors import FetchError, InputFileError
+from app import strict_json
+from app.strict_json import (
+    KEPT_TEXT_BYTES,
+    Oversized,
+    Unreadable,
+    array_elements,
+    checked,
+    decode_object,
+    too_deep,
+    too_large,
+)
 from app.transformers.common import dig
 
 if TYPE_CHECKING:
@@ -31,87 +44,126 @@ log = logging.getLogger(__name__)
 def read_json_objects(path: Path) -> Iterator[Any]:
     """Yield the objects of a Stripe export: a list envelope, a plain array, or JSON Lines.
 
-    A malformed line of JSON Lines is yielded as a `BadLine` (the loop sets it aside); a file that
-    is not JSON at all raises InputFileError naming the file before anything is yielded.
+    Every object is decoded strictly (app.strict_json): one that cannot be stored exactly is
+    yielded as an `Unreadable` with its reason and text, and the loop sets it aside. A file that
+    is not a Stripe export at all raises InputFileError naming the file before anything is
+    yielded; one whose JSON breaks off raises it after the objects before the break.
     """
-    if not path.exists():
-        raise InputFileError(path, "file not found (run `make fetch`, or pass JSON_DIR=… / FILE=…)")
-    with path.open("rb") as handle:
+    _check_regular_file(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be opened: {exc.strerror or exc}") from exc
+    with handle:
         first = _first_byte(handle)
         if first is None:
             raise InputFileError(path, "the file is empty; expected Stripe JSON")
         if first == b"[":
-            yield from _one_per_line_or_stream(handle, path, "item")
+            yield from _one_per_line_or_split(handle, path, envelope=False)
             return
         if first != b"{":
             raise InputFileError(path, f"not JSON: starts with {first!r}; expected '{{' or '['")
-        line = handle.readline()
+        line = handle.readline(strict_json.MAX_OBJECT_BYTES + 1)
         try:
             head = orjson.loads(line)
         except orjson.JSONDecodeError:
-            head = None  # an indented envelope or array: its first line is not whole
-        if isinstance(head, dict) and not _is_envelope(head):
-            yield head
-            yield from _json_lines(handle, path, start_line=2)
+            head = None  # an indented envelope or array, or a first line that is not whole
+        if (isinstance(head, dict) and not _is_envelope(head)) or (
+            head is None and _looks_like_json_lines(handle, line)
+        ):
+            handle.seek(0)
+            yield from _json_lines(handle, path)
             return
         handle.seek(0)
-        if isinstance(head, dict):  # the whole envelope on one line
-            yield from _envelope_data(head, path)
-            return
-        yield from _one_per_line_or_stream(handle, path, "data.item")
+        yield from _one_per_line_or_split(handle, path, envelope=True)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Only regular files are read: a FIFO or a device would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputFileError(
+            path, "file not found (run `make fetch`, or pass JSON_DIR=… / FILE=…)"
+        ) from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise InputFileError(path, "is a directory; expected a JSON file")
+    if not stat.S_ISREG(mode):
+        raise InputFileError(
+            path, "is not a regular file (a FIFO, socket or device); expected a JSON file"
+        )
+
+
+def _looks_like_json_lines(handle: IO[bytes], first_line: bytes) -> bool:
+    """A first line that is one object which fails to decode, followed by a line that starts
+    another object: JSON Lines whose first object is bad, not a pretty-printed envelope."""
+    text = first_line.strip()
+    if not (text.startswith(b"{") and text.endswith(b"}")):
+        return False
+    for line in iter(lambda: handle.readline(1024), b""):
+        if line.strip():
+            return line.lstrip().startswith(b"{")
+    return True
 
 
 # the line that opens the array of objects: `[` for a plain array, `… "data": [` for an envelope
-_OPENING = {"item": re.compile(rb"^\s*\[\s*$"), "data.item": re.compile(rb'"data"\s*:\s*\[\s*$')}
+_OPENING = {False: re.compile(rb"^\s*\[\s*$"), True: re.compile(rb'"data"\s*:\s*\[\s*$')}
 _HEADER_LINES = 50
 
 
-def _one_per_line_or_stream(handle: IO[bytes], path: Path, prefix: str) -> Iterator[Any]:
-    """Fast path for the layout the fetchers write (one object per line inside the array):
-    orjson parses each line, several times faster than a streaming parser. Any other layout
-    (pretty-printed, everything on one line…) goes to the streaming parser, skipping the
-    objects the fast path has already yielded."""
+def _one_per_line_or_split(handle: IO[bytes], path: Path, envelope: bool) -> Iterator[Any]:
+    """Fast path for the layout the fetchers write (one object per line inside the array): each
+    line is one object. Any other layout (pretty-printed, everything on one line…) goes to the
+    array splitter, skipping the objects the fast path has already yielded."""
     yielded = 0
     header = b""
-    for number, line in enumerate(handle):
+    for number in range(_HEADER_LINES + 1):
+        line = handle.readline(strict_json.MAX_OBJECT_BYTES)
         header += line
-        if _OPENING[prefix].search(line.rstrip()):
+        if not line or _OPENING[envelope].search(line.rstrip()) or number == _HEADER_LINES:
             break
-        if number >= _HEADER_LINES:
-            handle.seek(0)
-            yield from _stream(handle, path, prefix)
-            return
-    for line in handle:
-        text = line.strip()
-        if text.startswith(b"]"):
-            _check_trailer(header, text + handle.read(), path, prefix, yielded)
-            return
-        if text.endswith(b","):
-            text = text[:-1]
-        if text.startswith(b"{") and text.endswith(b"}"):
+    if _OPENING[envelope].search(header.rstrip()):
+        for line in iter(lambda: handle.readline(strict_json.MAX_OBJECT_BYTES + 2), b""):
+            text = line.strip()
+            if text.startswith(b"]"):
+                _check_trailer(
+                    header, text + handle.read(strict_json.MAX_OBJECT_BYTES), path, yielded
+                )
+                return
+            if text.endswith(b","):
+                text = text[:-1]
+            if not (text.startswith(b"{") and text.endswith(b"}")):
+                break  # not one object per line after all
             try:
                 obj = orjson.loads(text)
             except orjson.JSONDecodeError:
-                obj = None
-            if isinstance(obj, dict):
-                yielded += 1
-                yield obj
-                continue
-        break  # not one object per line after all
+                break  # the splitter says why, naming the object
+            if not isinstance(obj, dict):
+                break
+            yielded += 1
+            yield checked(obj, text, yielded)
     handle.seek(0)
-    for index, obj in enumerate(_stream(handle, path, prefix)):
+    for index, obj in enumerate(_split(handle, path, envelope)):
         if index >= yielded:
             yield obj
 
 
-def _check_trailer(header: bytes, trailer: bytes, path: Path, prefix: str, count: int) -> None:
+def _split(handle: IO[bytes], path: Path, envelope: bool) -> Iterator[Any]:
+    for position, element in enumerate(array_elements(handle, path, envelope), start=1):
+        if isinstance(element, Oversized):
+            yield too_large(position, element.size, element.head)
+        else:
+            yield decode_object(element, position)
+
+
+def _check_trailer(header: bytes, trailer: bytes, path: Path, count: int) -> None:
     """What surrounds the objects must itself be valid JSON, as a streaming parser would insist."""
     try:
         orjson.loads(header + trailer)
     except orjson.JSONDecodeError as exc:
         raise InputFileError(path, f"not valid JSON after {count} objects: {exc}") from exc
-    if prefix == "data.item" and count == 0 and b'"data"' not in header:
-        raise InputFileError(path, "a JSON object without a `data` array: not a Stripe list export")
 
 
 def _first_byte(handle: IO[bytes]) -> bytes | None:
@@ -128,57 +180,25 @@ def _is_envelope(obj: dict[str, Any]) -> bool:
     return obj.get("object") == "list" or ("data" in obj and "id" not in obj)
 
 
-def _envelope_data(envelope: dict[str, Any], path: Path) -> Iterator[Any]:
-    data = envelope.get("data")
-    if not isinstance(data, list):
-        raise InputFileError(path, "a Stripe list envelope needs a `data` array")
-    yield from data
-
-
-class BadLine:
-    """A line of a JSON Lines file that is not JSON: set aside, the rest goes on."""
-
-    def __init__(self, line_number: int, reason: str, text: str) -> None:
-        self.line_number = line_number
-        self.reason = reason
-        self.text = text
-
-
-def _json_lines(handle: IO[bytes], path: Path, start_line: int) -> Iterator[Any]:
-    for number, line in enumerate(handle, start=start_line):
-        if not line.strip():
+def _json_lines(handle: IO[bytes], path: Path) -> Iterator[Any]:
+    for number, line in enumerate(
+        iter(lambda: handle.readline(strict_json.MAX_OBJECT_BYTES + 2), b""), 1
+    ):
+        if len(line) > strict_json.MAX_OBJECT_BYTES and not line.endswith(b"\n"):
+            size, head = len(line), line[:KEPT_TEXT_BYTES]
+            while line and not line.endswith(b"\n"):  # the rest of the line, let go of
+                line = handle.readline(_SKIP)
+                size += len(line)
+            yield too_large(number, size - line.endswith(b"\n"), head, "line")
             continue
-        try:
-            yield orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield BadLine(
-                number, f"line {number} is not JSON: {exc}", line.decode(errors="replace")
-            )
+        if line.strip():
+            yield decode_object(line.strip(), number, "line")
 
 
-def _stream(handle: IO[bytes], path: Path, prefix: str) -> Iterator[Any]:
-    count = 0
-    try:
-        for obj in ijson.items(handle, prefix, use_float=True):
-            count += 1
-            yield obj
-    except ijson.JSONError as exc:
-        where = f"after {count} objects" if count else "before the first object"
-        raise InputFileError(path, f"not valid JSON {where}: {exc}") from exc
-    if count == 0 and prefix == "data.item":
-        handle.seek(0)
-        _check_has_data(handle, path)
+_SKIP = 1 << 20
 
 
-def _check_has_data(handle: IO[bytes], path: Path) -> None:
-    """An object with no `data` array is not a Stripe export: say so instead of ingesting 0 rows."""
-    for prefix, event, _value in ijson.parse(handle):
-        if prefix == "data" and event == "start_array":
-            return
-    raise InputFileError(path, "a JSON object without a `data` array: not a Stripe list export")
-
-
-def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
+def read_api_objects(resource: Any, settings: Any) -> Iterator[Any]:
     """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
 
     The same list path, params and expand[] as the curl fetchers, one page at a time inside the
@@ -188,7 +208,9 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
     import stripe
 
     try:
-        yield from _api_pages(resource, settings)
+        for position, obj in enumerate(_api_pages(resource, settings), start=1):
+            problem = too_deep(obj)
+            yield Unreadable(position, problem, _api_text(obj)) if problem else obj
     except stripe.APIConnectionError as exc:
         raise FetchError(
             f"{resource.name}: cannot reach the Stripe API at {settings.stripe_api_base} — is it "
@@ -204,6 +226,14 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
             f"{resource.name}: the Stripe API at {settings.stripe_api_base} failed: "
             f"{mask_secrets(exc.user_message or str(exc))}"
         ) from exc
+
+
+def _api_text(obj: Any) -> str:
+    """An API object as text for the rejects file (only objects nested too deeply need it)."""
+    try:
+        return json.dumps(obj, ensure_ascii=True, default=repr)
+    except RecursionError:
+        return reprlib.repr(obj)
 
 
 def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ from app.db.session import sqlalchemy_url
 from app.ingest import ingest
 from app.reconcile import CheckReport, check
 from app.resources import BY_NAME, RESOURCES, load_order
-from app.sources import BadLine
+from app.strict_json import Unreadable
 from app.synthetic import deleted_customer, list_envelope, sample_export
 
 Export = dict[str, list[Any]]
@@ -234,7 +234,7 @@ def test_an_object_deleted_in_stripe_is_listed_apart_once_the_database_says_so(c
 def test_an_object_the_transformer_refuses_is_reported_unreadable(conn, loaded):
     changed = copy.deepcopy(loaded)
     changed["products"].append({"object": "product", "name": "no id"})
-    changed["products"].append(BadLine(7, "line 7 is not JSON", "{oops"))
+    changed["products"].append(Unreadable(7, "line 7 is not JSON", "{oops"))
     report = run_check(conn, changed)
     assert failures(report) == {"products": {"unreadable": 2}}
     reasons = [s["reason"] for s in table(report, "products").findings["unreadable"].samples]
@@ -255,13 +255,18 @@ def test_an_embedded_item_of_the_wrong_type_is_reported_unreadable(conn, loaded)
     assert "expected an integer" in sample["reason"]
 
 
-def test_an_object_postgresql_refuses_stops_only_its_own_resource(conn, loaded):
+def test_an_object_postgresql_cannot_hold_is_named_and_the_rest_of_its_table_checked(conn, loaded):
     changed = copy.deepcopy(loaded)
-    changed["customers"][0]["name"] = "nul\u0000byte"
+    refused = changed["customers"][0]
+    refused["email"] = "a\u0000b@example.com"
+    changed["customers"][1]["name"] = "Changed after the load"
     report = run_check(conn, changed)
-    assert "PostgreSQL refuses an object of the source" in table(report, "customers").error
-    assert not report.ok
-    assert table(report, "charges").failures == 0  # the other resources were still checked
+    customers = table(report, "customers")
+    assert customers.error is None
+    assert failures(report) == {"customers": {"unreadable": 1, "extra": 1, "differs": 1}}
+    sample = customers.findings["unreadable"].samples[0]
+    assert sample["id"] == refused["id"] and "NUL" in sample["reason"]
+    assert customers.findings["extra"].samples[0]["id"] == refused["id"]
 
 
 def test_an_id_listed_twice_counts_its_last_version_as_the_ingest_does(conn, loaded):

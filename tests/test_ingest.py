@@ -202,14 +202,28 @@ def test_bad_records_are_set_aside_and_good_ones_land(conn, tmp_path):
 
 def test_row_the_database_refuses_is_isolated(conn, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_module, "CELLS_PER_BATCH", 10)  # several rows per batch anyway
-    too_long = customer(3)
-    too_long["id"] = "cus_" + "x" * 300  # the id column holds 255 characters
-    objects = [customer(1), customer(2), too_long, customer(4), customer(5)]
+    # a rule only the database knows (rolled back with the test's transaction)
+    conn.exec_driver_sql(
+        "ALTER TABLE customers ADD CONSTRAINT no_refused CHECK (email <> 'refused@example.com')"
+    )
+    refused = customer(3)
+    refused["email"] = "refused@example.com"
+    objects = [customer(1), customer(2), refused, customer(4), customer(5)]
     with RejectSink(tmp_path) as rejects:
         result = ingest(conn, CUSTOMERS, objects, rejects=rejects)
     assert result.stats["customers"].inserted == 4
     assert result.stats["customers"].rejected == 1
-    assert "the database refused it" in (tmp_path / "customers.rejects.jsonl").read_text()
+    record = orjson.loads((tmp_path / "customers.rejects.jsonl").read_bytes())
+    assert "the database refused it" in record["reason"] and record["id"] == refused["id"]
+
+
+def test_an_id_longer_than_the_column_is_set_aside_before_the_database(conn, tmp_path):
+    too_long = customer(3)
+    too_long["id"] = "cus_" + "x" * 300  # the id column holds 255 characters
+    with RejectSink(tmp_path) as rejects:
+        result = ingest(conn, CUSTOMERS, [customer(1), too_long], rejects=rejects)
+    assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (1, 1)
+    assert "an id of 304 characters" in (tmp_path / "customers.rejects.jsonl").read_text()
 
 
 def test_many_batches_load_every_row(conn, monkeypatch):
@@ -298,7 +312,7 @@ def test_bad_json_line_is_set_aside(conn, tmp_path):
     with RejectSink(tmp_path) as rejects:
         result = ingest_file(conn, CUSTOMERS, path, rejects=rejects)
     assert (result.stats["customers"].inserted, result.stats["customers"].rejected) == (2, 1)
-    assert "line 2 is not JSON" in (tmp_path / "customers.rejects.jsonl").read_text()
+    assert "line 2 is not valid JSON" in (tmp_path / "customers.rejects.jsonl").read_text()
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,20 @@ def ref_id(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value or None
+        return _checked_id(value) or None
     if isinstance(value, dict):
         found = value.get("id")
-        return found if isinstance(found, str) and found else None
+        return _checked_id(found) if isinstance(found, str) and found else None
     raise TypeError(f"expected an id, an object or null, got {type(value).__name__}")
+
+
+MAX_ID_LENGTH = 255  # the id columns' width; Stripe's ids are far shorter
+
+
+def _checked_id(value: str) -> str:
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"an id of {len(value)} characters (at most {MAX_ID_LENGTH})")
+    return value
 
 
 def timestamp(value: Any) -> datetime | None:
@@ -48,6 +57,10 @@ def stripe_columns(resource: str, obj: Any, expected_object: str) -> Row:
     object_id = obj.get("id")
     if not isinstance(object_id, str) or not object_id:
         raise TransformError(resource, None, "the object has no string `id`")
+    if len(object_id) > MAX_ID_LENGTH:
+        raise TransformError(
+            resource, object_id[:40] + "…", f"an id of {len(object_id)} characters (at most 255)"
+        )
     kind = obj.get("object")
     if kind is not None and kind != expected_object:
         raise TransformError(
