@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from app import strict_json
 from app.config import mask_key, mask_secrets
 from app.errors import FetchError, InputFileError
-from app import strict_json
 from app.strict_json import (
     KEPT_TEXT_BYTES,
     Oversized,
