@@ -75,8 +75,15 @@ def stripe_columns(resource: str, obj: Any, expected_object: str) -> Row:
         "created": timestamp(obj.get("created")),
         "metadata": metadata if metadata is not None else {},
         "raw": obj,
-        "deleted": bool(obj.get("deleted", False)),
+        "deleted": _deleted_flag(obj.get("deleted")),
     }
+
+
+def _deleted_flag(value: Any) -> bool:
+    """`deleted` is true, false or absent: a "false" string must not delete a row."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise TypeError(f"`deleted` must be true or false, got {value!r:.80}")
 
 
 def amount(value: Any) -> int | None:

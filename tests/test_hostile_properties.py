@@ -1,0 +1,191 @@
+"""Property tests: hostile objects, generated, against the invariants a mirror must keep.
+
+- "Stored exactly or set aside with a reason": every object of every resource in the registry,
+  with any value put anywhere (any unicode including lone surrogates and NUL, integers past 64
+  bits, deep nesting, wrong types), ends either in its table with `raw` equal to the input, to
+  the last digit, or in the rejects file with a reason; and check-db, reading the same file,
+  names exactly the objects set aside and finds nothing else wrong.
+- The array splitter cuts any JSON array, in any layout and at any read size, into exactly the
+  elements a whole-document parser sees.
+
+`HYPOTHESIS_PROFILE=slow` runs ten times as many examples.
+"""
+
+import json
+import os
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from app import strict_json
+from app.ingest import ingest
+from app.reconcile import check
+from app.rejects import RejectSink
+from app.resources import RESOURCES
+from app.sources import read_json_objects
+from app.synthetic import sample_export
+
+SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
+DB_EXAMPLES = 400 if SLOW else 40
+SAMPLE = sample_export(customers=2)
+LAYOUTS = ("envelope_one_per_line", "envelope_indented", "array_compact", "json_lines")
+
+# any code point, lone surrogates and NUL included
+hostile_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+scalars = (
+    hostile_text
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def nested(depth: int) -> object:
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+hostile_values = json_values | st.integers(min_value=1, max_value=150).map(nested)
+
+
+@st.composite
+def hostile_objects(draw):
+    """An object of some registry resource with one value replaced or added somewhere."""
+    resource = draw(st.sampled_from(RESOURCES))
+    base = json.loads(json.dumps(draw(st.sampled_from(SAMPLE[resource.name]))))
+    where = draw(st.sampled_from(["field", "metadata", "new"]))
+    value = draw(hostile_values)
+    if where == "field":
+        base[draw(st.sampled_from(sorted(base)))] = value
+    elif where == "metadata":
+        base.setdefault("metadata", {})
+        if isinstance(base["metadata"], dict):
+            base["metadata"][draw(hostile_text)] = value
+    else:
+        base[draw(hostile_text)] = value
+    return resource, base
+
+
+def render(objects: list[object], layout: str) -> bytes:
+    """Exact JSON text (the standard library writes big integers exactly and escapes lone
+    surrogates) in one of the layouts people hand us."""
+    texts = [json.dumps(o, ensure_ascii=True).encode() for o in objects]
+    if layout == "envelope_one_per_line":
+        return b'{"object": "list", "data": [\n' + b",\n".join(texts) + b"\n]}\n"
+    if layout == "envelope_indented":
+        return json.dumps({"object": "list", "data": objects}, indent=2).encode()
+    if layout == "array_compact":
+        return b"[" + b",".join(texts) + b"]"
+    return b"\n".join(texts) + b"\n"
+
+
+def exact(value: object) -> object:
+    """A JSON value with every number as a Decimal, so 1.5e300 equals what jsonb gives back."""
+    return json.loads(json.dumps(value), parse_float=Decimal, parse_int=Decimal)
+
+
+@settings(
+    max_examples=DB_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=hostile_objects(), layout=st.sampled_from(LAYOUTS))
+@example(
+    case=("customers", {"id": "cus_1", "object": "customer", "name": "\ud800"}), layout="json_lines"
+)
+@example(
+    case=("customers", {"id": "cus_1", "object": "customer", "name": "a\x00"}),
+    layout="array_compact",
+)
+@example(
+    case=("customers", {"id": "cus_1", "object": "customer", "n": 2**64}),
+    layout="envelope_indented",
+)
+@example(
+    case=("customers", {"id": "cus_1", "object": "customer", "deleted": "false"}),
+    layout="json_lines",
+)
+def test_every_object_is_stored_exactly_or_set_aside_with_a_reason(conn, case, layout):
+    resource, obj = case
+    if isinstance(resource, str):
+        resource = next(r for r in RESOURCES if r.name == resource)
+    savepoint = conn.begin_nested()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / resource.file_name
+            path.write_bytes(render([obj], layout))
+            with RejectSink(Path(folder) / "rejects") as rejects:
+                result = ingest(conn, resource, read_json_objects(path), rejects=rejects)
+            stats = result.stats[resource.name]
+            rejects_file = Path(folder) / "rejects" / f"{resource.name}.rejects.jsonl"
+            records = (
+                [orjson.loads(line) for line in rejects_file.read_bytes().splitlines()]
+                if rejects_file.exists()
+                else []
+            )
+            assert stats.read == 1
+            assert len(records) == stats.rejected
+            if records:
+                assert stats.rejected == 1 and records[0]["reason"]
+                assert stats.inserted == 0
+            else:
+                assert stats.inserted == 1, "neither stored nor set aside"
+                raw = conn.execute(
+                    text(f"SELECT raw::text FROM {resource.name} WHERE id = :id"), {"id": obj["id"]}
+                ).scalar_one()
+                assert exact(json.loads(raw)) == exact(obj), "stored, but altered"
+            report = check(conn, [resource], lambda r: read_json_objects(path))
+            parent = report.tables[0]
+            assert parent.error is None
+            assert parent.count("unreadable") == stats.rejected
+            assert parent.count("missing") == parent.count("differs") == 0
+    finally:
+        savepoint.rollback()
+
+
+@settings(max_examples=2000 if SLOW else 200, deadline=None)
+@given(
+    elements=st.lists(json_values.filter(lambda v: _encodable(v)), max_size=6),
+    layout=st.sampled_from(["compact", "indented", "envelope", "envelope_indented"]),
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_the_array_splitter_sees_what_a_whole_document_parser_sees(elements, layout, chunk):
+    if layout == "compact":
+        data, envelope = orjson.dumps(elements), False
+    elif layout == "indented":
+        data, envelope = orjson.dumps(elements, option=orjson.OPT_INDENT_2), False
+    else:
+        option = orjson.OPT_INDENT_2 if layout == "envelope_indented" else 0
+        data, envelope = (
+            orjson.dumps({"url": "/x", "data": elements, "more": [1]}, option=option),
+            True,
+        )
+    original, strict_json._CHUNK = strict_json._CHUNK, chunk
+    try:
+        import io
+
+        found = list(strict_json.array_elements(io.BytesIO(data), Path("t.json"), envelope))
+    finally:
+        strict_json._CHUNK = original
+    assert [orjson.loads(e) for e in found] == orjson.loads(orjson.dumps(elements))
+
+
+def _encodable(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
