@@ -249,6 +249,16 @@ def test_deleted_object_soft_deletes_its_row(conn):
     assert again.stats["customers"].unchanged == 1
 
 
+def test_a_soft_delete_keeps_the_last_known_object_and_a_never_seen_one_keeps_the_stub(conn):
+    """Nothing is dropped: Stripe's deleted stub ({id, object, deleted}) flags the row, and the
+    row keeps the object as it was last seen; an object first seen deleted keeps the stub."""
+    ingest(conn, CUSTOMERS, [customer(1)])
+    ingest(conn, CUSTOMERS, [deleted_customer(1), deleted_customer(2)])
+    raws = dict(conn.execute(select(Customer.id, Customer.raw)).all())
+    assert raws["cus_00000000000001"] == customer(1)
+    assert raws["cus_00000000000002"] == deleted_customer(2)
+
+
 def test_legacy_shapes_fill_the_same_columns(conn):
     ingest(conn, CUSTOMERS, [customer(1)])
     ingest(conn, BY_NAME["invoices"], [invoice(1, 1, 7, 1, 1000, legacy=True)])

@@ -116,3 +116,49 @@ def test_deleted_object_becomes_a_flagged_row():
     row = stripe_customer_to_model({"id": "cus_1", "object": "customer", "deleted": True})
     assert row["deleted"] is True
     assert row["email"] is None
+
+
+def test_subscription_period_is_its_first_items_when_items_differ():
+    obj = subscription(1, 1, 1)
+    first = obj["items"]["data"][0]
+    second = {**first, "id": "si_second"}
+    second["current_period_start"] = first["current_period_start"] + 86_400
+    second["current_period_end"] = first["current_period_end"] + 86_400
+    obj["items"]["data"].append(second)
+    row = stripe_subscription_to_model(obj)
+    assert row["current_period_start"] == timestamp(first["current_period_start"])
+    assert row["current_period_end"] == timestamp(first["current_period_end"])
+
+
+def _payment(intent: str, is_default: bool) -> dict:
+    return {
+        "id": f"inpay_{intent}",
+        "object": "invoice_payment",
+        "is_default": is_default,
+        "payment": {"type": "payment_intent", "payment_intent": intent},
+    }
+
+
+def test_invoice_payment_intent_is_the_default_payments_not_the_first_listed():
+    obj = invoice(1, 1, 1, 1, 1000)
+    obj.pop("payment_intent", None)
+    obj["payments"] = {
+        "object": "list",
+        "data": [_payment("pi_first", False), _payment("pi_default", True)],
+        "has_more": False,
+    }
+    assert stripe_invoice_to_model(obj)["payment_intent_id"] == "pi_default"
+    obj["payments"]["data"][1]["is_default"] = False
+    assert stripe_invoice_to_model(obj)["payment_intent_id"] == "pi_first"
+
+
+@pytest.mark.parametrize("value", [19.99, 2000.0, True, "2000"])
+def test_amounts_are_integers_never_coerced(value):
+    with pytest.raises(TransformError, match="integer amount"):
+        stripe_charge_to_model({"id": "ch_1", "object": "charge", "amount": value})
+
+
+@pytest.mark.parametrize("value", ["false", "true", 1, 0])
+def test_deleted_flag_must_be_a_boolean(value):
+    with pytest.raises(TransformError, match="`deleted` must be true or false"):
+        stripe_customer_to_model({"id": "cus_1", "object": "customer", "deleted": value})
