@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg2
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from app.cli import add_debug_option
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
@@ -32,7 +35,8 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
         description=f"Load Stripe objects into PostgreSQL: {what}.",
         epilog=(
             "Exit codes: 0 all loaded; 1 some objects were set aside (see the rejects files); "
-            "2 an input could not be read or the database refused the run. "
+            "2 an input could not be read, the database refused the run or an unexpected error; "
+            "130 interrupted. "
             "Environment: ENV (DEV|PROD), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE."
         ),
     )
@@ -77,6 +81,7 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_debug_option(parser)
     return parser
 
 
@@ -97,8 +102,9 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     url = args.database_url or settings.database_url
     json_dir = args.json_dir or settings.json_dir
     single_file = getattr(args, "file", None)
+    results: list[IngestResult] = []
     try:
-        results = run(
+        run(
             url,
             chosen,
             settings,
@@ -107,10 +113,18 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
             single_file=single_file,
             mode=args.mode,
             rejects_dir=args.rejects_dir or settings.rejects_dir,
+            results=results,
         )
     except PipelineError as exc:
+        if results:
+            print(format_summary(results))
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+    except BaseException:
+        # a crash or Ctrl-C: show what was done before it; run_command says what happened
+        if results:
+            print(format_summary(results), flush=True)
+        raise
     print(format_summary(results))
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
@@ -125,7 +139,11 @@ def run(
     single_file: Path | None,
     mode: str,
     rejects_dir: Path,
+    results: list[IngestResult] | None = None,
 ) -> list[IngestResult]:
+    """Ingest `chosen` in order; each resource's result is appended to `results` as it ends,
+    so a caller interrupted half-way still knows what was done (the one that broke included)."""
+    results = [] if results is None else results
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
@@ -133,21 +151,13 @@ def run(
             conn.rollback()
     except OperationalError as exc:
         raise unreachable(url, exc) from exc
-    results = []
     with RejectSink(rejects_dir) as rejects, engine.connect() as conn:
         for resource in chosen:
-            rejects.start(resource.name)
-            if source == "api":
-                objects = read_api_objects(resource, settings)
-                label, version = (
-                    f"{settings.stripe_api_base} {resource.name}",
-                    settings.stripe_api_version,
-                )
-            else:
-                path = single_file or json_dir / resource.file_name
-                objects = read_json_objects(path)
-                label, version = str(path), _api_version_of(path, settings)
             try:
+                rejects.start(resource.name)
+                objects, label, version = _source_of(
+                    resource, settings, source=source, json_dir=json_dir, single_file=single_file
+                )
                 result = ingest(
                     conn,
                     resource,
@@ -171,8 +181,31 @@ def run(
                 reason = f"the database failed: {first_line(getattr(exc, 'orig', None) or exc)}"
                 log.error("error: %s: %s", resource.name, mask_secrets(reason))
                 result = IngestResult(resource.name, error=mask_secrets(reason))
+            except KeyboardInterrupt:
+                results.append(IngestResult(resource.name, error="interrupted"))
+                raise
+            except Exception as exc:
+                reason = f"unexpected {type(exc).__name__}: {first_line(exc)}"
+                results.append(IngestResult(resource.name, error=mask_secrets(reason)))
+                raise
             results.append(result)
     return results
+
+
+def _source_of(
+    resource: Resource,
+    settings: Settings,
+    *,
+    source: str,
+    json_dir: Path,
+    single_file: Path | None,
+) -> tuple[Iterator[Any], str, str]:
+    """The resource's objects, what to call where they come from, and their API version."""
+    if source == "api":
+        label = f"{settings.stripe_api_base} {resource.name}"
+        return read_api_objects(resource, settings), label, settings.stripe_api_version
+    path = single_file or json_dir / resource.file_name
+    return read_json_objects(path), str(path), _api_version_of(path, settings)
 
 
 def _api_version_of(path: Path, settings: Settings) -> str:

@@ -21,7 +21,14 @@ from typing import Any
 
 import stripe
 
-from app.config import Settings, mask_secrets, refuse_in_prod, refuse_live_key
+from app.config import (
+    Settings,
+    mask_key,
+    mask_secrets,
+    refuse_in_prod,
+    refuse_live_key,
+    remember_secret,
+)
 from app.errors import ConfigError, FetchError
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,8 @@ def make_client(settings: Settings) -> stripe.StripeClient:
 
 
 def check_allowed(settings: Settings) -> None:
+    # whatever its shape (a mistyped `sk_tset_…` too), the key is masked in every later message
+    remember_secret(settings.stripe_secret_key)
     refuse_in_prod(settings, "populate Stripe")
     refuse_live_key(settings.stripe_secret_key)
     if not settings.stripe_secret_key:
@@ -142,7 +151,7 @@ def populate(
         # every later call would fail the same way: stop with one clear message
         raise FetchError(
             f"Stripe at {settings.stripe_api_base} refused or did not answer: "
-            f"{mask_secrets(_message(exc))} (key {mask_secrets(settings.stripe_secret_key)})"
+            f"{mask_secrets(_message(exc))} (key {mask_key(settings.stripe_secret_key)})"
         ) from exc
     return report
 

@@ -13,6 +13,7 @@ import orjson
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
+from app.cli import add_debug_option
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import sqlalchemy_url
@@ -49,7 +50,8 @@ Nothing is written: the check runs in one REPEATABLE READ transaction that is ro
 EPILOG = """\
 Exit codes: 0 the database agrees with the source; 1 differences were found (see the report);
 2 the check could not run (database unreachable, tables missing, a source file missing or not
-JSON, the API failing).
+JSON, the API failing, an unexpected error: one line, the traceback with --debug); 130
+interrupted.
 Environment: ENV (DEV|PROD), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE,
 STRIPE_API_VERSION, JSON_DIR.
 Examples:
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_debug_option(parser)
     return parser
 
 
@@ -111,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         chosen = load_order(parse_names(args.resources) or None)
-        url = args.database_url or settings.database_url
-        json_dir = args.json_dir or settings.json_dir
+    except (PipelineError, ValueError) as exc:  # ValueError: unknown resource names
+        sys.stderr.write(f"error: {mask_secrets(str(exc))}\n")
+        return EXIT_FAILED
+    url = args.database_url or settings.database_url
+    json_dir = args.json_dir or settings.json_dir
+    try:
         report = run(
             url,
             chosen,
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_size=max(args.samples, 0),
             progress=not args.quiet,
         )
-    except (PipelineError, ValueError) as exc:
+    except PipelineError as exc:
         sys.stderr.write(f"error: {mask_secrets(str(exc))}\n")
         return EXIT_FAILED
     # the report is the command's output (stdout), not a log line

@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import create_engine, pool
 
 from app import synthetic
+from app.cli import run_command
 from app.config import PROJECT_ROOT, load_settings, mask_secrets, refuse_in_prod
 from app.db.base import Base
 from app.db.schema import create_database, drop_database
@@ -224,4 +225,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.cli import run_command  # noqa: E402
 from app.config import PROJECT_ROOT, load_settings  # noqa: E402
 from app.resources import RESOURCES  # noqa: E402
 from app.sandbox.server import run_in_thread  # noqa: E402
@@ -119,4 +120,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

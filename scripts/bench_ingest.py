@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 from sqlalchemy import create_engine, pool, text
 
+from app.cli import run_command
 from app.config import PROJECT_ROOT, load_settings, refuse_in_prod
 from app.db.base import Base
 from app.db.schema import create_database, drop_database
@@ -215,4 +216,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

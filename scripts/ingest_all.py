@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Ingest every resource (or RESOURCES=…) in dependency order: products → … → charges."""
 
-import sys
-
+from app.cli import run_command
 from app.ingest_command import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

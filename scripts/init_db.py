@@ -2,6 +2,7 @@
 """Create stripe_db_dev and stripe_db_test if missing and bring both schemas to Alembic's head.
 
 With --reset the databases are dropped first (refused under ENV=PROD).
+Exit codes: 0 done; 2 refused, the database unreachable or the migrations failed; 130 interrupted.
 """
 
 import argparse
@@ -10,9 +11,10 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.cli import EXIT_FAILED, add_debug_option, run_command
 from app.config import load_settings, mask_secrets, refuse_in_prod
 from app.db import schema
-from app.errors import ConfigError, PipelineError
+from app.errors import ConfigError, PipelineError, first_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="only this database (default: both; under ENV=PROD only DATABASE_URL)",
     )
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -51,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
             state = "created, schema at head" if created else "exists, schema at head"
             print(f"{name}: {mask_secrets(url)} — {state}")
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        reason = mask_secrets(first_line(getattr(exc, "orig", None) or exc))
         print(
             f"error: {name}: the migrations could not be applied: {reason}\n"
             "If this database holds tables Alembic did not create, `make reset-db` (DEV) "
             "recreates it empty.",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

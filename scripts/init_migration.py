@@ -3,6 +3,7 @@
 
 The dev database is brought to head first, then compared with the models: when they agree
 nothing is written (so running it twice never makes an empty revision).
+Exit codes: 0 done; 2 the database unreachable or an unexpected error; 130 interrupted.
 """
 
 import argparse
@@ -10,7 +11,8 @@ import sys
 
 from alembic import command
 
-from app.config import load_settings
+from app.cli import EXIT_FAILED, add_debug_option, run_command
+from app.config import load_settings, mask_secrets
 from app.db import schema
 from app.errors import PipelineError
 
@@ -25,14 +27,15 @@ def main(argv: list[str] | None = None) -> int:
         default="schema change",
         help="the revision's message (default: %(default)s)",
     )
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     try:
         url = load_settings().database_url
         schema.create_database(url)
         changes = schema.pending_changes(url)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     if not changes:
         print("models and migrations agree: no revision needed")
         return 0
@@ -44,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.cli import EXIT_FAILED, add_debug_option, run_command  # noqa: E402
 from app.config import load_settings  # noqa: E402
 from app.errors import PipelineError  # noqa: E402
 from app.resources import load_order  # noqa: E402
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print settings and resource lines as shell assignments",
     )
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     try:
         names = [n for arg in args.names for n in arg.replace(",", " ").split()]
@@ -71,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             lines = settings_lines() + [f"RESOURCE_LINES={shlex.quote(chr(10).join(lines))}"]
     except (PipelineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -2,7 +2,8 @@
 """Fill the Stripe test account or the local sandbox from data/fixtures/ (idempotent).
 
 Exit codes: 0 everything created or found; 1 some objects failed (listed in the summary);
-2 refused (ENV=PROD, live key) or Stripe could not be used at all.
+2 refused (ENV=PROD, live key), Stripe could not be used at all, or an unexpected error;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import PROJECT_ROOT, load_settings, mask_secrets  # noqa: E402
+from app.cli import add_debug_option, run_command  # noqa: E402
+from app.config import PROJECT_ROOT, load_settings, mask_key, mask_secrets  # noqa: E402
 from app.errors import PipelineError  # noqa: E402
 from app.populate import check_allowed, load_fixtures, populate  # noqa: E402
 
@@ -23,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Create the fixture products, prices, customers, cards and subscriptions in "
         "Stripe test mode (or the local sandbox); a second run creates nothing.",
-        epilog="Refused under ENV=PROD and for live keys (sk_live_…). Environment: ENV, "
-        "STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_API_VERSION.",
+        epilog="Refused under ENV=PROD and for live keys (sk_live_…, rk_live_…). Exit codes: 0 "
+        "all created or found; 1 some objects failed; 2 refused or Stripe unusable; 130 "
+        "interrupted. Environment: ENV, STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_API_VERSION.",
     )
     parser.add_argument(
         "--fixtures",
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         help="cancel the fixture customers' subscriptions and create them again",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    add_debug_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = load_fixtures(args.fixtures)
         print(
             f"populating {settings.stripe_api_base} (ENV={settings.env}, "
-            f"key {mask_secrets(settings.stripe_secret_key)})",
+            f"key {mask_key(settings.stripe_secret_key)})",
             file=sys.stderr,
         )
         report = populate(settings, fixtures, force=args.force)
@@ -69,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -1,6 +1,7 @@
 """The commands a user runs: scripts/ingest_all.py and the per-table wrappers."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -146,3 +147,230 @@ def test_a_file_that_breaks_off_keeps_and_reports_the_batches_before_the_break(c
     read, inserted = (int(x.replace(",", "")) for x in customers_line.split()[1:3])
     assert read == 12000 and 0 < inserted < 12000  # whole batches landed, the last ones not
     assert "customers                 FAILED" in result.stdout
+
+
+# --- exit codes: a crash is 2 (never 1, which means "objects set aside"), Ctrl-C is 130 ---
+
+# runs a command with its `target` replaced by one that fails on `resource`, as a bug would
+FAULTY = """
+import sys
+import {module} as command
+from app.cli import run_command
+
+real = command.{target}
+
+def faulty(conn, resources, *args, **kwargs):
+    name = getattr(resources, "name", None) or resources[0].name
+    if name == {resource!r}:
+        raise {exc}
+    return real(conn, resources, *args, **kwargs)
+
+command.{target} = faulty
+run_command(lambda: command.main(sys.argv[1:]))
+"""
+
+
+def run_faulty(module, target, resource, exc, args, env_extra, tmp_path):
+    code = FAULTY.format(module=module, target=target, resource=resource, exc=exc)
+    return run(["-c", code, *args], env_extra, tmp_path)
+
+
+SAMPLE_ARGS = ["--json-dir", "data/sample", "-q", "--resources", "products,prices,customers"]
+
+
+def test_a_crash_during_ingest_exits_2_with_one_line_and_what_was_done(cli_db, tmp_path):
+    result = run_faulty(
+        "app.ingest_command",
+        "ingest",
+        "prices",
+        'RuntimeError("boom with sk_test_4eC39HqLyjWDarjtT1zdp7dc\\nsecond line")',
+        SAMPLE_ARGS,
+        cli_db,
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "second line" not in result.stderr
+    assert "error: unexpected RuntimeError: boom" in result.stderr and "--debug" in result.stderr
+    assert "4eC39Hq" not in result.stderr + result.stdout
+    # the summary: the resource done before the crash, then the one that crashed; no later one
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("products ") and line.split()[2] == "3" for line in lines)
+    assert any(
+        line.startswith("prices") and "FAILED: unexpected RuntimeError" in line for line in lines
+    )
+    assert not any(line.startswith("customers") for line in lines)
+
+
+def test_debug_asks_for_the_traceback(cli_db, tmp_path):
+    for how, env in ((["--debug"], {}), ([], {"STRIPE_MIRROR_DEBUG": "1"})):
+        result = run_faulty(
+            "app.ingest_command",
+            "ingest",
+            "products",
+            'RuntimeError("boom")',
+            [*SAMPLE_ARGS, *how],
+            {**cli_db, **env},
+            tmp_path,
+        )
+        assert result.returncode == 2
+        assert "Traceback" in result.stderr and "RuntimeError: boom" in result.stderr
+
+
+def test_ctrl_c_during_ingest_exits_130_with_the_partial_summary(cli_db, tmp_path):
+    result = run_faulty(
+        "app.ingest_command",
+        "ingest",
+        "customers",
+        "KeyboardInterrupt",
+        SAMPLE_ARGS,
+        cli_db,
+        tmp_path,
+    )
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in result.stderr
+    assert (
+        "prices" in result.stdout
+        and "customers                 FAILED: interrupted" in result.stdout
+    )
+
+
+def test_a_crash_during_check_db_exits_2_not_1(cli_db, tmp_path):
+    result = run_faulty(
+        "app.reconcile_command",
+        "check",
+        "products",
+        'ValueError("unexpected shape")',
+        ["--json-dir", "data/sample", "-q", "--resources", "products"],
+        cli_db,
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert "error: unexpected ValueError: unexpected shape" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_check_db_exits_130(cli_db, tmp_path):
+    result = run_faulty(
+        "app.reconcile_command",
+        "check",
+        "products",
+        "KeyboardInterrupt",
+        ["--json-dir", "data/sample", "-q", "--resources", "products"],
+        cli_db,
+        tmp_path,
+    )
+    assert result.returncode == 130 and "interrupted" in result.stderr
+
+
+def test_run_command_turns_a_message_exit_into_2(capsys):
+    from app.cli import run_command
+
+    def main():
+        raise SystemExit("fetch failed (sk_test_4eC39HqLyjWDarjtT1zdp7dc)")
+
+    with pytest.raises(SystemExit) as caught:
+        run_command(main)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: fetch failed") and "4eC39Hq" not in err
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "scripts/ingest_all.py",
+        "scripts/ingest/ingest_charges.py",
+        "scripts/check_db_integrity.py",
+        "scripts/populate.py",
+        "scripts/init_db.py",
+        "scripts/init_migration.py",
+        "scripts/db_servers.py",
+        "scripts/list_resources.py",
+    ],
+)
+def test_every_command_offers_debug(script, tmp_path):
+    result = run([script, "--help"], {}, tmp_path)
+    assert result.returncode == 0 and "--debug" in result.stdout
+
+
+# --- database URLs as people paste them ---
+
+
+def test_a_postgres_scheme_url_loads(cli_db, tmp_path):
+    url = cli_db["DATABASE_URL"].replace("postgresql://", "postgres://", 1)
+    result = run(
+        ["scripts/ingest/ingest_products.py", "--file", "data/sample/products.json", "-q"],
+        {"DATABASE_URL": url},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_refused_password_with_an_at_sign_is_masked_whole(test_database_url, tmp_path):
+    host_and_db = test_database_url.rsplit("@", 1)[1]
+    url = f"postgres://postgres:Pa@ss:w/rd@{host_and_db}"
+    result = run(
+        ["scripts/ingest_all.py", "--json-dir", "data/sample"], {"DATABASE_URL": url}, tmp_path
+    )
+    assert result.returncode == 2
+    assert "postgres://postgres:***@" in result.stderr
+    assert "Pa@" not in result.stderr and "ss:w" not in result.stderr and "rd@" not in result.stderr
+    assert "password" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_url_that_is_not_postgresql_is_refused_in_one_line(tmp_path):
+    result = run(
+        ["scripts/check_db_integrity.py", "-q"],
+        {"DATABASE_URL": "mysql://u:hunter2@h/db"},
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert "not a PostgreSQL URL" in result.stderr and "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- db_servers.py up: use what answers, refuse what only holds the port ---
+
+
+def test_db_up_uses_the_servers_already_answering(test_database_url, tmp_path):
+    result = run(
+        ["scripts/db_servers.py", "up"],
+        {"TEST_DATABASE_URL": test_database_url, "STRIPE_OLTP_NO_DOCKER": "1"},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test: PostgreSQL already answering" in result.stdout and "using it" in result.stdout
+
+
+def test_db_up_refuses_a_port_held_by_something_else(test_database_url, tmp_path):
+    with socket.socket() as listener:  # accepts connections, never speaks PostgreSQL
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = run(
+            ["scripts/db_servers.py", "up"],
+            {
+                "DATABASE_URL": f"postgresql://postgres:postgres@127.0.0.1:{port}/stripe_db_dev",
+                "TEST_DATABASE_URL": test_database_url,
+                "STRIPE_OLTP_NO_DOCKER": "1",
+            },
+            tmp_path,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port} is taken by something that does not answer as PostgreSQL" in (
+        result.stderr
+    )
+    assert "point DATABASE_URL at a free port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_db_up_refuses_a_server_that_rejects_the_credentials(test_database_url, tmp_path):
+    wrong = test_database_url.replace("postgres:postgres@", "postgres:not-the-password@", 1)
+    result = run(
+        ["scripts/db_servers.py", "up"],
+        {"TEST_DATABASE_URL": wrong, "STRIPE_OLTP_NO_DOCKER": "1"},
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert "password authentication failed" in result.stderr
+    assert "not-the-password" not in result.stderr

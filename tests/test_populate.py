@@ -132,6 +132,26 @@ def test_script_refuses_live_key_even_in_dev(sandbox):
     assert result.returncode == 2 and "ENV=PROD" in result.stderr
 
 
+def test_script_refuses_a_restricted_live_key(sandbox):
+    result = run_script(sandbox.url, key="rk_live_" + "abcdefghijklmnop")
+    assert result.returncode == 2
+    assert "refusing to use a live Stripe key (rk_live_…mnop)" in result.stderr
+    assert "abcdefghijkl" not in result.stderr + result.stdout
+    assert counts(sandbox)["customer"] == 0  # refused before anything was sent
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["sk_tset_" + "4eC39HqLyjWDarjtT1zdp7dc", "sk_tset_local", "pasted-the-wrong-thing-0123456789"],
+)
+def test_script_never_prints_a_mistyped_key(sandbox, key):
+    result = run_script(sandbox.url, key=key)
+    assert result.returncode == 2  # the sandbox refuses the key: nothing can be done
+    output = result.stdout + result.stderr
+    assert key not in output and key[:-4] not in output
+    assert "Traceback" not in output
+
+
 def test_script_help():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False

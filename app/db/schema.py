@@ -8,11 +8,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, inspect, pool, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.config import PROJECT_ROOT, mask_secrets
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError
+from app.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,20 @@ def create_database(url: str) -> bool:
             return not exists
     except OperationalError as exc:
         raise ConfigError(
-            f"cannot reach PostgreSQL at {mask_secrets(url)}: {str(exc.orig).strip()} — "
+            f"cannot reach PostgreSQL at {mask_secrets(url)}: {_reason(exc)} — "
             "start it with `make db-up`"
+        ) from exc
+    except SQLAlchemyError as exc:  # e.g. the user may not create databases
+        raise ConfigError(
+            f"cannot create the database of {mask_secrets(url)}: {_reason(exc)}"
         ) from exc
     finally:
         admin.dispose()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line, secrets masked: libpq's messages run on with context."""
+    return mask_secrets(first_line(getattr(exc, "orig", None) or exc))
 
 
 def upgrade(url: str) -> None:
@@ -81,6 +90,8 @@ def drop_database(url: str) -> None:
         with admin.connect() as conn:
             quoted = conn.dialect.identifier_preparer.quote(target.database or "")
             conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    except OperationalError as exc:
+        raise unreachable(url, exc) from exc
     finally:
         admin.dispose()
 
@@ -96,7 +107,10 @@ def require_tables(conn: Connection, resources: list[Any]) -> None:
 
 def unreachable(url: str, exc: OperationalError) -> ConfigError:
     """The error to raise when the database does not answer, password masked."""
-    return ConfigError(
-        f"cannot reach the database ({mask_secrets(url)}): {str(exc.orig).strip()} — "
-        "start it with `make db-up`"
+    reason = _reason(exc)
+    hint = (
+        "check the user and password in the URL"
+        if "authentication failed" in reason or "role" in reason
+        else "start it with `make db-up`"
     )
+    return ConfigError(f"cannot reach the database ({mask_secrets(url)}): {reason} — {hint}")

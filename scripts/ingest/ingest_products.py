@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Ingest products (see --help)."""
 
-import sys
-
+from app.cli import run_command
 from app.ingest_command import main
 
 if __name__ == "__main__":
-    sys.exit(main(resources=["products"]))
+    run_command(lambda: main(resources=["products"]))
