@@ -57,10 +57,19 @@ def budget_from_env() -> RequestBudget:
 ListCall = Callable[[dict[str, Any]], Any]
 
 
+def quiet_sdk_logging() -> None:
+    """Keep the SDK's two INFO lines per request (`message='Request to Stripe api'…`) out of the
+    output, unless STRIPE_LOG=info or debug (the SDK's own switch) asks for them."""
+    if os.environ.get("STRIPE_LOG", "").lower() not in ("info", "debug"):
+        logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
 class ApiPager:
     def __init__(self, budget: RequestBudget) -> None:
         self.budget = budget
         self.requests = 0
+        # built beside the SDK client, so this is where its per-request logging is silenced
+        quiet_sdk_logging()
 
     def _page(self, call: ListCall, params: dict[str, Any]) -> Any:
         for attempt in range(1, MAX_RATE_LIMIT_RETRIES + 2):

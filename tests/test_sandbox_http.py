@@ -1,16 +1,23 @@
-"""The sandbox over raw HTTP: curl, pagination, expand, filters, errors, idempotency, headers."""
+"""The sandbox over raw HTTP: curl, pagination, expand, filters, errors, idempotency, headers,
+and malformed requests (raw sockets, every read bounded so that a regression fails, not hangs)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from app.sandbox.server import SandboxHandle
+from app.sandbox.params import MAX_DEPTH, MAX_PARAMS
+from app.sandbox.server import API_VERSIONS, MAX_BODY_BYTES, SandboxHandle
 from tests.fetch_helpers import create_long_lists
 
 KEY = "sk_test_http"
@@ -310,3 +317,269 @@ def test_headers_request_id_and_stripe_version(api: requests.Session) -> None:
         event["api_version"] == "2026-01-28.clover"
         and event["request"]["id"] == event_version.headers["Request-Id"]
     )
+
+
+@pytest.mark.parametrize("listing", ["plain", "filtered", "by_product", "embedded"])
+def test_has_more_is_false_on_an_exactly_full_last_page(
+    sandbox: SandboxHandle, api: requests.Session, listing: str
+) -> None:
+    """200 objects, pages of 100: the first page says has_more, the second (full) one does not;
+    paging back from the second page's first object gives the first page, with nothing before."""
+    path, params, total, limit = "/v1/customers", {}, 200, 100
+    if listing == "plain":
+        for n in range(total):
+            _post(api, "/v1/customers", {"email": f"c{n}@example.com"}).raise_for_status()
+    elif listing == "filtered":  # the predicate path; the inactive products beyond are not "more"
+        for n in range(3):
+            _post(api, "/v1/products", {"name": f"off {n}", "active": "false"}).raise_for_status()
+        for n in range(total):
+            _post(api, "/v1/products", {"name": f"on {n}"}).raise_for_status()
+        path, params = "/v1/products", {"active": "true"}
+    elif listing == "by_product":  # the candidates path
+        product = _post(api, "/v1/products", {"name": "many prices"}).json()
+        for n in range(total):
+            _post(
+                api,
+                "/v1/prices",
+                {"product": product["id"], "currency": "usd", "unit_amount": str(n)},
+            ).raise_for_status()
+        path, params = "/v1/prices", {"product": product["id"]}
+    else:  # a list held inside an object: an invoice's lines
+        made = create_long_lists(sandbox.url, invoice_lines=20, items=1)
+        path, total, limit = f"/v1/invoices/{made['invoice']}/lines", 20, 10
+    first = _get(api, path, limit=limit, **params).json()
+    assert len(first["data"]) == limit and first["has_more"] is True
+    last = _get(api, path, limit=limit, starting_after=first["data"][-1]["id"], **params).json()
+    assert len(last["data"]) == limit and last["has_more"] is False
+    assert len({o["id"] for o in first["data"] + last["data"]}) == total
+    back = _get(api, path, limit=limit, ending_before=last["data"][0]["id"], **params).json()
+    assert back["data"] == first["data"] and back["has_more"] is False
+
+
+# --- malformed requests -------------------------------------------------------------------------
+
+AUTH = f"Authorization: Bearer {KEY}\r\n".encode()
+
+
+def _exchange(
+    url: str, request: bytes, *, shut_write: bool = False, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read until the server closes; a server that never answers fails the test
+    with socket.timeout after `timeout` seconds instead of hanging it."""
+    split = urlsplit(url)
+    with socket.create_connection((split.hostname, split.port), timeout=timeout) as conn:
+        conn.sendall(request)
+        if shut_write:
+            conn.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := conn.recv(1 << 16):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _assert_stripe_error(status: int, body: bytes, expected_status: int) -> dict[str, Any]:
+    assert status == expected_status, body
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["message"], error
+    return dict(error)
+
+
+def _post_raw(headers: str, body: bytes = b"email=a%40example.com") -> bytes:
+    return (
+        b"POST /v1/customers HTTP/1.1\r\nHost: sandbox\r\n"
+        + AUTH
+        + headers.encode("latin-1")
+        + b"\r\n"
+        + body
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Content-Length: abc\r\n",
+        "Content-Length: -1\r\n",
+        "Content-Length: 1e3\r\n",
+        "Content-Length: 0x10\r\n",
+        "Content-Length: 5\r\nContent-Length: 6\r\n",
+    ],
+)
+def test_a_malformed_content_length_gets_a_400_and_a_closed_connection(
+    sandbox: SandboxHandle, header: str
+) -> None:
+    status, headers, body = _exchange(sandbox.url, _post_raw(header))
+    error = _assert_stripe_error(status, body, 400)
+    assert "Content-Length" in error["message"] and headers["connection"] == "close"
+    assert headers["request-id"].startswith("req_")
+
+
+def test_a_body_over_the_limit_gets_a_413(sandbox: SandboxHandle) -> None:
+    # announced and never sent
+    status, _, body = _exchange(sandbox.url, _post_raw(f"Content-Length: {10**30}\r\n", b""))
+    assert str(MAX_BODY_BYTES) in _assert_stripe_error(status, body, 413)["message"]
+    # announced with Expect: 100-continue, as curl does for big bodies: refused before it is sent
+    status, _, body = _exchange(
+        sandbox.url,
+        _post_raw(f"Content-Length: {2 * MAX_BODY_BYTES}\r\nExpect: 100-continue\r\n", b""),
+    )
+    _assert_stripe_error(status, body, 413)
+    # actually sent: the client gets the answer, not a reset connection
+    split = urlsplit(sandbox.url)
+    conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/v1/customers",
+            body=b"description=" + b"x" * MAX_BODY_BYTES,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        response = conn.getresponse()
+        _assert_stripe_error(response.status, response.read(), 413)
+    finally:
+        conn.close()
+    assert not any(
+        requests.get(f"{sandbox.url}/_sandbox/health", timeout=5).json()["counts"].values()
+    )
+
+
+def test_a_body_of_exactly_the_limit_is_read(api: requests.Session) -> None:
+    filler = b"description=" + b"x" * (MAX_BODY_BYTES - len(b"description="))
+    response = _post(api, "/v1/customers", filler, timeout=10)
+    assert response.status_code == 200 and len(response.json()["description"]) > 1000
+
+
+@pytest.fixture()
+def impatient(sandbox_factory: Callable[..., SandboxHandle]) -> SandboxHandle:
+    """A sandbox that gives up on a silent client after 0.5 s."""
+    return sandbox_factory(read_timeout=0.5)
+
+
+def test_a_truncated_body_times_out_and_frees_the_thread(impatient: SandboxHandle) -> None:
+    started = time.monotonic()
+    status, headers, body = _exchange(
+        impatient.url, _post_raw("Content-Length: 100\r\n", b"email=a"), timeout=5
+    )
+    assert time.monotonic() - started < 4
+    error = _assert_stripe_error(status, body, 408)
+    assert "7 of the 100 bytes" in error["message"] and headers["connection"] == "close"
+    # the client gives up itself: the sandbox answers at once
+    status, _, body = _exchange(
+        impatient.url, _post_raw("Content-Length: 100\r\n", b"email=a"), shut_write=True
+    )
+    assert "ended after 7 of the 100 bytes" in _assert_stripe_error(status, body, 400)["message"]
+    assert requests.get(f"{impatient.url}/_sandbox/health", timeout=5).json()["ok"] is True
+
+
+def test_a_silent_connection_is_closed_after_the_read_timeout(impatient: SandboxHandle) -> None:
+    split = urlsplit(impatient.url)
+    with socket.create_connection((split.hostname, split.port), timeout=5) as conn:
+        started = time.monotonic()
+        conn.sendall(b"GET /v1/customers HTTP/1.1\r\n")  # and nothing more
+        assert conn.recv(1024) == b""
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /v1/customers HTTP/9.9\r\n\r\n", 505),
+        (_post_raw("Transfer-Encoding: chunked\r\n", b"5\r\nemail\r\n0\r\n\r\n"), 411),
+        (b"GET /v1/customers HTTP/1.1\r\n" + b"X-Long: " + b"y" * 70_000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_what_http_server_refuses_gets_stripes_error_shape(
+    sandbox: SandboxHandle, request_bytes: bytes, status: int
+) -> None:
+    answer, headers, body = _exchange(sandbox.url, request_bytes)
+    _assert_stripe_error(answer, body, status)
+    assert headers["content-type"] == "application/json"
+
+
+def test_unknown_methods_are_unrecognized_urls(api: requests.Session) -> None:
+    response = api.patch(api.base_url + "/v1/customers", timeout=5)  # type: ignore[attr-defined]
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Unrecognized request URL (PATCH: /v1/customers)."
+
+
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [
+        ("metadata" + "[a]" * 5000 + "=x", "metadata"),  # was a RecursionError (500)
+        ("metadata" + "[a]" * (MAX_DEPTH + 1) + "=x", "metadata"),
+        ("email=%ED%A0%80", "email"),  # a lone surrogate, as UTF-8 bytes
+        ("email=%FF", "email"),
+        ("email=a%00b", "email"),
+        ("email=%G1", "email"),
+        ("metadata[a]b=x", "metadata[a]b"),
+        ("metadata[a=x", "metadata[a"),
+    ],
+)
+def test_malformed_form_params_get_a_400_naming_the_param(
+    sandbox: SandboxHandle, data: str, param: str
+) -> None:
+    split = urlsplit(sandbox.url)
+    for method, target, body in (
+        ("POST", "/v1/customers", data.encode()),
+        ("GET", "/v1/customers?" + data, None),  # http.client sends the query as it is
+    ):
+        conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=10)
+        try:
+            conn.request(method, target, body=body, headers={"Authorization": f"Bearer {KEY}"})
+            response = conn.getresponse()
+            error = _assert_stripe_error(response.status, response.read(), 400)
+        finally:
+            conn.close()
+        assert error["param"] == param
+    assert sandbox.store.counts()["customer"] == 0
+
+
+def test_too_many_params_and_long_idempotency_keys_get_a_400(api: requests.Session) -> None:
+    many = "&".join(f"metadata[k{n}]=v" for n in range(MAX_PARAMS + 1))
+    response = _post(api, "/v1/customers", many)
+    assert (
+        "Too many parameters"
+        in _assert_stripe_error(response.status_code, response.content, 400)["message"]
+    )
+    response = _post(
+        api, "/v1/customers", {"email": "a@x.io"}, headers={"Idempotency-Key": "k" * 256}
+    )
+    assert (
+        "Idempotency-Key"
+        in _assert_stripe_error(response.status_code, response.content, 400)["message"]
+    )
+    assert _get(api, "/v1/customers").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["1999-01-01", "2024-02-30", "2011-01-02", "latest", "2026-10-28.basil", "2099-01-01.zebra"],
+)
+def test_an_unknown_stripe_version_is_refused_like_stripe_does(
+    api: requests.Session, version: str
+) -> None:
+    response = api.get(  # type: ignore[attr-defined]
+        api.base_url + "/v1/customers", headers={"Stripe-Version": version}, timeout=5
+    )
+    error = _assert_stripe_error(response.status_code, response.content, 400)
+    assert error["message"] == f"Invalid Stripe API version: {version}"
+    assert "Stripe-Version" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "version", ["2011-01-01", "2020-08-27", "2024-06-20", "2025-03-31.basil", API_VERSIONS[-1]]
+)
+def test_every_published_stripe_version_is_accepted(api: requests.Session, version: str) -> None:
+    response = api.get(  # type: ignore[attr-defined]
+        api.base_url + "/v1/customers", headers={"Stripe-Version": version}, timeout=5
+    )
+    assert response.status_code == 200 and response.headers["Stripe-Version"] == version
+    beta = api.get(  # type: ignore[attr-defined]
+        api.base_url + "/v1/customers",
+        headers={"Stripe-Version": f"{version}; some_feature_beta=v1"},
+        timeout=5,
+    )
+    assert beta.status_code == 200 and beta.headers["Stripe-Version"] == version

@@ -3,6 +3,11 @@
 A `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive; state changes and page building run
 under the store's lock (the GIL would serialise them anyway), encoding is orjson. The bench in
 scripts/bench_sandbox.py measures this path.
+
+Malformed requests get Stripe's 400-family error body, never a 500 or a stuck thread: a body is
+at most `MAX_BODY_BYTES` with a valid Content-Length, read within `read_timeout` seconds; an
+unknown `Stripe-Version` is refused as Stripe refuses it (the parameters' own limits are in
+params.py).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -49,6 +55,44 @@ DEFAULT_PORT = 12111
 _IDEMPOTENCY_CAPACITY = 100_000
 # Stripe keeps the results of idempotent requests for 24 hours.
 _IDEMPOTENCY_TTL = 24 * 3600
+# Stripe's limit on an Idempotency-Key; longer keys would also let a client fill the memory.
+MAX_IDEMPOTENCY_KEY = 255
+# Stripe's requests are a few KB at most (50 metadata keys of 500 characters is ~30 KB): 1 MiB
+# leaves room for any of them and none for a flood.
+MAX_BODY_BYTES = 1 << 20
+# A body declared a little over the cap is read and thrown away so that the client, still
+# sending, gets the 413 rather than a reset connection; a bigger one closes the connection.
+_DRAIN_BYTES = 8 << 20
+DEFAULT_READ_TIMEOUT = 30.0
+
+# Every API version Stripe has published (as listed by its SDK's webhook-endpoint parameters,
+# from the OpenAPI spec), oldest first; a `Stripe-Version` outside this list gets Stripe's 400.
+API_VERSIONS: tuple[str, ...] = tuple(
+    """
+    2011-01-01 2011-06-21 2011-06-28 2011-08-01 2011-09-15 2011-11-17 2012-02-23 2012-03-25
+    2012-06-18 2012-06-28 2012-07-09 2012-09-24 2012-10-26 2012-11-07 2013-02-11 2013-02-13
+    2013-07-05 2013-08-12 2013-08-13 2013-10-29 2013-12-03 2014-01-31 2014-03-13 2014-03-28
+    2014-05-19 2014-06-13 2014-06-17 2014-07-22 2014-07-26 2014-08-04 2014-08-20 2014-09-08
+    2014-10-07 2014-11-05 2014-11-20 2014-12-08 2014-12-17 2014-12-22 2015-01-11 2015-01-26
+    2015-02-10 2015-02-16 2015-02-18 2015-03-24 2015-04-07 2015-06-15 2015-07-07 2015-07-13
+    2015-07-28 2015-08-07 2015-08-19 2015-09-03 2015-09-08 2015-09-23 2015-10-01 2015-10-12
+    2015-10-16 2016-02-03 2016-02-19 2016-02-22 2016-02-23 2016-02-29 2016-03-07 2016-06-15
+    2016-07-06 2016-10-19 2017-01-27 2017-02-14 2017-04-06 2017-05-25 2017-06-05 2017-08-15
+    2017-12-14 2018-01-23 2018-02-05 2018-02-06 2018-02-28 2018-05-21 2018-07-27 2018-08-23
+    2018-09-06 2018-09-24 2018-10-31 2018-11-08 2019-02-11 2019-02-19 2019-03-14 2019-05-16
+    2019-08-14 2019-09-09 2019-10-08 2019-10-17 2019-11-05 2019-12-03 2020-03-02 2020-08-27
+    2022-08-01 2022-11-15 2023-08-16 2023-10-16 2024-04-10 2024-06-20
+    2024-09-30.acacia 2024-10-28.acacia 2024-11-20.acacia 2024-12-18.acacia 2025-01-27.acacia
+    2025-02-24.acacia 2025-03-01.dashboard
+    2025-03-31.basil 2025-04-30.basil 2025-05-28.basil 2025-06-30.basil 2025-07-30.basil
+    2025-08-27.basil 2025-09-30.clover 2025-10-29.clover 2025-11-17.clover 2025-12-15.clover
+    2026-01-28.clover 2026-02-25.clover 2026-03-25.dahlia 2026-04-22.dahlia 2026-05-27.dahlia
+    2026-06-24.dahlia 2026-07-29.dahlia 2026-08-26.dahlia 2026-09-30.endive 2026-10-28.endive
+    """.split()
+)
+_KNOWN_VERSIONS = frozenset(API_VERSIONS)
+# Preview features ride after the version: `2025-01-27.acacia; some_beta=v1`.
+_BETAS = re.compile(r"(?:\s*;\s*[A-Za-z0-9_]+=v[0-9]+)*\s*")
 
 
 @dataclass(frozen=True)
@@ -63,6 +107,9 @@ class SandboxConfig:
     accept_live_keys: bool = True
     # Where the state is kept across restarts; None keeps it in memory only.
     state_file: Path | None = None
+    # Seconds a connection may stay silent (between requests, or mid-request) before it is
+    # closed, and the most a request body may take to arrive: a client that stalls frees its thread.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass
@@ -78,6 +125,35 @@ class _Saved:
     fingerprint: str
     response: Response
     stamp: float
+
+
+def api_version_of(header: str | None) -> str:
+    """The version a `Stripe-Version` header asks for (the default when absent), or Stripe's 400."""
+    if not header:
+        return DEFAULT_API_VERSION
+    version, semicolon, betas = header.partition(";")
+    version = version.strip()
+    if version not in _KNOWN_VERSIONS or not _BETAS.fullmatch(semicolon + betas):
+        shown = header if len(header) <= 80 else header[:80] + "…"
+        raise InvalidRequestError(f"Invalid Stripe API version: {shown}")
+    return version
+
+
+def error_response(error: StripeError, request_id: str | None = None) -> Response:
+    """Stripe's error body for `error`, with a fresh Request-Id unless one is given."""
+    response = Response(error.status, orjson.dumps(error.body()))
+    response.headers["Request-Id"] = request_id or "req_" + secrets.token_hex(7)
+    if isinstance(error, ApiError):
+        response.headers["Stripe-Should-Retry"] = "true"
+    return response
+
+
+def _wire_bytes(text: str) -> bytes:
+    """A request target back to its bytes: http.server decodes the request line as Latin-1."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # not from the wire: a caller's own text
+        return text.encode("utf-8", "surrogatepass")
 
 
 class Sandbox:
@@ -161,14 +237,13 @@ class Sandbox:
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         request_id = "req_" + secrets.token_hex(7)
-        api_version = headers.get("stripe-version") or DEFAULT_API_VERSION
-        base_headers = {"Request-Id": request_id, "Stripe-Version": api_version}
+        base_headers = {"Request-Id": request_id}
         try:
+            api_version = api_version_of(headers.get("stripe-version"))
+            base_headers["Stripe-Version"] = api_version
             response = self._dispatch(method, target, headers, body, request_id, api_version)
         except StripeError as error:
-            response = Response(error.status, orjson.dumps(error.body()))
-            if isinstance(error, ApiError):
-                response.headers["Stripe-Should-Retry"] = "true"
+            response = error_response(error, request_id)
         except Exception:  # a sandbox bug must answer 500 like Stripe, not kill the connection
             logger.exception("unhandled error serving %s %s", method, target)
             failure = ApiError("An unknown error occurred in the sandbox.")
@@ -185,7 +260,12 @@ class Sandbox:
         request_id: str,
         api_version: str,
     ) -> Response:
-        split = urlsplit(target)
+        try:
+            split = urlsplit(target)
+        except ValueError:  # `//[` reads as a broken IPv6 host
+            raise InvalidRequestError(
+                f"Unrecognized request URL ({method}: {target[:200]})."
+            ) from None
         path = split.path.rstrip("/") or "/"
         if path.startswith("/_sandbox/"):
             return self._admin(method, path, split.query, body)
@@ -209,10 +289,14 @@ class Sandbox:
         if found is None:
             raise NotFoundError(f"Unrecognized request URL ({method}: {path}).", param=None)
         route, ids = found
-        params = decode_form(split.query) if split.query else {}
+        params = decode_form(_wire_bytes(split.query)) if split.query else {}
         if method == "POST" and body:
-            params.update(decode_form(body.decode("utf-8", errors="replace")))
+            params.update(decode_form(body))
         idempotency_key = headers.get("idempotency-key") if method == "POST" else None
+        if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequestError(
+                f"Invalid Idempotency-Key: keys can be at most {MAX_IDEMPOTENCY_KEY} characters long."
+            )
         if idempotency_key:
             fingerprint = hashlib.sha256(
                 method.encode()
@@ -311,9 +395,9 @@ class Sandbox:
                 self._idempotency.popitem(last=False)
 
     def _admin(self, method: str, path: str, query: str, body: bytes) -> Response:
-        params: Params = decode_form(query) if query else {}
+        params: Params = decode_form(_wire_bytes(query)) if query else {}
         if body:
-            params.update(decode_form(body.decode("utf-8", errors="replace")))
+            params.update(decode_form(body))
         if path == "/_sandbox/health" and method == "GET":
             persister = self.persister
             health = {
@@ -340,17 +424,102 @@ class Sandbox:
         raise InvalidRequestError(f"Unrecognized request URL ({method}: {path}).")
 
 
+class _BodyRefused(Exception):
+    """The request's body cannot be read: answer `error` and close the connection."""
+
+    def __init__(self, error: StripeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # a request line http.server cannot read is refused in HTTP/1.1, not as a bare HTTP/0.9 body
+    default_request_version = "HTTP/1.1"
     # Headers and body leave in one buffered write, without Nagle: otherwise every small answer
     # waits out the client's delayed ACK (~40 ms) on a keep-alive connection.
     disable_nagle_algorithm = True
     wbufsize = 1 << 16
     server: SandboxHTTPServer
 
+    def setup(self) -> None:
+        # the socket's timeout: a silent client frees its thread (http.server has none by default)
+        super().setup()
+        self.connection.settimeout(self.server.sandbox.config.read_timeout)
+
+    def _declared_length(self) -> int:
+        """The body's length from Content-Length, or the refusal of a malformed or oversized one."""
+        if self.headers.get("Transfer-Encoding"):
+            error = InvalidRequestError(
+                "Transfer-Encoding is not supported: send the body with a Content-Length."
+            )
+            error.status = 411
+            raise _BodyRefused(error)
+        values = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if not values:
+            return 0
+        value = values.pop()
+        if values or not value.isascii() or not value.isdigit():
+            raise _BodyRefused(
+                InvalidRequestError(
+                    f"Invalid Content-Length header: {value[:40]!r} (expected one number of bytes)."
+                )
+            )
+        length = int(value) if len(value) <= 20 else _DRAIN_BYTES + 1
+        if length > MAX_BODY_BYTES:
+            error = InvalidRequestError(
+                f"Request body too large: at most {MAX_BODY_BYTES} bytes are accepted."
+            )
+            error.status = 413
+            if length <= _DRAIN_BYTES and not self.headers.get("Expect"):
+                self._read_exactly(length, keep=False)
+            raise _BodyRefused(error)
+        return length
+
+    def _read_exactly(self, length: int, *, keep: bool = True) -> bytes:
+        """`length` bytes of body, within the read timeout in all (not per byte)."""
+        deadline = time.monotonic() + self.server.sandbox.config.read_timeout
+        chunks: list[bytes] = []
+        remaining = length
+        try:
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = self.rfile.read1(min(remaining, 1 << 16))
+                if not chunk:
+                    raise _BodyRefused(
+                        InvalidRequestError(
+                            f"The request body ended after {length - remaining} of the "
+                            f"{length} bytes its Content-Length announced."
+                        )
+                    )
+                remaining -= len(chunk)
+                if keep:
+                    chunks.append(chunk)
+        except TimeoutError:
+            error = InvalidRequestError(
+                f"Timed out reading the request body: {length - remaining} of the {length} bytes "
+                "its Content-Length announced arrived."
+            )
+            error.status = 408
+            raise _BodyRefused(error) from None
+        return b"".join(chunks)
+
+    def handle_expect_100(self) -> bool:
+        # refuse a bad or oversized body before the client sends it
+        try:
+            self._declared_length()
+        except _BodyRefused as refused:
+            self._refuse(refused.error)
+            return False
+        return super().handle_expect_100()
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        try:
+            body = self._read_exactly(self._declared_length())
+        except _BodyRefused as refused:
+            self._refuse(refused.error)
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = self.server.sandbox.handle(self.command, self.path, headers, body)
         if response.drop:
@@ -360,15 +529,40 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 logger.debug("peer already gone while dropping a connection")
             return
+        self._send(response)
+
+    # PUT, PATCH and OPTIONS reach the router, which answers Stripe's 404 for them
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _serve  # noqa: N815
+
+    def _send(self, response: Response) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
-    do_GET = do_POST = do_DELETE = _serve  # noqa: N815
+    def _refuse(self, error: StripeError) -> None:
+        """Answer `error` and close: after a bad request, where the next one starts is unknown."""
+        self.close_connection = True
+        response = error_response(error)
+        response.headers["Connection"] = "close"
+        try:
+            self._send(response)
+            self.wfile.flush()
+        except OSError:
+            logger.debug("peer gone before its %s answer", error.status)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, oversized headers, an unknown
+        method) in Stripe's error shape rather than as an HTML page."""
+        if not message:
+            message = self.responses.get(code, ("Bad request",))[0]
+        error = InvalidRequestError(message)
+        error.status = code
+        self._refuse(error)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("%s " + format, self.address_string(), *args)
@@ -439,6 +633,7 @@ def run_in_thread(
     drop_rate: float = 0.0,
     fault_seed: int | None = None,
     state_file: Path | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> SandboxHandle:
     """Start a sandbox in this process (port 0: a free port), for tests; stop it with `.stop()`.
 
@@ -453,6 +648,7 @@ def run_in_thread(
         endpoint_rate=endpoint_rate,
         faults=FaultConfig(error_rate, slow_rate, slow_seconds, drop_rate, fault_seed),
         state_file=state_file,
+        read_timeout=read_timeout,
     )
     server = _open(config)
     thread = threading.Thread(target=server.serve_forever, name="stripe-sandbox", daemon=True)
