@@ -3,7 +3,6 @@
 SHELL := /bin/bash
 
 ENV ?= DEV
-export ENV
 SOURCE ?= json
 JSON_DIR ?= data/imported_stripe_data
 MODE ?= upsert
@@ -17,12 +16,21 @@ SAMPLE_DATABASE_URL ?= postgresql://postgres:postgres@127.0.0.1:5434/stripe_db_s
 FETCH_RATE ?= 25
 BENCH_CUSTOMERS ?= 500
 
+# User values reach the recipes only as environment variables, quoted there ("$$JSON_DIR"), never
+# as text pasted into a shell command line: `RESOURCES='x"; rm -rf …'` stays one argument and a
+# JSON_DIR with spaces one path. $(value …) takes each value as typed, so a `$(shell …)` in it is
+# not run by make either.
+USER_VARS := ENV SOURCE JSON_DIR MODE RESOURCES FILE N MSG REPORT SAMPLE_DATABASE_URL FETCH_RATE \
+	BENCH_CUSTOMERS
+$(foreach var,$(USER_VARS),$(eval override $(var) := $$(value $(var))))
+export $(USER_VARS)
+
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 TABLES := products prices customers payment_methods subscriptions invoices payment_intents charges
-INGEST_ARGS = --source $(SOURCE) --json-dir $(JSON_DIR) --mode $(MODE)
+INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
@@ -33,11 +41,15 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@printf "  \033[36m%-22s\033[0m %s\n" "ingest-<table>" "Ingest one table: $(TABLES) (FILE=… SOURCE=…)"
 	@echo ""
-	@echo "  Variables: ENV=$(ENV) SOURCE=$(SOURCE) JSON_DIR=$(JSON_DIR) MODE=$(MODE) RESOURCES=… FILE=…"
+	@printf '  Variables: ENV=%s SOURCE=%s JSON_DIR=%s MODE=%s RESOURCES=… FILE=…\n' \
+		"$$ENV" "$$SOURCE" "$$JSON_DIR" "$$MODE"
 
+# the goals are user text too: they reach the shell through the environment like the variables
+guard-dev: export GUARDED_GOALS := $(MAKECMDGOALS)
 guard-dev:
-	@if [ "$(ENV)" = "PROD" ]; then \
-		echo "error: '$(MAKECMDGOALS)' is refused under ENV=PROD: it populates or destroys data (DEV only)." >&2; \
+	@if [[ $${ENV^^} == PROD ]]; then \
+		printf "error: '%s' is refused under ENV=PROD: it populates or destroys data (DEV only).\n" \
+			"$$GUARDED_GOALS" >&2; \
 		exit 1; fi
 
 $(STAMP): pyproject.toml
@@ -51,14 +63,14 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 demo: guard-dev $(STAMP) db-up sandbox init-db ## The whole pipeline on local defaults: databases, sandbox, populate, fetch, ingest, verify
 	$(PY) scripts/populate.py
-	JSON_DIR="$(JSON_DIR)" RESOURCES= scripts/fetch_stripe_data.sh
-	$(PY) scripts/ingest_all.py --json-dir $(JSON_DIR)
-	$(PY) scripts/check_db_integrity.py --json-dir $(JSON_DIR)
+	RESOURCES= scripts/fetch_stripe_data.sh
+	$(PY) scripts/ingest_all.py --json-dir "$$JSON_DIR"
+	$(PY) scripts/check_db_integrity.py --json-dir "$$JSON_DIR"
 
 demo-sample: $(STAMP) db-up ## Ingest and verify the small export in data/sample, in a database of its own
-	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/init_db.py --only dev
-	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/ingest_all.py --json-dir data/sample
-	DATABASE_URL="$(SAMPLE_DATABASE_URL)" $(PY) scripts/check_db_integrity.py --json-dir data/sample
+	DATABASE_URL="$$SAMPLE_DATABASE_URL" $(PY) scripts/init_db.py --only dev
+	DATABASE_URL="$$SAMPLE_DATABASE_URL" $(PY) scripts/ingest_all.py --json-dir data/sample
+	DATABASE_URL="$$SAMPLE_DATABASE_URL" $(PY) scripts/check_db_integrity.py --json-dir data/sample
 
 db-up: $(STAMP) ## Start PostgreSQL dev (5434) and test (5435): docker compose, else embedded
 	$(PY) scripts/db_servers.py up
@@ -76,7 +88,7 @@ reset-db: guard-dev $(STAMP) ## Drop and recreate both databases (DEV only)
 	$(PY) scripts/init_db.py --reset
 
 init-migration: $(STAMP) ## Autogenerate an Alembic revision if the models changed (MSG="…")
-	$(PY) scripts/init_migration.py -m "$(MSG)"
+	$(PY) scripts/init_migration.py -m "$$MSG"
 
 populate: guard-dev $(STAMP) ## Create the fixture products, prices, customers, cards and subscriptions (idempotent)
 	$(PY) scripts/populate.py
@@ -85,17 +97,18 @@ populate-force: guard-dev $(STAMP) ## populate, cancelling and recreating the fi
 	$(PY) scripts/populate.py --force
 
 fetch: $(STAMP) ## Fetch every resource with curl into JSON_DIR; resumes if interrupted (RESOURCES=… FETCH_RATE=25)
-	JSON_DIR="$(JSON_DIR)" RESOURCES="$(RESOURCES)" FETCH_RATE="$(FETCH_RATE)" scripts/fetch_stripe_data.sh
+	scripts/fetch_stripe_data.sh
 
 ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=…)
-	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $(if $(RESOURCES),--resources "$(RESOURCES)")
+	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $${RESOURCES:+--resources "$$RESOURCES"}
 
 # one target per table (ingest-products … ingest-charges), listed in `make help`
 $(addprefix ingest-,$(TABLES)): ingest-%: $(STAMP)
-	$(PY) scripts/ingest/ingest_$*.py $(INGEST_ARGS) $(if $(FILE),--file "$(FILE)")
+	$(PY) scripts/ingest/ingest_$*.py $(INGEST_ARGS) $${FILE:+--file "$$FILE"}
 
+ingest-%: export UNKNOWN_TABLE = $*
 ingest-%:
-	@echo "error: no table '$*'; tables: $(TABLES)" >&2; exit 2
+	@printf "error: no table '%s'; tables: %s\n" "$$UNKNOWN_TABLE" "$(TABLES)" >&2; exit 2
 
 sandbox: $(STAMP) ## Start the local Stripe sandbox in the background (127.0.0.1:12111)
 	$(PY) -m app.sandbox start
@@ -110,19 +123,20 @@ sandbox-status: $(STAMP) ## Is the sandbox running?
 	$(PY) -m app.sandbox status
 
 sandbox-seed: guard-dev $(STAMP) sandbox ## Fill the sandbox with N customers and their objects (N=…)
-	$(PY) -m app.sandbox seed --customers $(or $(N),1000)
+	$(PY) -m app.sandbox seed --customers "$${N:-1000}"
 
 bench-fetch: $(STAMP) ## Fetch a seeded sandbox: req/s vs its 25/s limit and 429 share; objects/s unlimited
-	$(PY) scripts/bench_fetch.py --customers $(BENCH_CUSTOMERS)
+	$(PY) scripts/bench_fetch.py --customers "$$BENCH_CUSTOMERS"
 
 bench-sandbox: $(STAMP) ## Requests/s the sandbox serves for full list pages with expand[]
 	$(PY) scripts/bench_sandbox.py
 
 check-db: $(STAMP) ## Verify the database against Stripe: counts, ids, fields, foreign keys (SOURCE=json|api JSON_DIR=…)
-	$(PY) scripts/check_db_integrity.py --source $(SOURCE) --json-dir $(JSON_DIR) $(if $(RESOURCES),--resources "$(RESOURCES)") --json "$(REPORT)"
+	$(PY) scripts/check_db_integrity.py --source "$$SOURCE" --json-dir "$$JSON_DIR" $${RESOURCES:+--resources "$$RESOURCES"} \
+		--json "$$REPORT"
 
 bench-check-db: guard-dev $(STAMP) db-up ## Check vs ingest on N synthetic objects: times, ratio, peak memory
-	$(PY) scripts/bench_check_db.py --n $(or $(N),200000)
+	$(PY) scripts/bench_check_db.py --n "$${N:-200000}"
 
 test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 	$(PY) -m pytest
@@ -135,7 +149,7 @@ lint: $(STAMP) ## ruff, mypy, and shellcheck when installed
 	else echo "shellcheck not installed: skipped (apt-get install shellcheck)"; fi
 
 bench-ingest: guard-dev $(STAMP) db-up ## Ingest N synthetic objects vs raw COPY: rows/s, ratio, peak memory
-	$(PY) scripts/bench_ingest.py --n $(or $(N),200000)
+	$(PY) scripts/bench_ingest.py --n "$${N:-200000}"
 
 clean: ## Remove fetched JSON, rejects and reports (keeps databases)
 	rm -rf data/imported_stripe_data data/rejects data/reports data/bench

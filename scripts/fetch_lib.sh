@@ -8,6 +8,13 @@
 #   payment_methods/done/<cus>.jsonl   one file per customer whose methods are all fetched
 #   budget.next, budget.lock    the request budget shared by every worker of this fetch
 #   requests.log                one status per HTTP attempt, for the closing request tally
+#   run.lock                    flock'ed by the running fetch; its line says who holds it:
+#                               "pid start-ticks epoch-seconds command"
+#
+# Every worker (a background subshell) checks before each request, and every half second while
+# it sleeps, that the fetch which started it still runs: a `kill -9` of the fetch, which no trap
+# sees, then stops its workers within a second instead of leaving them to spend the budget and
+# hold the lock.
 
 # ---- settings ---------------------------------------------------------------------------------
 
@@ -45,12 +52,42 @@ mask() {
 parse_fetch_args() {  # SCRIPT ARGS…: --help prints the script's header comment; --restart
   local script=$1
   shift
+  RUN_COMMAND="$script${*:+ $*}"
+  RUN_COMMAND=${RUN_COMMAND//[$'\n\t']/ }
   case ${1:-} in
     -h | --help) sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --restart) FETCH_RESTART=1 ;;
     "") ;;
     *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
   esac
+}
+
+# ---- processes --------------------------------------------------------------------------------
+
+# The start time (clock ticks since boot) of a process from /proc, or "-": with its pid it names
+# one process, even after the pid is reused.
+process_start() {  # PID
+  local stat re='^.*\) [A-Za-z] ([^ ]+ ){18}([0-9]+)'
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || { printf -- -; return 0; }
+  if [[ $stat =~ $re ]]; then printf '%s' "${BASH_REMATCH[2]}"; else printf -- -; fi
+}
+
+# Is the process running (a zombie is not: a killed fetch stays one until its parent reaps it)?
+# With START (from process_start), is it still the same process? Without /proc: kill -0.
+process_alive() {  # PID [START]
+  local stat re='^.*\) ([A-Za-z]) ([^ ]+ ){18}([0-9]+)'
+  if [[ ! -d /proc/self ]]; then kill -0 "$1" 2>/dev/null; return; fi
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  [[ $stat =~ $re ]] || return 1
+  [[ ${BASH_REMATCH[1]} != [ZX] ]] || return 1
+  [[ -z ${2:-} || $2 == - || ${BASH_REMATCH[3]} == "$2" ]]
+}
+
+clock_time() {  # EPOCH-SECONDS → "10:02:11", with the date when it is not today
+  local day today
+  printf -v day '%(%Y-%m-%d)T' "$1"
+  printf -v today '%(%Y-%m-%d)T' -1
+  if [[ $day == "$today" ]]; then printf '%(%H:%M:%S)T' "$1"; else printf '%(%Y-%m-%d %H:%M:%S)T' "$1"; fi
 }
 
 now_us() { local t=${EPOCHREALTIME//[.,]/}; printf '%s' "$t"; }
@@ -77,6 +114,9 @@ load_setup() {
   [[ $FETCH_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
     || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_USAGE"; }
   exec {SLEEP_FD}<> <(:)
+  # the fetch itself: every worker stops when it is gone ($$ is the same in every subshell)
+  LEADER_PID=$$
+  LEADER_START=$(process_start "$$")
   # which account the saved pages came from, without keeping the key itself in state files
   KEY_ID=$(printf '%s' "$STRIPE_SECRET_KEY" | sha256sum | cut -c1-12)
   OUT_DIR=$JSON_DIR
@@ -86,13 +126,60 @@ load_setup() {
   BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
 }
 
-# One fetch at a time per output folder: two would interleave pages in the same state files.
+# read_lock_holder: HOLDER_PID, HOLDER_START, HOLDER_TIME, HOLDER_COMMAND from run.lock (empty
+# when no fetch wrote its line there, or the last one finished and cleared it)
+read_lock_holder() {
+  HOLDER_PID="" HOLDER_START="" HOLDER_TIME="" HOLDER_COMMAND=""
+  { read -r HOLDER_PID HOLDER_START HOLDER_TIME HOLDER_COMMAND <"$WORK_DIR/run.lock"; } 2>/dev/null \
+    || true
+  [[ $HOLDER_PID =~ ^[0-9]+$ && $HOLDER_TIME =~ ^[0-9]+$ ]] || HOLDER_PID=""
+}
+
+holder_text() {  # "pid 1234, started 10:02:11, `scripts/fetch_stripe_data.sh`"
+  # shellcheck disable=SC2016  # the backquotes are text: they set the command apart
+  printf 'pid %s, started %s, `%s`' "$HOLDER_PID" "$(clock_time "$HOLDER_TIME")" "$HOLDER_COMMAND"
+}
+
+lock_users() {  # the pids that hold run.lock open (only this user's processes are visible)
+  local fd pid seen=" "
+  for fd in /proc/[0-9]*/fd/*; do
+    [[ $fd -ef $WORK_DIR/run.lock ]] || continue
+    pid=${fd#/proc/} pid=${pid%%/*}
+    [[ $pid == "$$" || $seen == *" $pid "* ]] || seen+="$pid "
+  done 2>/dev/null
+  printf '%s' "${seen:1}"
+}
+
+# One fetch at a time per output folder: two would interleave pages in the same state files. A
+# holder that is gone (killed) leaves its line and, for a moment, workers that still hold the
+# lock: they stop within a second, and this fetch takes over.
 take_run_lock() {
-  exec {RUN_LOCK_FD}>"$WORK_DIR/run.lock"
-  if ! flock -n "$RUN_LOCK_FD"; then
-    log "error: another fetch is writing to $OUT_DIR (lock $WORK_DIR/run.lock)"
-    exit "$EXIT_FAILED"
+  local waited=0 users
+  # opened without truncating: the holder's line stays for a fetch that is refused to read
+  exec {RUN_LOCK_FD}>>"$WORK_DIR/run.lock"
+  while ! flock -n "$RUN_LOCK_FD"; do
+    read_lock_holder
+    if [[ -n $HOLDER_PID ]] && process_alive "$HOLDER_PID" "$HOLDER_START"; then
+      log "error: another fetch ($(holder_text)) is writing $OUT_DIR; wait for it or stop it with \`kill $HOLDER_PID\`"
+      exit "$EXIT_FAILED"
+    fi
+    if (( waited == 0 )) && [[ -n $HOLDER_PID ]]; then
+      log "note: the fetch that holds the lock ($(holder_text)) is gone; waiting for its workers to stop"
+    fi
+    if (( waited >= 100 )); then  # 10 s: more than a worker takes to notice
+      users=$(lock_users)
+      log "error: another fetch is writing $OUT_DIR: $WORK_DIR/run.lock is held${users:+ by pid(s) $users}${users:+; stop them with \`kill $users\`}"
+      exit "$EXIT_FAILED"
+    fi
+    read -r -t 0.1 -u "$SLEEP_FD" _ || true
+    waited=$(( waited + 1 ))
+  done
+  read_lock_holder
+  if [[ -n $HOLDER_PID ]]; then
+    log "note: taking over the lock of the fetch ($(holder_text)) that was stopped without finishing"
   fi
+  printf '%s %s %s %s\n' "$$" "$LEADER_START" "$EPOCHSECONDS" "$RUN_COMMAND" >"$WORK_DIR/run.lock"
+  trap release_run_lock EXIT
   rm -f "$WORK_DIR/abort" "$WORK_DIR/requests.log"
   if [[ ${FETCH_RESTART:-0} == 1 ]]; then
     log "FETCH_RESTART=1: discarding what an interrupted fetch left in $WORK_DIR"
@@ -105,6 +192,10 @@ take_run_lock() {
   # the key reaches curl on its stdin (a here-string, no file left behind), never on a command
   # line where `ps` would show it
   AUTH_HEADER="Authorization: Bearer $STRIPE_SECRET_KEY"
+}
+
+release_run_lock() {  # the fetch's own exit, however it ends (subshells do not run this trap)
+  : >"$WORK_DIR/run.lock" 2>/dev/null || true
 }
 
 on_interrupt() {
@@ -167,13 +258,25 @@ fatal() {
 
 check_abort() {
   if [[ -e $WORK_DIR/abort ]]; then exit "$EXIT_FAILED"; fi
+  # the fetch was killed (kill -9 runs no trap): stop instead of going on alone
+  process_alive "$LEADER_PID" "$LEADER_START" || exit "$EXIT_INTERRUPTED"
 }
 
 # ---- the request budget -----------------------------------------------------------------------
 
-# Sleep without a process per request: `read -t` on a pipe nobody writes to times out.
+# Sleep without a process per request: `read -t` on a pipe nobody writes to times out. A long
+# sleep (a retry's backoff, Retry-After) wakes every half second to check_abort.
 pause() {  # seconds, may be fractional
-  read -r -t "$1" -u "$SLEEP_FD" _ || true
+  local whole=${1%%.*} frac=000000 us seconds
+  [[ $1 == *.* ]] && frac=${1#*.}000000
+  us=$(( 10#${whole:-0} * 1000000 + 10#${frac:0:6} ))
+  while (( us > 500000 )); do
+    read -r -t 0.5 -u "$SLEEP_FD" _ || true
+    check_abort
+    us=$(( us - 500000 ))
+  done
+  printf -v seconds '0.%06d' "$us"
+  if (( us > 0 )); then read -r -t "$seconds" -u "$SLEEP_FD" _ || true; fi
 }
 
 # Claim the next free send slot under a lock shared by every worker, then sleep until it. Slots

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,49 @@ def run_fetch(
         timeout=timeout,
         check=False,
     )
+
+
+# A shell started in the background without job control ignores SIGINT, and so does everything
+# it starts, pytest and its children included; bash then cannot trap it. Reset SIGINT and SIGTERM
+# to their defaults before bash starts, so no test depends on how pytest itself was started.
+DEFAULT_SIGNALS = (
+    "import os, signal, sys\n"
+    "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def start_fetch(
+    url: str, json_dir: Path, *, script: Path = FETCH, **extra: str
+) -> subprocess.Popen[str]:
+    """A fetch in the background, in a process group of its own (the pid is bash's: exec)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DEFAULT_SIGNALS, "bash", str(script)],
+        env=fetch_env(url, json_dir, **extra),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def processes_of(json_dir: Path) -> list[str]:
+    """The running processes (zombies aside) of a fetch into json_dir: its JSON_DIR in their
+    environment (bash and its subshells) or json_dir on their command line (curl, jq)."""
+    marker = f"JSON_DIR={json_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if state != "Z" and (marker in environ.split(b"\0") or str(json_dir).encode() in cmdline):
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name} {command}")
+    return found
 
 
 def objects_in(json_dir: Path, name: str) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,9 +20,10 @@ from tests.fetch_helpers import (
     FETCH_PMS,
     assert_files_match_sandbox,
     create_long_lists,
-    fetch_env,
     objects_in,
+    processes_of,
     run_fetch,
+    start_fetch,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -117,7 +119,8 @@ def test_wrong_key_stops_clearly_and_leaves_earlier_files(sandbox, tmp_path):
 
 
 def test_429s_and_500s_are_retried_to_the_same_files(sandbox_factory, tmp_path):
-    flaky = sandbox_factory(rate_limit=True, test_rate=8, error_rate=0.1, fault_seed=7)
+    # a bucket of 4 is less than the 7 lists that start at once: 429s even on a slow machine
+    flaky = sandbox_factory(rate_limit=True, test_rate=4, error_rate=0.1, fault_seed=7)
     flaky.seed(customers=6)
     result = run_fetch(flaky.url, tmp_path / "flaky", FETCH_PAGE_LIMIT="5")
     assert result.returncode == 0, result.stderr
@@ -157,11 +160,8 @@ def test_budget_keeps_the_fetch_under_the_rate_limit(sandbox_factory, tmp_path):
 
 def test_interrupted_fetch_resumes_where_it_stopped(sandbox, tmp_path):
     sandbox.seed(customers=30)
-    env = fetch_env(
+    process = start_fetch(
         sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", FETCH_RATE="40", RESOURCES="customers"
-    )
-    process = subprocess.Popen(
-        ["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     state = tmp_path / ".partial" / "customers" / "state"
     deadline = time.monotonic() + 20
@@ -204,15 +204,12 @@ def test_help_describes_the_environment():
 
 def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
     sandbox.seed(customers=30)
-    env = fetch_env(
+    process = start_fetch(
         sandbox.url,
         tmp_path,
         FETCH_RATE="40",
         FETCH_CONCURRENCY="2",
         RESOURCES="customers payment_methods",
-    )
-    process = subprocess.Popen(
-        ["bash", str(FETCH)], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     done = tmp_path / ".partial" / "payment_methods" / "done"
     deadline = time.monotonic() + 20
@@ -235,3 +232,77 @@ def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
         tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
     )
     assert not (tmp_path / ".partial" / "completed").exists()  # the next fetch starts afresh
+
+
+def wait_for(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_killed_fetch_takes_its_workers_with_it(sandbox, tmp_path):
+    sandbox.seed(customers=60)
+    settings = {
+        "FETCH_RATE": "20",
+        "FETCH_CONCURRENCY": "4",
+        "FETCH_PAGE_LIMIT": "3",
+        "RESOURCES": "customers invoices payment_methods",
+    }
+    process = start_fetch(sandbox.url, tmp_path, **settings)
+    done = tmp_path / ".partial" / "payment_methods" / "done"
+    wait_for(lambda: done.exists() and len(list(done.iterdir())) >= 5)
+    assert len(processes_of(tmp_path)) > 1  # the fetch and its workers
+    process.kill()  # SIGKILL: no trap runs
+    # not reaped yet: the fetch is a zombie, which its workers must not take for alive
+    deadline = time.monotonic() + 5
+    while (left := processes_of(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], left
+    process.communicate(timeout=10)
+
+    result = run_fetch(sandbox.url, tmp_path, **settings)
+    assert result.returncode == 0, result.stderr
+    assert f"note: taking over the lock of the fetch (pid {process.pid}, started " in result.stderr
+    assert_files_match_sandbox(
+        tmp_path, sandbox.store, tuple(BY_NAME[n] for n in settings["RESOURCES"].split())
+    )
+
+
+def test_second_fetch_names_the_one_holding_the_lock(sandbox, tmp_path):
+    sandbox.seed(customers=12)
+    settings = {"FETCH_RATE": "5", "FETCH_PAGE_LIMIT": "1", "RESOURCES": "customers"}
+    first = start_fetch(sandbox.url, tmp_path, **settings)
+    lock = tmp_path / ".partial" / "run.lock"
+    wait_for(lambda: lock.exists() and lock.read_text().strip())
+    second = run_fetch(sandbox.url, tmp_path, **settings)
+    assert second.returncode == 1
+    assert f"another fetch (pid {first.pid}, started " in second.stderr
+    assert f"`{FETCH}`) is writing {tmp_path}" in second.stderr
+    assert f"stop it with `kill {first.pid}`" in second.stderr
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 0, stderr  # the refused fetch left it alone
+    assert lock.read_text() == ""  # a fetch that ends clears its line
+    assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
+
+
+def test_lock_of_a_dead_fetch_is_taken_over_once_its_workers_let_go(sandbox, tmp_path):
+    sandbox.seed(customers=3)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = tmp_path / ".partial" / "run.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{dead.pid} - {int(time.time())} scripts/fetch_stripe_data.sh\n")
+    # a worker the dead fetch left behind, still holding the lock for a moment
+    fd = os.open(lock, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    process = start_fetch(sandbox.url, tmp_path, RESOURCES="customers")
+    assert process.stderr is not None
+    first_line = process.stderr.readline()
+    os.close(fd)  # the worker stops
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, first_line + stderr
+    assert first_line.startswith(f"note: the fetch that holds the lock (pid {dead.pid}, started ")
+    assert "is gone; waiting for its workers to stop" in first_line
+    assert f"taking over the lock of the fetch (pid {dead.pid}," in stderr
+    assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
