@@ -160,6 +160,10 @@ class Settings:
     stripe_api_version: str
     json_dir: Path
     rejects_dir: Path
+    # the signing secret of the webhook endpoint (`whsec_…`), for `make webhook`
+    stripe_webhook_secret: str = ""
+    # a connected account to mirror (the Stripe-Account header); empty: the key's own account
+    stripe_account: str = ""
 
     @property
     def is_prod(self) -> bool:
@@ -197,6 +201,7 @@ def load_settings(env: str | None = None) -> Settings:
     if not database_url:
         raise ConfigError(f"DATABASE_URL is not set for ENV={env} (see .env.{env.lower()})")
     remember_secret(get("STRIPE_SECRET_KEY"))
+    remember_secret(get("STRIPE_WEBHOOK_SECRET"))
     _remember_url_password(database_url, "DATABASE_URL")
     if get("TEST_DATABASE_URL"):
         _remember_url_password(get("TEST_DATABASE_URL"), "TEST_DATABASE_URL")
@@ -209,6 +214,8 @@ def load_settings(env: str | None = None) -> Settings:
         stripe_api_version=get("STRIPE_API_VERSION", "2026-10-28.endive"),
         json_dir=PROJECT_ROOT / get("JSON_DIR", "data/imported_stripe_data"),
         rejects_dir=PROJECT_ROOT / get("REJECTS_DIR", "data/rejects"),
+        stripe_webhook_secret=get("STRIPE_WEBHOOK_SECRET"),
+        stripe_account=get("STRIPE_ACCOUNT"),
     )
 
 
@@ -220,6 +227,8 @@ _KEYS = (
     "STRIPE_API_VERSION",
     "JSON_DIR",
     "REJECTS_DIR",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_ACCOUNT",
 )
 
 

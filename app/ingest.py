@@ -14,10 +14,12 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -41,7 +43,9 @@ MODES: tuple[Mode, ...] = ("upsert", "skip")
 # rows per batch come from a cell budget, so wide tables get smaller batches
 CELLS_PER_BATCH = 60_000
 # columns the database fills itself or that only placeholders use
-_MANAGED = ("synced_at", "is_placeholder", "referenced_by")
+_MANAGED = ("synced_at", "is_placeholder", "referenced_by", "deleted_at")
+# columns that say when, not what: a row whose content is the same is not rewritten for them
+_WHEN = ("state_at",)
 # a transformed row carries its embedded items (subscription items, invoice lines) under this key
 CHILDREN = "__children__"
 # …and its line of COPY text, made on the reading thread
@@ -95,14 +99,26 @@ def ingest(
     source_name: str = "",
     progress: Progress | None = None,
     writers: int | None = None,
+    state_at: datetime | None = None,
+    sweep: bool = False,
 ) -> IngestResult:
     """Load `objects` (Stripe dicts) into the resource's table(s) and count what happened.
 
     Batches are written by `writers` threads, each on its own connection (default
     WRITERS): PostgreSQL is the bottleneck of a load and uses one core per connection. When the
-    caller already holds a transaction on `conn` (tests), everything goes through `conn`, one
-    batch at a time, each in a savepoint.
+    caller already holds a transaction on `conn` (tests, sync), everything goes through `conn`,
+    one batch at a time, each in a savepoint.
+
+    `state_at`: the Stripe time of the objects' state (the start of the listing that read
+    them); a row holding a newer state is not overwritten. None: unknown, the objects win.
+
+    `sweep`: `objects` are a complete listing of the resource, started at `state_at`; once all
+    of them are read and written, rows it did not list are soft-deleted (the delete sweep),
+    except placeholders and rows holding a state newer than the listing. An input that breaks
+    off raises before any sweep.
     """
+    if sweep and state_at is None:
+        raise ValueError("the delete sweep needs the listing's start time (state_at)")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if conn.in_transaction():
@@ -114,6 +130,7 @@ def ingest(
     started = time.monotonic()
     extra = [conn.engine.connect() for _ in range(max(1, writers or WRITERS) - 1)]
     batch_writers = [_Writer(c, resource, mode, rejects, source_name) for c in [conn, *extra]]
+    seen = _SeenIds() if sweep else None
     try:
         formats = formats_for(resource)
         size = batch_size_for(resource.table)
@@ -123,8 +140,18 @@ def ingest(
         with BatchWriter([w.load for w in batch_writers]) as queue_:
             for index, obj in enumerate(objects):
                 result.table(resource.name).read += 1
+                if seen is not None:
+                    seen.add(obj)
                 row = _transform(
-                    resource, obj, index, api_version, formats, source_name, rejects, result
+                    resource,
+                    obj,
+                    index,
+                    api_version,
+                    formats,
+                    source_name,
+                    rejects,
+                    result,
+                    state_at,
                 )
                 if row is not None:
                     slot = hash(row["id"]) % len(pending)
@@ -137,6 +164,8 @@ def ingest(
             for slot, rows in enumerate(pending):
                 if rows:
                     queue_.put(rows, slot)
+        if seen is not None and state_at is not None:
+            result.table(resource.name).deleted += sweep_unlisted(conn, resource, seen, state_at)
     except InputFileError as exc:
         # the input broke off: what was written stays (whole batches); say how much it was
         exc.partial = _merged(result, batch_writers, started)
@@ -144,7 +173,66 @@ def ingest(
     finally:
         for connection in extra:
             connection.close()
+        if seen is not None:
+            seen.close()
     return _merged(result, batch_writers, started)
+
+
+class _SeenIds:
+    """The ids a complete listing held, spooled to a temporary file (memory stays flat)."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape")
+        self.unknown = 0  # objects whose id could not be read: the sweep cannot run
+
+    def add(self, obj: Any) -> None:
+        object_id = obj.get("id") if isinstance(obj, dict) else None
+        if isinstance(obj, Unreadable):
+            object_id = id_in_text(obj.text)
+        if isinstance(object_id, str) and object_id and "\x00" not in object_id:
+            self.file.write(object_id.translate(_COPY_ESCAPES) + "\n")
+        else:
+            self.unknown += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def sweep_unlisted(
+    conn: Connection, resource: Resource, seen: _SeenIds, listed_at: datetime
+) -> int:
+    """Soft-delete the rows a complete listing (started at `listed_at`) did not hold."""
+    if resource.per_customer:
+        # listed through their customers: a card missing there may be detached, not deleted
+        log.info("%s: no delete sweep (listed per customer)", resource.name)
+        return 0
+    if seen.unknown:
+        log.warning(
+            "%s: no delete sweep: %d listed object(s) had no readable id",
+            resource.name,
+            seen.unknown,
+        )
+        return 0
+    seen.file.flush()
+    seen.file.seek(0)
+    table = resource.table.name
+    with _transaction(conn):
+        cursor = raw_cursor(conn)
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS listed_ids (id text)")
+        cursor.execute("TRUNCATE listed_ids")
+        cursor.copy_expert("COPY listed_ids (id) FROM STDIN", seen.file)
+        cursor.execute("ANALYZE listed_ids")
+        cursor.execute(
+            f"UPDATE {table} t SET deleted = true, deleted_at = now(), synced_at = now(), "
+            "state_at = %s WHERE NOT t.deleted AND NOT t.is_placeholder "
+            "AND (t.state_at IS NULL OR t.state_at < %s) "
+            "AND NOT EXISTS (SELECT FROM listed_ids l WHERE l.id = t.id)",
+            (listed_at, listed_at),
+        )
+        swept = max(cursor.rowcount, 0)
+    if swept:
+        log.info("%s: %d row(s) Stripe no longer lists marked deleted", resource.name, swept)
+    return swept
 
 
 def _merged(result: IngestResult, writers: list[_Writer], started: float) -> IngestResult:
@@ -251,14 +339,20 @@ class BatchWriter:
 
 
 def transform_object(
-    resource: Resource, obj: Any, api_version: str | None, formats: dict[str, CopyFormat]
+    resource: Resource,
+    obj: Any,
+    api_version: str | None,
+    formats: dict[str, CopyFormat],
+    state_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One source object as its row, with its COPY line and its embedded child rows; raises
-    TransformError naming the object when it cannot be a row. Ingest and check-db share it."""
+    TransformError naming the object when it cannot be a row. Ingest, sync and check-db share
+    it."""
     if isinstance(obj, Unreadable):
         raise TransformError(resource.name, id_in_text(obj.text), obj.reason)
     row = resource.transform(obj)
     row["api_version"] = api_version
+    row["state_at"] = state_at
     # a deleted object's row is written without COPY, but its line proves it can be stored
     row[LINE] = formats[resource.name].copy_line(row, resource.name)
     if not row["deleted"]:
@@ -268,6 +362,7 @@ def transform_object(
             for name, items in row[CHILDREN].items():
                 for item in items:
                     item["api_version"] = api_version
+                    item["state_at"] = state_at
                     item[LINE] = formats[name].copy_line(item, resource.name, row["id"])
     return row
 
@@ -281,11 +376,12 @@ def _transform(
     source_name: str,
     rejects: RejectSink | None,
     result: IngestResult,
+    state_at: datetime | None = None,
 ) -> dict[str, Any] | None:
     """Transform one object and format its COPY line here, on the reading thread, so that the
     writer threads mostly wait on the server (and the GIL is free for the next object)."""
     try:
-        return transform_object(resource, obj, api_version, formats)
+        return transform_object(resource, obj, api_version, formats, state_at)
     except TransformError as exc:
         result.table(resource.name).rejected += 1
         log.warning("%s: set aside %s", source_name or resource.name, exc)
@@ -293,6 +389,29 @@ def _transform(
             raw = obj.text if isinstance(obj, Unreadable) else obj
             rejects.add(resource.name, source_name, index, exc.object_id, exc.reason, raw)
         return None
+
+
+def load_rows(
+    conn: Connection,
+    resource: Resource,
+    rows: list[dict[str, Any]],
+    result: IngestResult,
+    *,
+    mode: Mode = "upsert",
+    rejects: RejectSink | None = None,
+    source_name: str = "",
+) -> None:
+    """Write rows made by `transform_object` in the caller's transaction (one savepoint), as a
+    batch of the ingest: placeholders, upsert, soft deletes, child rows; counts into `result`."""
+    loader = TableLoader(conn, resource.table)
+    children = {c.name: TableLoader(conn, c.table) for c in resource.children}
+    _load_batch(conn, resource, loader, children, rows, mode, rejects, source_name, result)
+
+
+def stripe_now() -> datetime:
+    """Now, to the second below: the resolution of Stripe's times. A state read at 10:00:00.7
+    is recorded as of 10:00:00, so an event of that second is a tie to settle, never stale."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _load_batch(
@@ -580,11 +699,16 @@ class TableLoader:
             f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted")
         )
         # every column, not only raw: a typed column damaged by hand is repaired by a re-run
-        compared = [c for c in self.columns if c not in ("id", "deleted")]
+        compared = [c for c in self.columns if c not in ("id", "deleted", *_WHEN)]
         mine = ", ".join(f"{self.name}.{c}" for c in compared)
         theirs = ", ".join(f"excluded.{c}" for c in compared)
+        # never an older state over a newer one (states of unknown time always apply)
+        newer = (
+            f"(excluded.state_at IS NULL OR {self.name}.state_at IS NULL "
+            f"OR excluded.state_at >= {self.name}.state_at)"
+        )
         when = (
-            f"({mine}) IS DISTINCT FROM ({theirs}) OR {self.name}.is_placeholder"
+            f"(({mine}) IS DISTINCT FROM ({theirs}) AND {newer}) OR {self.name}.is_placeholder"
             if mode == "upsert"
             else f"{self.name}.is_placeholder"
         )
@@ -606,17 +730,22 @@ class TableLoader:
         if not rows:
             return 0
         cursor = self._cursor()
+        # a placeholder (never seen) takes the deleted object as its raw; a known row keeps
+        # the object as it was last seen
         cursor.execute(
-            f"INSERT INTO {self.name} (id, raw, deleted, api_version) "
-            "SELECT id, raw, true, v FROM unnest(%s::text[], %s::jsonb[], %s::text[]) "
-            "AS r(id, raw, v) "
+            f"INSERT INTO {self.name} (id, raw, deleted, api_version, state_at, deleted_at) "
+            "SELECT id, raw, true, v, s, now() "
+            "FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::timestamptz[]) "
+            "AS r(id, raw, v, s) "
             f"ON CONFLICT (id) DO UPDATE SET deleted = true, is_placeholder = false, "
-            f"raw = COALESCE({self.name}.raw, excluded.raw), synced_at = now() "
+            f"raw = COALESCE({self.name}.raw, excluded.raw), synced_at = now(), "
+            f"deleted_at = now(), state_at = COALESCE(excluded.state_at, {self.name}.state_at) "
             f"WHERE NOT {self.name}.deleted",
             (
                 [r["id"] for r in rows],
                 [orjson.dumps(r["raw"]).decode() for r in rows],
                 [r["api_version"] for r in rows],
+                [r.get("state_at") for r in rows],
             ),
         )
         return max(cursor.rowcount, 0)

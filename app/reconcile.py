@@ -37,7 +37,7 @@ from app.ingest import (
     batch_size_for,
     transform_object,
 )
-from app.resources import Child, Resource
+from app.resources import RESOURCES, Child, Resource
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ _BOOKKEEPING = (
     "is_placeholder",
     "referenced_by",
     "synced_at",
+    "state_at",
+    "deleted_at",
 )
 SAMPLE_SIZE = 5
+_PER_CUSTOMER = {r.name for r in RESOURCES if r.per_customer}
 MAX_FIELDS = 10  # differing object fields named per sampled row
 
 
@@ -73,6 +76,8 @@ KINDS: tuple[Kind, ...] = (
     # Stripe does not list deleted objects, so some placeholders wait for ever
     Kind("placeholders", "referenced but never fetched (placeholder rows)", False),
     Kind("soft_deleted", "soft-deleted rows", False),
+    # Stripe lists payment methods only under their customer: a detached one is listed nowhere
+    Kind("detached", "detached from their customer (Stripe lists them nowhere)", False),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
 
@@ -361,7 +366,9 @@ def compare_table(
     differing_columns = ", ".join(
         f"CASE WHEN t.{c} IS DISTINCT FROM e.{c} THEN '{c}' END" for c in typed
     )
-    if child is None:
+    if child is None and "customer_id" in table.columns and result.resource in _PER_CUSTOMER:
+        extra = "CASE WHEN t.customer_id IS NULL THEN 'detached' ELSE 'extra' END"
+    elif child is None:
         extra = "'extra'"
     else:
         # items of a parent deleted in Stripe stay as they were: the parent's row says deleted

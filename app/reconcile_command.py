@@ -200,7 +200,7 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dangling", ("dangling",)),
     ("unreadable", ("unreadable",)),
     ("placeholders", ("placeholders",)),
-    ("deleted", ("soft_deleted",)),
+    ("deleted", ("soft_deleted", "detached")),
 )
 
 

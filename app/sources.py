@@ -265,11 +265,11 @@ def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
     service: Any = getattr(client.v1, resource.name)
     for obj in pager.each(lambda p: service.list(params=p), params):
         for child in resource.children:
-            _complete_embedded(client, pager, obj, child)
+            complete_embedded(client, pager, obj, child)
         yield obj
 
 
-def _complete_embedded(
+def complete_embedded(
     client: stripe.StripeClient, pager: ApiPager, parent: dict[str, Any], child: Child
 ) -> None:
     """Stripe embeds only the first page of a child list (`has_more: true` when there is more):

@@ -54,6 +54,11 @@ class StripeObject:
     synced_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), sort_order=95
     )
+    # the Stripe time of the state the row holds: its event's `created`, or the start of the
+    # full load that read it; an older state never overwrites a newer one (null: unknown)
+    state_at: Mapped[datetime | None] = mapped_column(sort_order=96)
+    # when the mirror learned of the deletion (a `*.deleted` event or the delete sweep)
+    deleted_at: Mapped[datetime | None] = mapped_column(sort_order=97)
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:

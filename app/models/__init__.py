@@ -8,6 +8,7 @@ from app.models.payment_method import PaymentMethod
 from app.models.price import Price
 from app.models.product import Product
 from app.models.subscription import Subscription, SubscriptionItem
+from app.models.sync import StripeEvent, SyncState
 
 __all__ = [
     "Charge",
@@ -18,6 +19,8 @@ __all__ = [
     "PaymentMethod",
     "Price",
     "Product",
+    "StripeEvent",
     "Subscription",
     "SubscriptionItem",
+    "SyncState",
 ]

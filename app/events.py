@@ -1,0 +1,274 @@
+"""Stripe events into the mirror: the inbox, and the one apply path sync and webhooks share.
+
+An event is stored in the `stripe_events` inbox first (its id is the key, so a duplicate
+delivery or a re-listed event is a no-op), then applied: its `data.object` goes through the
+registry's transformer and the ingest's bulk upsert, like a fetched object. Applying keeps the
+newest state whatever the arrival order: each row records the Stripe time of its state
+(`state_at`); an event older than that is skipped and counted `stale`; an event of the same
+second with different content is settled by reading the object from the API. The rows and the
+events' `applied_at` are written in one transaction, so a crash applies a batch whole or not at
+all and a re-run applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import Connection, Engine
+
+from app.db.session import raw_cursor
+from app.errors import TransformError
+from app.ingest import IngestResult, formats_for, load_rows, stripe_now, transform_object
+from app.resources import RESOURCES, Resource, load_order
+from app.transformers.common import dig
+
+log = logging.getLogger(__name__)
+
+BY_OBJECT: dict[str, Resource] = {r.object_name: r for r in RESOURCES}
+# `customer.subscription.deleted` is a cancellation (the object says `canceled`), not a deletion
+_NOT_DELETIONS = {"subscription"}
+DRAIN_BATCH = 500
+
+
+class ObjectReader(Protocol):
+    """What applying needs from the API: today's object (same-second ties), whole child lists."""
+
+    def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any] | None: ...
+
+    def complete_children(self, resource: Resource, obj: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class ApplyCounts:
+    """What applying events did, per outcome, and the rows written per table."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    tables: dict[str, IngestResult] = field(default_factory=dict)
+    rereads: int = 0
+
+    def add(self, other: ApplyCounts) -> None:
+        self.outcomes.update(other.outcomes)
+        self.rereads += other.rereads
+        for name, result in other.tables.items():
+            mine = self.tables.setdefault(name, IngestResult(name))
+            for table, stats in result.stats.items():
+                mine.table(table).add(stats)
+
+    @property
+    def events(self) -> int:
+        return sum(self.outcomes.values())
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(event["created"], tz=UTC)
+
+
+def is_deletion(event: dict[str, Any], kind: str) -> bool:
+    return str(event.get("type", "")).endswith(".deleted") and kind not in _NOT_DELETIONS
+
+
+def valid_event(event: Any) -> str | None:
+    """Why this is not a Stripe event we can store, or None."""
+    if not isinstance(event, dict) or event.get("object") != "event":
+        return 'not a Stripe event (`object` is not "event")'
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        return "the event has no id"
+    if not isinstance(event.get("type"), str):
+        return "the event has no type"
+    created = event.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        return "the event has no `created` time"
+    if not isinstance(dig(event, "data", "object"), dict):
+        return "the event has no `data.object`"
+    return None
+
+
+def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str) -> int:
+    """Put events in the inbox; those already there (by id) are left as they are. Returns how
+    many were new. The caller commits."""
+    batch = [e for e in events]
+    if not batch:
+        return 0
+    cursor = raw_cursor(conn)
+    cursor.execute(
+        "INSERT INTO stripe_events (id, type, created, livemode, api_version, raw, source) "
+        "SELECT id, type, to_timestamp(created), livemode, v, raw, %s "
+        "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::boolean[], %s::text[], "
+        "%s::jsonb[]) AS e(id, type, created, livemode, v, raw) "
+        "ON CONFLICT (id) DO NOTHING",
+        (
+            source,
+            [e["id"] for e in batch],
+            [e["type"] for e in batch],
+            [e["created"] for e in batch],
+            [e.get("livemode") for e in batch],
+            [e.get("api_version") for e in batch],
+            [orjson.dumps(e).decode() for e in batch],
+        ),
+    )
+    return max(cursor.rowcount, 0)
+
+
+def drain(
+    engine: Engine,
+    reader: ObjectReader | None,
+    *,
+    batch: int = DRAIN_BATCH,
+    on_batch: Callable[[ApplyCounts], None] | None = None,
+) -> ApplyCounts:
+    """Apply every event of the inbox not yet applied, oldest first, a batch per transaction.
+
+    Concurrent drains (a webhook worker and `make sync`) take different events: rows of the
+    inbox are locked with SKIP LOCKED, the mirrored rows with FOR UPDATE.
+    """
+    total = ApplyCounts()
+    while True:
+        with engine.begin() as conn:
+            cursor = raw_cursor(conn)
+            cursor.execute(
+                "SELECT id, raw FROM stripe_events WHERE applied_at IS NULL "
+                "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (batch,),
+            )
+            pending = cursor.fetchall()
+            if not pending:
+                return total
+            events = [raw for _id, raw in pending]
+            counts, outcomes = apply_events(conn, events, reader)
+            cursor.execute(
+                "UPDATE stripe_events SET applied_at = now(), outcome = o.outcome "
+                "FROM unnest(%s::text[], %s::text[]) AS o(id, outcome) "
+                "WHERE stripe_events.id = o.id",
+                (list(outcomes), list(outcomes.values())),
+            )
+        total.add(counts)
+        if on_batch is not None:
+            on_batch(counts)
+
+
+def apply_events(
+    conn: Connection, events: list[dict[str, Any]], reader: ObjectReader | None
+) -> tuple[ApplyCounts, dict[str, str]]:
+    """Apply events (oldest first) to the mirror inside the caller's transaction; the counts
+    and each event's outcome."""
+    counts = ApplyCounts()
+    outcomes: dict[str, str] = {}
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for event in sorted(events, key=lambda e: (e["created"], e["id"])):
+        kind = dig(event, "data", "object", "object")
+        resource = BY_OBJECT.get(kind) if isinstance(kind, str) else None
+        if resource is None:
+            outcomes[event["id"]] = "ignored"  # an object the mirror does not keep
+            continue
+        grouped.setdefault(resource.name, []).append(event)
+    for resource in load_order(grouped):
+        _apply_resource(conn, resource, grouped[resource.name], reader, counts, outcomes)
+    counts.outcomes.update(outcomes.values())
+    return counts, outcomes
+
+
+def _apply_resource(
+    conn: Connection,
+    resource: Resource,
+    events: list[dict[str, Any]],
+    reader: ObjectReader | None,
+    counts: ApplyCounts,
+    outcomes: dict[str, str],
+) -> None:
+    latest: dict[str, dict[str, Any]] = {}
+    ties: set[str] = set()
+    kind = resource.object_name
+    for event in events:  # oldest first: a later event of the same object supersedes
+        object_id = dig(event, "data", "object", "id")
+        if not isinstance(object_id, str) or not object_id:
+            outcomes[event["id"]] = "rejected: the event's object has no id"
+            continue
+        earlier = latest.get(object_id)
+        if earlier is not None:
+            if is_deletion(earlier, kind):  # nothing happens to an object after its deletion
+                outcomes[event["id"]] = "superseded"
+                continue
+            outcomes[earlier["id"]] = "superseded"
+            if (
+                earlier["created"] == event["created"]
+                and _object(earlier) != _object(event)
+                and not is_deletion(event, kind)
+            ):
+                ties.add(object_id)  # same second, different states: which is newer is unknown
+        latest[object_id] = event
+    if not latest:
+        return
+    table = resource.table.name
+    cursor = raw_cursor(conn)
+    cursor.execute(
+        f"SELECT id, state_at, raw, deleted FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (sorted(latest),),
+    )
+    held = {row_id: (state_at, raw, gone) for row_id, state_at, raw, gone in cursor.fetchall()}
+    formats = formats_for(resource)
+    rows: list[dict[str, Any]] = []
+    for object_id, event in latest.items():
+        when, obj = event_time(event), _object(event)
+        state_at, raw, gone = held.get(object_id, (None, None, False))
+        deletion = is_deletion(event, kind)
+        if deletion:  # final whatever its time: no state comes after it
+            if gone:
+                outcomes[event["id"]] = "unchanged"
+                continue
+        elif gone or (state_at is not None and when < state_at):
+            outcomes[event["id"]] = "stale"  # older than the row's state, or after its deletion
+            continue
+        elif object_id in ties or (state_at == when and raw is not None and raw != obj):
+            found = _reread(reader, resource, object_id, counts)
+            if found is None:
+                outcomes[event["id"]] = "rejected: a same-second tie with no API to settle it"
+                continue
+            when, obj = found
+        deleted = deletion or obj.get("deleted") is True
+        if reader is not None and not deleted:
+            reader.complete_children(resource, obj)
+        try:
+            row = transform_object(resource, obj, event.get("api_version"), formats, when)
+        except TransformError as exc:
+            outcomes[event["id"]] = f"rejected: {exc.reason}"
+            log.warning("event %s: set aside %s", event["id"], exc)
+            continue
+        if deleted:
+            row["deleted"] = True
+        rows.append(row)
+        outcomes[event["id"]] = "deleted" if deleted else "applied"
+    if not rows:
+        return
+    result = counts.tables.setdefault(resource.name, IngestResult(resource.name))
+    load_rows(conn, resource, rows, result, source_name="events")
+    # a state confirmed by a newer event is newer, even when its content did not change
+    cursor.execute(
+        f"UPDATE {table} t SET state_at = v.s FROM unnest(%s::text[], %s::timestamptz[]) "
+        "AS v(id, s) WHERE t.id = v.id AND (t.state_at IS NULL OR t.state_at < v.s)",
+        ([r["id"] for r in rows], [r["state_at"] for r in rows]),
+    )
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    obj: dict[str, Any] = event["data"]["object"]
+    return obj
+
+
+def _reread(
+    reader: ObjectReader | None, resource: Resource, object_id: str, counts: ApplyCounts
+) -> tuple[datetime, dict[str, Any]] | None:
+    """Settle a same-second tie by asking Stripe: the object now is at least as new as both."""
+    if reader is None:
+        return None
+    started = stripe_now()
+    counts.rereads += 1
+    obj = reader.retrieve(resource, object_id)
+    if obj is None:  # gone since: Stripe answers 404 for a deleted object
+        return started, {"id": object_id, "object": resource.object_name, "deleted": True}
+    return started, obj

@@ -1,0 +1,314 @@
+"""Keep the mirror current: poll Stripe's events after a cursor, or re-list resources whole.
+
+`sync_events()` is one pass of `make sync`: it lists `/v1/events` created since the cursor
+(less a short overlap: the list is eventually consistent), stores them in the inbox (the event
+id de-duplicates), moves the cursor once the listing is complete, and drains the inbox through
+the one apply path (app/events.py) that the webhook receiver's worker also uses. When there is
+no cursor yet, or it is older than Stripe keeps events (30 days), the pass says so and runs a
+full refresh instead: every resource listed whole, upserted, and the rows Stripe no longer
+lists soft-deleted (the delete sweep); the cursor then starts at the refresh's start.
+
+`sync_products()` … `sync_charges()` re-list one resource the same way; each returns its counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import stripe
+from sqlalchemy import Engine
+
+from app.config import Settings, load_settings, mask_key, mask_secrets
+from app.db.session import get_engine, raw_cursor
+from app.errors import FetchError
+from app.events import ApplyCounts, drain, store_events, valid_event
+from app.ingest import IngestResult, ingest, stripe_now
+from app.rejects import RejectSink
+from app.resources import BY_NAME, Resource, load_order
+from app.sources import complete_embedded, read_api_objects
+from app.stripe_api import ApiPager, budget_from_env
+
+log = logging.getLogger(__name__)
+
+EVENT_RETENTION = timedelta(days=30)  # Stripe keeps events this long
+OVERLAP = timedelta(
+    seconds=60
+)  # re-read behind the cursor: the events list is eventually consistent
+
+
+class StripeApi:
+    """The API calls syncing needs, inside the shared request budget (FETCH_RATE)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base},
+            stripe_version=settings.stripe_api_version,
+            stripe_account=settings.stripe_account or None,
+            max_network_retries=3,
+        )
+        self.pager = ApiPager(budget_from_env())
+
+    @property
+    def requests(self) -> int:
+        return self.pager.requests
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        return self.client.deserialize(
+            self.client.raw_request("get", path, **params), api_mode="V1"
+        )
+
+    def events(self, since: datetime) -> Iterator[list[dict[str, Any]]]:
+        """The events created at or after `since`, a page at a time, newest first."""
+        params = {"limit": 100, "created[gte]": int(since.timestamp())}
+        page: list[dict[str, Any]] = []
+        with api_errors(self.settings, "events"):
+            for event in self.pager.each(lambda p: self._get("/v1/events", p), params):
+                page.append(event)
+                if len(page) == 100:
+                    yield page
+                    page = []
+        if page:
+            yield page
+
+    def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any] | None:
+        """The object as it is now; None when Stripe answers 404 (deleted)."""
+        expand = [e.removeprefix("data.") for e in resource.expand]
+        params: dict[str, Any] = {"expand": expand} if expand else {}
+        with api_errors(self.settings, resource.name):
+            self.pager.budget.wait()
+            self.pager.requests += 1
+            try:
+                found = self._get(f"/v1/{resource.name}/{quote(object_id, safe='')}", params)
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:
+                    return None
+                raise
+        body = getattr(getattr(found, "last_response", None), "data", None)
+        obj: dict[str, Any] = body if isinstance(body, dict) else found.to_dict()
+        self.complete_children(resource, obj)
+        return obj
+
+    def complete_children(self, resource: Resource, obj: dict[str, Any]) -> None:
+        """Page the rest of embedded lists that say `has_more`, as the fetcher does."""
+        with api_errors(self.settings, resource.name):
+            for child in resource.children:
+                complete_embedded(self.client, self.pager, obj, child)
+
+
+@contextmanager
+def api_errors(settings: Settings, what: str) -> Iterator[None]:
+    """Stripe's errors as one FetchError that says what to do, the key masked."""
+    try:
+        yield
+    except stripe.APIConnectionError as exc:
+        raise FetchError(
+            f"{what}: cannot reach the Stripe API at {settings.stripe_api_base} — is it running? "
+            "(`make sandbox` starts the local one; STRIPE_API_BASE says where to go)"
+        ) from exc
+    except stripe.AuthenticationError as exc:
+        raise FetchError(
+            f"{what}: {settings.stripe_api_base} refused the key "
+            f"{mask_key(settings.stripe_secret_key)}: check STRIPE_SECRET_KEY"
+        ) from exc
+    except stripe.StripeError as exc:
+        raise FetchError(
+            f"{what}: the Stripe API at {settings.stripe_api_base} failed: "
+            f"{mask_secrets(exc.user_message or str(exc))}"
+        ) from exc
+
+
+@dataclass
+class SyncReport:
+    """What one pass did."""
+
+    listed: int = 0  # events listed since the cursor (the overlap included)
+    stored: int = 0  # …of which new to the inbox
+    applied: ApplyCounts = field(default_factory=ApplyCounts)
+    refreshed: list[IngestResult] = field(default_factory=list)
+    refresh_reason: str | None = None
+    cursor: datetime | None = None
+    requests: int = 0
+    seconds: float = 0.0
+
+
+def _account(settings: Settings) -> tuple[str, bool]:
+    livemode = settings.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+    return settings.stripe_account or "self", livemode
+
+
+def read_cursor(engine: Engine, settings: Settings) -> datetime | None:
+    account, livemode = _account(settings)
+    with engine.connect() as conn:
+        cursor = raw_cursor(conn)
+        cursor.execute(
+            "SELECT cursor FROM sync_state WHERE account = %s AND livemode = %s",
+            (account, livemode),
+        )
+        found = cursor.fetchone()
+        conn.rollback()
+    return found[0] if found else None
+
+
+def write_cursor(
+    engine: Engine,
+    settings: Settings,
+    at: datetime,
+    last_event_id: str | None,
+    *,
+    refreshed: bool = False,
+) -> None:
+    """Move the cursor forward (never back), in its own transaction."""
+    account, livemode = _account(settings)
+    with engine.begin() as conn:
+        raw_cursor(conn).execute(
+            "INSERT INTO sync_state (account, livemode, cursor, last_event_id, refreshed_at) "
+            "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END) "
+            "ON CONFLICT (account, livemode) DO UPDATE SET "
+            "cursor = greatest(sync_state.cursor, excluded.cursor), "
+            "last_event_id = CASE WHEN excluded.cursor >= sync_state.cursor "
+            "  THEN excluded.last_event_id ELSE sync_state.last_event_id END, "
+            "refreshed_at = coalesce(excluded.refreshed_at, sync_state.refreshed_at), "
+            "updated_at = now()",
+            (account, livemode, at, last_event_id, refreshed),
+        )
+
+
+def sync_events(
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+    *,
+    retention: timedelta = EVENT_RETENTION,
+    overlap: timedelta = OVERLAP,
+    rejects_dir: Any = None,
+) -> SyncReport:
+    """One pass of `make sync`: new events into the inbox, the inbox into the mirror."""
+    settings = settings or load_settings()
+    engine = engine or get_engine(settings.database_url)
+    api = StripeApi(settings)
+    report = SyncReport()
+    started = time.monotonic()
+    now = stripe_now()
+    cursor = read_cursor(engine, settings)
+    if cursor is None:
+        report.refresh_reason = "no sync cursor yet: loading every resource whole first"
+    elif cursor < now - retention:
+        report.refresh_reason = (
+            f"the cursor ({cursor:%Y-%m-%d %H:%M:%S} UTC) is older than Stripe's "
+            f"{retention.days}-day event retention, so events may be lost: refreshing every "
+            "resource whole instead"
+        )
+    if report.refresh_reason:
+        log.warning("sync: %s", report.refresh_reason)
+        report.refreshed = refresh(engine, settings, api, rejects_dir=rejects_dir)
+        write_cursor(engine, settings, now, None, refreshed=True)
+    else:
+        assert cursor is not None
+        newest, newest_id = cursor, None
+        for page in api.events(cursor - overlap):
+            good = [e for e in page if valid_event(e) is None]
+            if len(good) < len(page):
+                log.warning(
+                    "sync: %d listed item(s) are not events; skipped", len(page) - len(good)
+                )
+            with engine.begin() as conn:
+                report.stored += store_events(conn, good, "sync")
+            report.listed += len(page)
+            for event in good:
+                at = datetime.fromtimestamp(event["created"], tz=now.tzinfo)
+                if at > newest or (at == newest and newest_id is None):
+                    newest, newest_id = at, event["id"]
+        # the listing is complete: only now may the cursor pass the events it covered
+        write_cursor(engine, settings, newest, newest_id)
+    report.applied = drain(engine, api)
+    report.cursor = read_cursor(engine, settings)
+    report.requests = api.requests
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def refresh(
+    engine: Engine,
+    settings: Settings,
+    api: StripeApi | None = None,
+    names: list[str] | None = None,
+    *,
+    rejects_dir: Any = None,
+) -> list[IngestResult]:
+    """List resources whole from the API, upsert them, and soft-delete what Stripe no longer
+    lists (each resource's sweep runs only after its listing completed)."""
+    results = []
+    with RejectSink(rejects_dir or settings.rejects_dir) as rejects, engine.connect() as conn:
+        for resource in load_order(names):
+            rejects.start(resource.name)
+            listed_at = stripe_now()
+            results.append(
+                ingest(
+                    conn,
+                    resource,
+                    read_api_objects(resource, settings),
+                    api_version=settings.stripe_api_version,
+                    rejects=rejects,
+                    source_name=f"{settings.stripe_api_base} {resource.name}",
+                    state_at=listed_at,
+                    sweep=True,
+                )
+            )
+    return results
+
+
+def sync_resource(
+    name: str, engine: Engine | None = None, settings: Settings | None = None
+) -> IngestResult:
+    """List one resource whole from the API into the mirror, with the delete sweep."""
+    settings = settings or load_settings()
+    engine = engine or get_engine(settings.database_url)
+    if name not in BY_NAME:
+        raise ValueError(f"unknown resource {name!r}; known: {', '.join(BY_NAME)}")
+    return refresh(engine, settings, names=[name])[0]
+
+
+def sync_products(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+    return sync_resource("products", engine, settings)
+
+
+def sync_prices(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+    return sync_resource("prices", engine, settings)
+
+
+def sync_customers(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+    return sync_resource("customers", engine, settings)
+
+
+def sync_payment_methods(
+    engine: Engine | None = None, settings: Settings | None = None
+) -> IngestResult:
+    return sync_resource("payment_methods", engine, settings)
+
+
+def sync_subscriptions(
+    engine: Engine | None = None, settings: Settings | None = None
+) -> IngestResult:
+    return sync_resource("subscriptions", engine, settings)
+
+
+def sync_invoices(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+    return sync_resource("invoices", engine, settings)
+
+
+def sync_payment_intents(
+    engine: Engine | None = None, settings: Settings | None = None
+) -> IngestResult:
+    return sync_resource("payment_intents", engine, settings)
+
+
+def sync_charges(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+    return sync_resource("charges", engine, settings)

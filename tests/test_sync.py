@@ -1,0 +1,277 @@
+"""Staying current: events applied through the one path, the sync pass, the delete sweep.
+
+Real PostgreSQL (committed, emptied after each test: sync commits as it goes) and the sandbox
+over HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app import sync as sync_module
+from app.config import load_settings
+from app.errors import FetchError
+from app.events import apply_events, drain, store_events
+from app.ingest import ingest
+from app.reconcile import check
+from app.resources import BY_NAME, load_order
+from app.sources import read_api_objects
+from app.sync import StripeApi, refresh, sync_customers, sync_events
+from app.synthetic import customer
+from tests.sandbox_plugin import TEST_KEY
+
+CUSTOMERS = BY_NAME["customers"]
+MIRROR_TABLES = (
+    "products, prices, customers, payment_methods, subscriptions, subscription_items, "
+    "invoices, invoice_lines, payment_intents, charges, stripe_events, sync_state"
+)
+
+
+@pytest.fixture()
+def db(engine):
+    """The test database, committed to: sync writes in transactions of its own."""
+    yield engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {MIRROR_TABLES} CASCADE")
+
+
+@pytest.fixture()
+def settings(sandbox, monkeypatch, test_database_url, tmp_path):
+    monkeypatch.setenv("FETCH_RATE", "0")  # the sandbox here has no rate limit
+    return dataclasses.replace(
+        load_settings("DEV"),
+        stripe_api_base=sandbox.url,
+        stripe_secret_key=TEST_KEY,
+        database_url=test_database_url,
+        rejects_dir=tmp_path / "rejects",
+    )
+
+
+def row(db, table: str, object_id: str) -> dict | None:
+    with db.connect() as conn:
+        found = conn.execute(text(f"SELECT * FROM {table} WHERE id = :id"), {"id": object_id})
+        mapping = found.mappings().first()
+        return dict(mapping) if mapping else None
+
+
+def event(number: int, created: int, obj: dict, kind: str = "customer.updated") -> dict:
+    return {
+        "id": f"evt_{number}",
+        "object": "event",
+        "type": kind,
+        "created": created,
+        "livemode": False,
+        "api_version": "2026-10-28.endive",
+        "data": {"object": obj},
+    }
+
+
+def with_email(email: str) -> dict:
+    obj = customer(1)
+    obj["email"] = email
+    return obj
+
+
+def apply(db, events, reader=None):
+    with db.begin() as conn:
+        return apply_events(conn, events, reader)
+
+
+def test_first_sync_loads_everything_and_says_why(db, settings, sandbox):
+    sandbox.seed(customers=5)
+    report = sync_events(db, settings)
+    assert report.refresh_reason and "no sync cursor" in report.refresh_reason
+    loaded = {r.resource: r.stats[r.resource].inserted for r in report.refreshed}
+    assert loaded["customers"] == 5 and loaded["charges"] > 0
+    assert report.cursor is not None
+
+
+def test_changes_in_stripe_reach_the_mirror_through_events(db, settings, sandbox, stripe_sdk):
+    stripe = stripe_sdk
+    kept = stripe.Customer.create(email="kept@example.com", payment_method="pm_card_visa")
+    gone = stripe.Customer.create(email="gone@example.com")
+    product = stripe.Product.create(name="Plan")
+    price = stripe.Price.create(
+        product=product.id, currency="usd", unit_amount=900, recurring={"interval": "month"}
+    )
+    card = stripe.PaymentMethod.list(customer=kept.id).data[0]
+    stripe.Customer.modify(kept.id, invoice_settings={"default_payment_method": card.id})
+    sub = stripe.Subscription.create(customer=kept.id, items=[{"price": price.id}])
+    assert sync_events(db, settings).refresh_reason  # the first pass loads everything
+
+    stripe.Customer.modify(kept.id, email="changed@example.com", metadata={"tier": "gold"})
+    stripe.Product.modify(product.id, name="Plan (renamed)")
+    stripe.Subscription.cancel(sub.id)
+    stripe.Customer.delete(gone.id)
+    second_card = stripe.PaymentMethod.attach("pm_card_mastercard", customer=kept.id)
+    stripe.PaymentMethod.detach(card.id)
+
+    report = sync_events(db, settings)
+    assert report.refresh_reason is None
+    assert report.stored >= 6
+    assert row(db, "customers", kept.id)["email"] == "changed@example.com"
+    assert row(db, "customers", kept.id)["metadata"] == {"tier": "gold"}
+    assert row(db, "products", product.id)["name"] == "Plan (renamed)"
+    assert row(db, "subscriptions", sub.id)["status"] == "canceled"
+    deleted = row(db, "customers", gone.id)
+    assert deleted["deleted"] is True and deleted["deleted_at"] is not None
+    assert deleted["email"] == "gone@example.com"  # the last known state is kept
+    assert row(db, "payment_methods", card.id)["customer_id"] is None
+    assert row(db, "payment_methods", second_card.id)["customer_id"] == kept.id
+
+    # and the mirror agrees with Stripe: the deleted customer counts as deleted, not extra
+    with db.connect() as conn:
+        report = check(conn, load_order(), lambda r: read_api_objects(r, settings))
+        conn.rollback()
+    assert report.ok, [t.to_dict() for t in report.tables if not t.ok]
+
+
+def test_a_second_pass_applies_nothing_twice_and_costs_one_request(db, settings, stripe_sdk):
+    stripe_sdk.Customer.create(email="a@example.com")
+    sync_events(db, settings)
+    stripe_sdk.Customer.create(email="b@example.com")
+    first = sync_events(db, settings)
+    assert first.applied.outcomes["applied"] >= 1
+    again = sync_events(db, settings)
+    assert again.stored == 0 and again.applied.events == 0
+    assert again.requests == 1
+
+
+def test_an_older_event_after_a_newer_one_changes_nothing(db):
+    apply(db, [event(2, 2_000, with_email("newer@example.com"))])
+    counts, outcomes = apply(db, [event(1, 1_000, with_email("older@example.com"))])
+    assert outcomes == {"evt_1": "stale"}
+    assert row(db, "customers", "cus_00000000000001")["email"] == "newer@example.com"
+
+
+def test_events_in_one_batch_apply_oldest_first_whatever_their_order(db):
+    newer, older = (
+        event(2, 2_000, with_email("newer@x.io")),
+        event(1, 1_000, with_email("old@x.io")),
+    )
+    counts, outcomes = apply(db, [newer, older])
+    assert outcomes == {"evt_1": "superseded", "evt_2": "applied"}
+    assert row(db, "customers", "cus_00000000000001")["email"] == "newer@x.io"
+
+
+def test_an_event_confirming_the_content_still_moves_the_state_forward(db):
+    apply(db, [event(1, 1_000, with_email("same@x.io"))])
+    apply(db, [event(3, 3_000, with_email("same@x.io"))])  # same content, newer time
+    counts, outcomes = apply(db, [event(2, 2_000, with_email("between@x.io"))])
+    assert outcomes == {"evt_2": "stale"}
+    assert row(db, "customers", "cus_00000000000001")["email"] == "same@x.io"
+
+
+def test_a_same_second_tie_is_settled_by_reading_the_object(db, settings, stripe_sdk):
+    created = stripe_sdk.Customer.create(email="now@example.com")
+    one = {**customer(1), "id": created.id, "email": "first@example.com"}
+    two = {**one, "email": "second@example.com"}
+    reader = StripeApi(settings)
+    counts, outcomes = apply(db, [event(1, 5_000, one), event(2, 5_000, two)], reader)
+    assert counts.rereads == 1
+    assert row(db, "customers", created.id)["email"] == "now@example.com"
+    # the same second as the row's state, with other content: read again
+    counts, _ = apply(
+        db, [event(3, int(row(db, "customers", created.id)["state_at"].timestamp()), one)], reader
+    )
+    assert counts.rereads == 1
+    assert row(db, "customers", created.id)["email"] == "now@example.com"
+
+
+def test_a_duplicate_delivery_is_a_no_op(db):
+    first = event(1, 1_000, with_email("a@x.io"))
+    with db.begin() as conn:
+        assert store_events(conn, [first, first], "webhook") == 1
+    with db.begin() as conn:
+        assert store_events(conn, [first], "webhook") == 0
+    assert drain(db, None).outcomes == {"applied": 1}
+    assert drain(db, None).events == 0
+
+
+def test_a_crash_before_the_cursor_moves_loses_nothing(db, settings, stripe_sdk, monkeypatch):
+    sync_events(db, settings)
+    made = stripe_sdk.Customer.create(email="during@example.com")
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sync_module, "write_cursor", crash)
+        with pytest.raises(RuntimeError):
+            sync_events(db, settings)
+    assert calls and row(db, "customers", made.id) is None  # stored, not applied
+    report = sync_events(db, settings)
+    assert row(db, "customers", made.id)["email"] == "during@example.com"
+    assert report.applied.outcomes["applied"] >= 1
+
+
+def test_a_crash_while_applying_leaves_the_batch_to_the_next_drain(db, monkeypatch):
+    with db.begin() as conn:
+        store_events(conn, [event(1, 1_000, with_email("a@x.io"))], "webhook")
+    import app.events as events_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(events_module, "load_rows", lambda *a, **k: (_ for _ in ()).throw(OSError))
+        with pytest.raises(OSError):
+            drain(db, None)
+    assert row(db, "customers", "cus_00000000000001") is None
+    assert drain(db, None).outcomes == {"applied": 1}
+    assert row(db, "customers", "cus_00000000000001")["email"] == "a@x.io"
+
+
+def test_a_cursor_past_the_event_retention_triggers_a_refresh_and_says_so(db, settings, stripe_sdk):
+    sync_events(db, settings)
+    with db.begin() as conn:
+        conn.exec_driver_sql("UPDATE sync_state SET cursor = now() - interval '31 days'")
+    stripe_sdk.Customer.create(email="late@example.com")
+    report = sync_events(db, settings)
+    assert "30-day event retention" in report.refresh_reason
+    assert {r.resource for r in report.refreshed} == set(BY_NAME)
+    assert report.cursor > datetime.now(UTC) - timedelta(minutes=1)
+
+
+def test_the_delete_sweep_soft_deletes_what_a_complete_listing_lacks(db, settings, stripe_sdk):
+    alive = stripe_sdk.Customer.create(email="alive@example.com")
+    with db.begin() as conn:
+        ingest(conn, CUSTOMERS, [customer(1)])  # a row Stripe does not list
+        ingest(conn, CUSTOMERS, [customer(2)], state_at=datetime.now(UTC) + timedelta(hours=1))
+    result = sync_customers(db, settings)
+    assert result.stats["customers"].deleted == 1
+    assert row(db, "customers", "cus_00000000000001")["deleted"] is True
+    assert row(db, "customers", "cus_00000000000002")["deleted"] is False  # a newer state
+    assert row(db, "customers", alive.id)["deleted"] is False
+
+
+def test_the_delete_sweep_never_runs_after_a_partial_listing(db):
+    with db.begin() as conn:
+        ingest(conn, CUSTOMERS, [customer(1), customer(2)])
+
+    def broken_listing():
+        yield customer(1)
+        raise FetchError("the API failed half way")
+
+    with db.connect() as conn, pytest.raises(FetchError):
+        ingest(conn, CUSTOMERS, broken_listing(), state_at=datetime.now(UTC), sweep=True)
+    assert row(db, "customers", "cus_00000000000002")["deleted"] is False
+
+
+def test_refresh_then_sync_keeps_placeholders(db, settings, stripe_sdk):
+    with db.begin() as conn:
+        ingest(conn, BY_NAME["charges"], [{**_charge_of("cus_ghost")}])
+    refresh(db, settings, names=["customers"])
+    placeholder = row(db, "customers", "cus_ghost")
+    assert placeholder["is_placeholder"] is True and placeholder["deleted"] is False
+
+
+def _charge_of(customer_id: str) -> dict:
+    from app.synthetic import charge
+
+    obj = charge(1, 1, 500)
+    obj["customer"] = customer_id
+    return obj
