@@ -15,13 +15,16 @@ REPORT ?= data/reports/check_db.json
 SAMPLE_DATABASE_URL ?= postgresql://postgres:postgres@127.0.0.1:5434/stripe_db_sample
 FETCH_RATE ?= 25
 BENCH_CUSTOMERS ?= 500
+SWEEP ?=
+FOLLOW ?=
+INTERVAL ?= 2
 
 # User values reach the recipes only as environment variables, quoted there ("$$JSON_DIR"), never
 # as text pasted into a shell command line: `RESOURCES='x"; rm -rf …'` stays one argument and a
 # JSON_DIR with spaces one path. $(value …) takes each value as typed, so a `$(shell …)` in it is
 # not run by make either.
 USER_VARS := ENV SOURCE JSON_DIR MODE RESOURCES FILE N MSG REPORT SAMPLE_DATABASE_URL FETCH_RATE \
-	BENCH_CUSTOMERS
+	BENCH_CUSTOMERS SWEEP FOLLOW INTERVAL
 $(foreach var,$(USER_VARS),$(eval override $(var) := $$(value $(var))))
 export $(USER_VARS)
 
@@ -35,7 +38,7 @@ INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
 	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
-	bench-check-db populate populate-force fetch bench-fetch
+	bench-check-db populate populate-force fetch bench-fetch sync
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,7 +67,7 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 demo: guard-dev $(STAMP) db-up sandbox init-db ## The whole pipeline on local defaults: databases, sandbox, populate, fetch, ingest, verify
 	$(PY) scripts/populate.py
 	RESOURCES= scripts/fetch_stripe_data.sh
-	$(PY) scripts/ingest_all.py --json-dir "$$JSON_DIR"
+	$(PY) scripts/ingest_all.py --json-dir "$$JSON_DIR" --sweep
 	$(PY) scripts/check_db_integrity.py --json-dir "$$JSON_DIR"
 
 demo-sample: $(STAMP) db-up ## Ingest and verify the small export in data/sample, in a database of its own
@@ -99,8 +102,11 @@ populate-force: guard-dev $(STAMP) ## populate, cancelling and recreating the fi
 fetch: $(STAMP) ## Fetch every resource with curl into JSON_DIR; resumes if interrupted (RESOURCES=… FETCH_RATE=25)
 	scripts/fetch_stripe_data.sh
 
-ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=…)
-	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $${RESOURCES:+--resources "$$RESOURCES"}
+ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JSON_DIR=… RESOURCES=… SWEEP=1)
+	$(PY) scripts/ingest_all.py $(INGEST_ARGS) $${RESOURCES:+--resources "$$RESOURCES"} $${SWEEP:+--sweep}
+
+sync: $(STAMP) ## Apply Stripe's events since the last sync (FOLLOW=1 keeps polling every INTERVAL=2 s)
+	$(PY) scripts/sync.py --interval "$$INTERVAL" $${FOLLOW:+--follow}
 
 # one target per table (ingest-products … ingest-charges), listed in `make help`
 $(addprefix ingest-,$(TABLES)): ingest-%: $(STAMP)

@@ -245,7 +245,12 @@ def _apply_resource(
         outcomes[event["id"]] = "deleted" if deleted else "applied"
     if not rows:
         return
-    result = counts.tables.setdefault(resource.name, IngestResult(resource.name))
+    result = counts.tables.get(resource.name)
+    if result is None:  # the parent's table first, then its children, as the summary shows them
+        result = counts.tables[resource.name] = IngestResult(resource.name)
+        for name in (resource.name, *(c.name for c in resource.children)):
+            result.table(name)
+    result.table(resource.name).read += len(rows)
     load_rows(conn, resource, rows, result, source_name="events")
     # a state confirmed by a newer event is newer, even when its content did not change
     cursor.execute(

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
 from app.errors import InputFileError, PipelineError, first_line
-from app.ingest import MODES, IngestResult, Progress, ingest
+from app.ingest import MODES, IngestResult, Progress, ingest, stripe_now
 from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import read_api_objects, read_json_objects
@@ -79,6 +80,13 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
         default=None,
         help="where objects that could not be loaded are written (default: data/rejects)",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the input is a complete listing: soft-delete the rows it lacks (the delete sweep; "
+        "needs the listing's start time: SOURCE=api, or files written by `make fetch`). After "
+        "all eight resources, `make sync` goes on from the listing's start",
+    )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_debug_option(parser)
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
             mode=args.mode,
             rejects_dir=args.rejects_dir or settings.rejects_dir,
             results=results,
+            sweep=args.sweep,
         )
     except PipelineError as exc:
         if results:
@@ -140,10 +149,15 @@ def run(
     mode: str,
     rejects_dir: Path,
     results: list[IngestResult] | None = None,
+    sweep: bool = False,
 ) -> list[IngestResult]:
     """Ingest `chosen` in order; each resource's result is appended to `results` as it ends,
-    so a caller interrupted half-way still knows what was done (the one that broke included)."""
+    so a caller interrupted half-way still knows what was done (the one that broke included).
+
+    With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
+    every resource is loaded so, the sync cursor starts at the earliest listing's start."""
     results = [] if results is None else results
+    listed: list[datetime | None] = []
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
@@ -155,9 +169,16 @@ def run(
         for resource in chosen:
             try:
                 rejects.start(resource.name)
-                objects, label, version = _source_of(
+                objects, label, version, state_at = _source_of(
                     resource, settings, source=source, json_dir=json_dir, single_file=single_file
                 )
+                if sweep and state_at is None:
+                    raise InputFileError(
+                        label,
+                        "--sweep needs the time the listing started, and this file has none "
+                        "(no started_at in its .meta.json): fetch it with `make fetch`",
+                    )
+                listed.append(state_at)
                 result = ingest(
                     conn,
                     resource,
@@ -167,6 +188,8 @@ def run(
                     rejects=rejects,
                     source_name=label,
                     progress=Progress(resource.name),
+                    state_at=state_at,
+                    sweep=sweep,
                 )
             except InputFileError as exc:
                 log.error("error: %s", exc)
@@ -189,7 +212,20 @@ def run(
                 results.append(IngestResult(resource.name, error=mask_secrets(reason)))
                 raise
             results.append(result)
+    whole = {r.name for r in chosen} == set(BY_NAME) and not any(r.error for r in results)
+    if sweep and whole and all(listed):
+        start_sync_cursor(engine, settings, min(t for t in listed if t is not None))
     return results
+
+
+def start_sync_cursor(engine: Any, settings: Settings, at: datetime) -> None:
+    """Every resource listed whole and swept: `make sync` can go on from the listing's start
+    instead of listing everything again (a cursor already there is never moved back)."""
+    from app.sync import read_cursor, write_cursor
+
+    if read_cursor(engine, settings) is None:
+        write_cursor(engine, settings, at, None, refreshed=True)
+        log.info("sync cursor set to %s: `make sync` goes on from there", f"{at:%Y-%m-%d %H:%M:%S}")
 
 
 def _source_of(
@@ -199,26 +235,43 @@ def _source_of(
     source: str,
     json_dir: Path,
     single_file: Path | None,
-) -> tuple[Iterator[Any], str, str]:
-    """The resource's objects, what to call where they come from, and their API version."""
+) -> tuple[Iterator[Any], str, str, datetime | None]:
+    """The resource's objects, what to call where they come from, their API version and the
+    Stripe time of their state (when the listing started; None: unknown)."""
     if source == "api":
         label = f"{settings.stripe_api_base} {resource.name}"
-        return read_api_objects(resource, settings), label, settings.stripe_api_version
+        started = stripe_now()
+        return read_api_objects(resource, settings), label, settings.stripe_api_version, started
     path = single_file or json_dir / resource.file_name
-    return read_json_objects(path), str(path), _api_version_of(path, settings)
+    meta = _meta_of(path)
+    version = meta.get("stripe_version")
+    return (
+        read_json_objects(path),
+        str(path),
+        version if isinstance(version, str) and version else settings.stripe_api_version,
+        _time(meta.get("started_at")),
+    )
 
 
-def _api_version_of(path: Path, settings: Settings) -> str:
-    """The Stripe-Version the fetcher pinned, from its `<resource>.meta.json` beside the file."""
+def _meta_of(path: Path) -> dict[str, Any]:
+    """What the fetcher recorded in `<resource>.meta.json` beside the file (version, start)."""
     meta = path.with_suffix(".meta.json")
-    if meta.exists():
-        try:
-            version = orjson.loads(meta.read_bytes()).get("stripe_version")
-        except (orjson.JSONDecodeError, AttributeError):
-            version = None
-        if isinstance(version, str) and version:
-            return version
-    return settings.stripe_api_version
+    try:
+        found = orjson.loads(meta.read_bytes()) if meta.is_file() else {}
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _time(value: Any) -> datetime | None:
+    """An ISO time such as `2026-11-26T10:02:11Z`, to the second; None when absent or bad."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(microsecond=0) if parsed.tzinfo else None
 
 
 COLUMNS = ("read", "inserted", "updated", "unchanged", "deleted", "rejected", "placeholders")

@@ -514,11 +514,14 @@ write_list() {
     sed '1!s/^/,/'
     printf ']}\n'
   } >"$tmp"
+  # started_at: when the run (or the interrupted run it resumed) began; every object of the file
+  # was read after it, so it is the Stripe time the ingest records for their state
   jq -n --arg resource "$name" --arg version "$STRIPE_API_VERSION" --arg base "$STRIPE_API_BASE" \
     --arg url "$list_url" --arg at "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --arg started "$(cat "$WORK_DIR/run.started")" \
     --argjson objects "$objects" --argjson pages "$pages" --argjson seconds "$seconds" \
-    '{resource: $resource, stripe_version: $version, fetched_at: $at, objects: $objects,
-      pages: $pages, seconds: $seconds, api_base: $base, url: $url}' >"$meta_tmp"
+    '{resource: $resource, stripe_version: $version, started_at: $started, fetched_at: $at,
+      objects: $objects, pages: $pages, seconds: $seconds, api_base: $base, url: $url}' >"$meta_tmp"
   mv "$tmp" "$final"
   mv "$meta_tmp" "$meta"
 }

@@ -275,3 +275,84 @@ def _charge_of(customer_id: str) -> dict:
     obj = charge(1, 1, 500)
     obj["customer"] = customer_id
     return obj
+
+
+def test_a_swept_load_of_a_whole_fetch_starts_the_cursor(
+    db, settings, sandbox, monkeypatch, tmp_path
+):
+    import orjson
+
+    from app.ingest_command import main as ingest_main
+    from app.sync import read_cursor
+    from tests.fetch_helpers import run_fetch
+
+    sandbox.seed(customers=3)
+    fetched = run_fetch(sandbox.url, tmp_path / "json", FETCH_RATE="0")
+    assert fetched.returncode == 0, fetched.stderr
+    started = orjson.loads((tmp_path / "json" / "customers.meta.json").read_bytes())["started_at"]
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    code = ingest_main(
+        ["--json-dir", str(tmp_path / "json"), "--sweep", "-q", "--rejects-dir", str(tmp_path)]
+    )
+    assert code == 0
+    cursor = read_cursor(db, settings)
+    assert cursor == datetime.fromisoformat(started.replace("Z", "+00:00"))
+    with db.connect() as conn:
+        state_at = conn.exec_driver_sql("SELECT min(state_at) FROM customers").scalar_one()
+    assert state_at == cursor
+    assert sync_events(db, settings).refresh_reason is None  # incremental from the start
+
+
+def test_sweep_refuses_a_file_whose_listing_time_is_unknown(db, settings, monkeypatch, tmp_path):
+    from app.ingest_command import main as ingest_main
+
+    (tmp_path / "customers.json").write_text('[{"id": "cus_1", "object": "customer"}]')
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    code = ingest_main(
+        [
+            "--json-dir",
+            str(tmp_path),
+            "--resources",
+            "customers",
+            "--sweep",
+            "-q",
+            "--rejects-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    assert row(db, "customers", "cus_1") is None
+
+
+def test_the_sync_command_runs_a_pass_and_says_what_it_did(db, settings, stripe_sdk):
+    import os
+    import subprocess
+    import sys
+
+    from app.config import PROJECT_ROOT
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STRIPE_API_BASE": settings.stripe_api_base,
+        "STRIPE_SECRET_KEY": TEST_KEY,
+        "FETCH_RATE": "0",
+    }
+
+    def run():
+        return subprocess.run(
+            [sys.executable, "scripts/sync.py", "-q"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert "full load: no sync cursor yet" in first.stdout
+    stripe_sdk.Customer.create(email="cli@example.com")
+    second = run()
+    assert second.returncode == 0, second.stderr
+    assert "applied 1" in second.stdout and "customers" in second.stdout
