@@ -137,19 +137,33 @@ def decode_form(data: bytes | str) -> Params:
     return {name: _listify(value) for name, value in root.items()}
 
 
+def param_name(prefix: str, key: str) -> str:
+    """The wire name of `key` nested under `prefix` (`items[0][` + `price` → `items[0][price]`).
+
+    Prefixes are written as they open (`card[`, `default_price_data[recurring[`); the name has
+    every bracket closed, as Stripe's error `param` names it.
+    """
+    if not prefix:
+        return key
+    head, *rest = [part for part in re.split(r"[\[\]]+", prefix) if part]
+    return head + "".join(f"[{part}]" for part in [*rest, key])
+
+
 def as_str(params: Params, key: str, *, required: bool = False, prefix: str = "") -> str | None:
     value = params.get(key)
     if value is None:
         if required:
             raise InvalidRequestError(
-                f"Missing required param: {prefix}{key}.",
+                f"Missing required param: {param_name(prefix, key)}.",
                 code="parameter_missing",
-                param=prefix + key,
+                param=param_name(prefix, key),
             )
         return None
     if not isinstance(value, str):
         raise InvalidRequestError(
-            f"Invalid string: {prefix}{key}", code="parameter_invalid_string", param=prefix + key
+            f"Invalid string: {param_name(prefix, key)}",
+            code="parameter_invalid_string",
+            param=param_name(prefix, key),
         )
     return value
 
@@ -160,15 +174,16 @@ def as_int(
     *,
     required: bool = False,
     minimum: int | None = None,
+    maximum: int | None = None,
     prefix: str = "",
 ) -> int | None:
     value = as_str(params, key, required=required, prefix=prefix)
     if value is None or value == "":
         if required:
             raise InvalidRequestError(
-                f"Missing required param: {prefix}{key}.",
+                f"Missing required param: {param_name(prefix, key)}.",
                 code="parameter_missing",
-                param=prefix + key,
+                param=param_name(prefix, key),
             )
         return None
     # ASCII digits only (int() would take "1_000", " 7 " and other scripts' digits), 64-bit
@@ -177,13 +192,19 @@ def as_int(
         raise InvalidRequestError(
             f"Invalid integer: {_shown(value)}",
             code="parameter_invalid_integer",
-            param=prefix + key,
+            param=param_name(prefix, key),
         )
     if minimum is not None and number < minimum:
         raise InvalidRequestError(
-            f"Invalid {prefix}{key}: must be at least {minimum}",
+            f"Invalid {param_name(prefix, key)}: must be at least {minimum}",
             code="parameter_invalid_integer",
-            param=prefix + key,
+            param=param_name(prefix, key),
+        )
+    if maximum is not None and number > maximum:
+        raise InvalidRequestError(
+            f"Invalid {param_name(prefix, key)}: must be at most {maximum}",
+            code="parameter_invalid_integer",
+            param=param_name(prefix, key),
         )
     return number
 
@@ -197,7 +218,7 @@ def as_bool(params: Params, key: str, *, prefix: str = "") -> bool | None:
     if value in ("false", "0", ""):
         return False
     raise InvalidRequestError(
-        f"Invalid boolean: {value}", code="parameter_invalid_boolean", param=prefix + key
+        f"Invalid boolean: {value}", code="parameter_invalid_boolean", param=param_name(prefix, key)
     )
 
 
@@ -209,7 +230,9 @@ def as_dict(params: Params, key: str, *, prefix: str = "") -> dict[str, Any] | N
         return {str(i): v for i, v in enumerate(value)}
     if not isinstance(value, dict):
         raise InvalidRequestError(
-            f"Invalid object: {prefix}{key}", code="parameter_invalid_hash", param=prefix + key
+            f"Invalid object: {param_name(prefix, key)}",
+            code="parameter_invalid_hash",
+            param=param_name(prefix, key),
         )
     return value
 
@@ -222,7 +245,9 @@ def as_list(params: Params, key: str, *, prefix: str = "") -> list[Any]:
         return [value]
     if isinstance(value, dict):
         raise InvalidRequestError(
-            f"Invalid array: {prefix}{key}", code="parameter_invalid_array", param=prefix + key
+            f"Invalid array: {param_name(prefix, key)}",
+            code="parameter_invalid_array",
+            param=param_name(prefix, key),
         )
     return list(value)
 

@@ -29,12 +29,10 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from app.sandbox.errors import SandboxError
-
-if TYPE_CHECKING:
-    from app.sandbox.server import Sandbox
+from app.sandbox.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +109,30 @@ def write_state(
     return True
 
 
+class PersistedState(Protocol):
+    """What the persister needs of the sandbox (server.py's `Sandbox`), without importing it."""
+
+    # Bumped by every change of the state: a snapshot is taken when it moved.
+    generation: int
+
+    @property
+    def store(self) -> Store: ...
+
+    def frozen(self) -> contextlib.AbstractContextManager[None]:
+        """Hold every lock of the state."""
+        ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
 class StatePersister:
     """Loads the sandbox's state from its file and keeps that file up to date."""
 
-    def __init__(self, sandbox: Sandbox, path: Path, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self, sandbox: PersistedState, path: Path, interval: float = DEFAULT_INTERVAL
+    ) -> None:
         self.sandbox = sandbox
         self.path = path
         self.interval = interval
