@@ -18,13 +18,15 @@ BENCH_CUSTOMERS ?= 500
 SWEEP ?=
 FOLLOW ?=
 INTERVAL ?= 2
+WEBHOOK_HOST ?= 127.0.0.1
+WEBHOOK_PORT ?= 8010
 
 # User values reach the recipes only as environment variables, quoted there ("$$JSON_DIR"), never
 # as text pasted into a shell command line: `RESOURCES='x"; rm -rf …'` stays one argument and a
 # JSON_DIR with spaces one path. $(value …) takes each value as typed, so a `$(shell …)` in it is
 # not run by make either.
 USER_VARS := ENV SOURCE JSON_DIR MODE RESOURCES FILE N MSG REPORT SAMPLE_DATABASE_URL FETCH_RATE \
-	BENCH_CUSTOMERS SWEEP FOLLOW INTERVAL
+	BENCH_CUSTOMERS SWEEP FOLLOW INTERVAL WEBHOOK_HOST WEBHOOK_PORT
 $(foreach var,$(USER_VARS),$(eval override $(var) := $$(value $(var))))
 export $(USER_VARS)
 
@@ -38,7 +40,7 @@ INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
 	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
-	bench-check-db populate populate-force fetch bench-fetch sync
+	bench-check-db populate populate-force fetch bench-fetch sync webhook
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -107,6 +109,9 @@ ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JS
 
 sync: $(STAMP) ## Apply Stripe's events since the last sync (FOLLOW=1 keeps polling every INTERVAL=2 s)
 	$(PY) scripts/sync.py --interval "$$INTERVAL" $${FOLLOW:+--follow}
+
+webhook: $(STAMP) ## Receive Stripe's webhooks into the inbox and apply them (WEBHOOK_HOST, WEBHOOK_PORT; needs STRIPE_WEBHOOK_SECRET)
+	$(PY) scripts/webhook.py --host "$$WEBHOOK_HOST" --port "$$WEBHOOK_PORT"
 
 # one target per table (ingest-products … ingest-charges), listed in `make help`
 $(addprefix ingest-,$(TABLES)): ingest-%: $(STAMP)

@@ -12,6 +12,7 @@ all and a re-run applies nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,9 +23,17 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection, Engine
 
+from app.config import mask_secrets
 from app.db.session import raw_cursor
-from app.errors import TransformError
-from app.ingest import IngestResult, formats_for, load_rows, stripe_now, transform_object
+from app.errors import PipelineError, TransformError
+from app.ingest import (
+    IngestResult,
+    formats_for,
+    holds_nul,
+    load_rows,
+    stripe_now,
+    transform_object,
+)
 from app.resources import RESOURCES, Resource, load_order
 from app.transformers.common import dig
 
@@ -91,28 +100,65 @@ def valid_event(event: Any) -> str | None:
 
 def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str) -> int:
     """Put events in the inbox; those already there (by id) are left as they are. Returns how
-    many were new. The caller commits."""
-    batch = [e for e in events]
+    many were new. The caller commits.
+
+    An event PostgreSQL cannot hold as jsonb (a NUL in a string, a lone surrogate, an integer
+    beyond 64 bits) is stored set aside: its exact text kept as a string, its outcome
+    `rejected: <reason>`, never applied, so it neither blocks the inbox nor gets lost.
+    """
+    batch = list(events)
     if not batch:
         return 0
+    rows = [(event, *_as_jsonb(event)) for event in batch]
     cursor = raw_cursor(conn)
     cursor.execute(
-        "INSERT INTO stripe_events (id, type, created, livemode, api_version, raw, source) "
-        "SELECT id, type, to_timestamp(created), livemode, v, raw, %s "
+        "INSERT INTO stripe_events "
+        "(id, type, created, livemode, api_version, raw, source, applied_at, outcome) "
+        "SELECT id, type, to_timestamp(created), livemode, v, raw, %s, "
+        "CASE WHEN outcome IS NOT NULL THEN now() END, outcome "
         "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::boolean[], %s::text[], "
-        "%s::jsonb[]) AS e(id, type, created, livemode, v, raw) "
+        "%s::jsonb[], %s::text[]) AS e(id, type, created, livemode, v, raw, outcome) "
         "ON CONFLICT (id) DO NOTHING",
         (
             source,
-            [e["id"] for e in batch],
-            [e["type"] for e in batch],
-            [e["created"] for e in batch],
-            [e.get("livemode") for e in batch],
-            [e.get("api_version") for e in batch],
-            [orjson.dumps(e).decode() for e in batch],
+            [e["id"] for e, _raw, _why in rows],
+            [e["type"] for e, _raw, _why in rows],
+            [e["created"] for e, _raw, _why in rows],
+            [e.get("livemode") for e, _raw, _why in rows],
+            [e.get("api_version") for e, _raw, _why in rows],
+            [raw for _e, raw, _why in rows],
+            [f"rejected: {why}" if why else None for _e, _raw, why in rows],
         ),
     )
+    for event, _raw, why in rows:
+        if why:
+            log.warning("event %s (%s) set aside: %s", event["id"], event["type"], why)
     return max(cursor.rowcount, 0)
+
+
+def _as_jsonb(event: dict[str, Any]) -> tuple[str, str | None]:
+    """The event as jsonb text, or a stand-in holding its exact text, and why."""
+    try:
+        text = orjson.dumps(event).decode()
+    except TypeError as exc:  # a lone surrogate, an integer beyond 64 bits, too deep
+        why = f"PostgreSQL cannot store it as jsonb: {exc}"
+    else:
+        if "u0000" not in text or not holds_nul(event):
+            return text, None
+        why = "a string holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        exact = json.dumps(event, ensure_ascii=True)
+    except (RecursionError, ValueError):
+        exact = None
+    stand_in = {
+        "id": event["id"],
+        "object": "event",
+        "type": event["type"],
+        "created": event["created"],
+        "unstorable": why,
+        "text": exact,
+    }
+    return orjson.dumps(stand_in).decode(), why
 
 
 def drain(
@@ -125,31 +171,76 @@ def drain(
     """Apply every event of the inbox not yet applied, oldest first, a batch per transaction.
 
     Concurrent drains (a webhook worker and `make sync`) take different events: rows of the
-    inbox are locked with SKIP LOCKED, the mirrored rows with FOR UPDATE.
+    inbox are locked with SKIP LOCKED, the mirrored rows with FOR UPDATE. A batch that fails
+    (the API down while a tie is settled) is applied again one event at a time, so one event
+    never holds back the others: those that still fail stay pending, with the reason in their
+    outcome, for the next drain. Order does not matter for correctness: the newest state wins.
     """
     total = ApplyCounts()
+    failed: list[str] = []  # pending events that failed in this drain: not tried again in it
     while True:
         with engine.begin() as conn:
-            cursor = raw_cursor(conn)
-            cursor.execute(
-                "SELECT id, raw FROM stripe_events WHERE applied_at IS NULL "
-                "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (batch,),
-            )
-            pending = cursor.fetchall()
-            if not pending:
-                return total
-            events = [raw for _id, raw in pending]
-            counts, outcomes = apply_events(conn, events, reader)
-            cursor.execute(
-                "UPDATE stripe_events SET applied_at = now(), outcome = o.outcome "
-                "FROM unnest(%s::text[], %s::text[]) AS o(id, outcome) "
-                "WHERE stripe_events.id = o.id",
-                (list(outcomes), list(outcomes.values())),
-            )
+            pending = _pending(conn, batch, failed)
+        if not pending:
+            return total
+        try:
+            counts = _apply_pending(engine, pending, reader)
+        except PipelineError as exc:
+            log.warning("events: a batch failed (%s); applying its events one by one", exc)
+            counts = ApplyCounts()
+            for one in pending:
+                try:
+                    counts.add(_apply_pending(engine, [one], reader))
+                except PipelineError as error:
+                    failed.append(one[0])
+                    _note_failure(engine, one[0], str(error))
         total.add(counts)
         if on_batch is not None:
             on_batch(counts)
+
+
+def _pending(conn: Connection, batch: int, skip: list[str]) -> list[tuple[str, Any]]:
+    cursor = raw_cursor(conn)
+    cursor.execute(
+        "SELECT id, raw FROM stripe_events WHERE applied_at IS NULL AND NOT (id = ANY(%s)) "
+        "ORDER BY created, id LIMIT %s",
+        (skip, batch),
+    )
+    return list(cursor.fetchall())
+
+
+def _apply_pending(
+    engine: Engine, pending: list[tuple[str, Any]], reader: ObjectReader | None
+) -> ApplyCounts:
+    """Apply these inbox events and mark them applied, in one transaction (locked, so a
+    concurrent drain skips them; one that got there first has applied them already)."""
+    with engine.begin() as conn:
+        cursor = raw_cursor(conn)
+        cursor.execute(
+            "SELECT id, raw FROM stripe_events WHERE id = ANY(%s) AND applied_at IS NULL "
+            "ORDER BY created, id FOR UPDATE SKIP LOCKED",
+            ([event_id for event_id, _raw in pending],),
+        )
+        locked = cursor.fetchall()
+        if not locked:
+            return ApplyCounts()
+        counts, outcomes = apply_events(conn, [raw for _id, raw in locked], reader)
+        ids = [event_id for event_id, _raw in locked]
+        cursor.execute(
+            "UPDATE stripe_events SET applied_at = now(), outcome = o.outcome "
+            "FROM unnest(%s::text[], %s::text[]) AS o(id, outcome) "
+            "WHERE stripe_events.id = o.id",
+            (ids, [outcomes.get(event_id, "applied") for event_id in ids]),
+        )
+    return counts
+
+
+def _note_failure(engine: Engine, event_id: str, reason: str) -> None:
+    with engine.begin() as conn:
+        raw_cursor(conn).execute(
+            "UPDATE stripe_events SET outcome = %s WHERE id = %s",
+            (f"retrying: {mask_secrets(reason)}"[:1000], event_id),
+        )
 
 
 def apply_events(

@@ -560,7 +560,7 @@ class CopyFormat:
             raise TransformError(resource, object_id or row.get("id"), _why(exc)) from exc
         # PostgreSQL's text and jsonb cannot hold NUL: refused here, by name, rather than by
         # the database for a whole batch (a rare literal `u0000` only costs a closer look)
-        if "\x00" in line or ("u0000" in line and _holds_nul(row.get("raw"))):
+        if "\x00" in line or ("u0000" in line and holds_nul(row.get("raw"))):
             raise TransformError(
                 resource,
                 object_id or row.get("id"),
@@ -581,7 +581,7 @@ def _why(exc: Exception) -> str:
     return text
 
 
-def _holds_nul(value: Any) -> bool:
+def holds_nul(value: Any) -> bool:
     """Whether any string (or key) in a JSON value holds NUL; iterative, so any depth is safe."""
     stack = [value]
     while stack:

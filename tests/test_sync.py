@@ -7,6 +7,7 @@ over HTTP.
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -356,3 +357,44 @@ def test_the_sync_command_runs_a_pass_and_says_what_it_did(db, settings, stripe_
     second = run()
     assert second.returncode == 0, second.stderr
     assert "applied 1" in second.stdout and "customers" in second.stdout
+
+
+def test_an_event_postgresql_cannot_hold_is_set_aside_whole_and_blocks_nothing(db):
+    bad = event(1, 1_000, with_email("a\u0000b@x.io"))
+    good = event(2, 1_001, {**customer(2), "email": "fine@x.io"})
+    with db.begin() as conn:
+        assert store_events(conn, [bad, good], "sync") == 2
+    assert drain(db, None).outcomes == {"applied": 1}
+    with db.connect() as conn:
+        outcome, applied_at, kept = conn.execute(
+            text("SELECT outcome, applied_at, raw->>'text' FROM stripe_events WHERE id = 'evt_1'")
+        ).one()
+    assert outcome.startswith("rejected:") and "NUL" in outcome and applied_at is not None
+    assert json.loads(kept) == bad  # nothing lost: the exact event, escapes and all
+    assert row(db, "customers", "cus_00000000000002")["email"] == "fine@x.io"
+
+
+def test_an_event_that_cannot_be_applied_now_waits_without_holding_back_the_rest(
+    db, settings, stripe_sdk, sandbox_factory
+):
+    made = stripe_sdk.Customer.create(email="now@example.com")
+    one = {**customer(1), "id": made.id, "email": "first@example.com"}
+    tie = [event(1, 5_000, one), event(2, 5_000, {**one, "email": "second@example.com"})]
+    other = event(3, 5_001, {**customer(2), "email": "other@x.io"})
+    with db.begin() as conn:
+        store_events(conn, [*tie, other], "webhook")
+    down = sandbox_factory()
+    down.stop()  # the API is unreachable: the tie cannot be settled now
+    offline = StripeApi(dataclasses.replace(settings, stripe_api_base=down.url))
+    counts = drain(db, offline)
+    # one by one: the first of the tie applies, the second is the tie, the other goes through
+    assert counts.outcomes["applied"] == 2
+    assert row(db, "customers", "cus_00000000000002")["email"] == "other@x.io"
+    with db.connect() as conn:
+        waiting = conn.execute(
+            text("SELECT id, outcome FROM stripe_events WHERE applied_at IS NULL ORDER BY id")
+        ).all()
+    assert [w[0] for w in waiting] == ["evt_2"]
+    assert "retrying: " in waiting[0][1] and "cannot reach" in waiting[0][1]
+    assert drain(db, StripeApi(settings)).rereads == 1  # the API is back: settled
+    assert row(db, "customers", made.id)["email"] == "now@example.com"
