@@ -227,7 +227,7 @@ def _apply_pending(
         counts, outcomes = apply_events(conn, [raw for _id, raw in locked], reader)
         ids = [event_id for event_id, _raw in locked]
         cursor.execute(
-            "UPDATE stripe_events SET applied_at = now(), outcome = o.outcome "
+            "UPDATE stripe_events SET applied_at = clock_timestamp(), outcome = o.outcome "
             "FROM unnest(%s::text[], %s::text[]) AS o(id, outcome) "
             "WHERE stripe_events.id = o.id",
             (ids, [outcomes.get(event_id, "applied") for event_id in ids]),

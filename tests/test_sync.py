@@ -398,3 +398,27 @@ def test_an_event_that_cannot_be_applied_now_waits_without_holding_back_the_rest
     assert "retrying: " in waiting[0][1] and "cannot reach" in waiting[0][1]
     assert drain(db, StripeApi(settings)).rereads == 1  # the API is back: settled
     assert row(db, "customers", made.id)["email"] == "now@example.com"
+
+
+def test_long_invoices_deleted_drafts_and_products_arrive_through_events(db, settings, stripe_sdk):
+    stripe = stripe_sdk
+    buyer = stripe.Customer.create(email="long@example.com")
+    sync_events(db, settings)  # the first pass loads everything and starts the cursor
+    for n in range(12):  # more lines than Stripe embeds in an invoice (10)
+        stripe.InvoiceItem.create(customer=buyer.id, amount=100 + n, currency="usd")
+    long = stripe.Invoice.create(customer=buyer.id)
+    stripe.Invoice.finalize_invoice(long.id)
+    draft = stripe.Invoice.create(customer=buyer.id)
+    stripe.Invoice.delete(draft.id)
+    product = stripe.Product.create(name="Short-lived")
+    stripe.Product.delete(product.id)
+
+    sync_events(db, settings)
+    assert row(db, "invoices", long.id)["status"] == "open"
+    with db.connect() as conn:
+        lines = conn.execute(
+            text("SELECT count(*) FROM invoice_lines WHERE invoice_id = :id"), {"id": long.id}
+        ).scalar_one()
+    assert lines == 12  # the embedded first page completed from the API
+    assert row(db, "invoices", draft.id)["deleted"] is True
+    assert row(db, "products", product.id)["deleted"] is True
