@@ -77,3 +77,18 @@ def test_help_explains_the_commands() -> None:
     assert shown.returncode == 0
     for command in ("start", "stop", "status", "reset", "seed", "serve"):
         assert command in shown.stdout
+
+
+def test_webhook_options_reach_the_server() -> None:
+    from app.sandbox.__main__ import _serve_args, _webhook_config, build_parser
+    from app.sandbox.webhooks import WebhookConfig
+
+    start = build_parser().parse_args(
+        ["start", "--no-persist", "--webhook-retry-base", "0.2", "--webhook-max-attempts", "8",
+         "--webhook-shuffle", "--webhook-duplicate-rate", "0.1", "--fault-seed", "3"]
+    )  # fmt: skip
+    serve = build_parser().parse_args(["serve", *_serve_args(start)])
+    assert _webhook_config(serve) == WebhookConfig(
+        retry_base=0.2, max_attempts=8, shuffle=True, duplicate_rate=0.1, seed=3
+    )
+    assert _webhook_config(build_parser().parse_args(["serve"])) == WebhookConfig()

@@ -26,7 +26,8 @@ from stripe._encode import _api_encode
 
 from app.sandbox.errors import InvalidRequestError
 from app.sandbox.params import MAX_DEPTH, decode_form
-from app.sandbox.server import API_VERSIONS, SandboxHandle, run_in_thread
+from app.sandbox.server import SandboxHandle, run_in_thread
+from app.sandbox.versions import API_VERSIONS
 
 settings.register_profile(
     "sandbox-hostile",

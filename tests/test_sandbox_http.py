@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from app.sandbox.params import MAX_DEPTH, MAX_PARAMS
-from app.sandbox.server import API_VERSIONS, MAX_BODY_BYTES, SandboxHandle
+from app.sandbox.server import MAX_BODY_BYTES, SandboxHandle
+from app.sandbox.versions import API_VERSIONS, DEFAULT_API_VERSION
 from tests.fetch_helpers import create_long_lists
 
 KEY = "sk_test_http"
@@ -313,8 +314,9 @@ def test_headers_request_id_and_stripe_version(api: requests.Session) -> None:
     )
     assert event_version.headers["Stripe-Version"] == "2026-01-28.clover"
     event = _get(api, "/v1/events", type="customer.created").json()["data"][0]
+    # events are rendered in the account's default version, not the request's (as Stripe does)
     assert (
-        event["api_version"] == "2026-01-28.clover"
+        event["api_version"] == DEFAULT_API_VERSION
         and event["request"]["id"] == event_version.headers["Request-Id"]
     )
 

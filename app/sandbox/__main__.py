@@ -30,6 +30,7 @@ from pathlib import Path
 from app.sandbox.errors import SandboxError, SandboxNotRunning
 from app.sandbox.limits import FaultConfig
 from app.sandbox.server import DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve_forever
+from app.sandbox.webhooks import WebhookConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 # SANDBOX_STATE_DIR moves the pid and log files (tests use it to stay out of the user's way).
@@ -38,6 +39,10 @@ PID_FILE = STATE_DIR / "sandbox.pid"
 LOG_FILE = STATE_DIR / "sandbox.log"
 STATE_FILE = STATE_DIR / "state.pickle"
 EXIT_NOT_RUNNING = 3
+_WEBHOOK_OPTIONS = (
+    "webhook_retry_base", "webhook_retry_max", "webhook_max_attempts", "webhook_timeout",
+    "webhook_connections", "webhook_shuffle_window", "webhook_duplicate_rate",
+)  # fmt: skip
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -93,10 +98,13 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
         ]
     if args.endpoint_rate is not None:
         options += ["--endpoint-rate", str(args.endpoint_rate)]
-    for name in ("fault_rate", "slow_rate", "slow_seconds", "drop_rate", "fault_seed"):
+    for name in ("fault_rate", "slow_rate", "slow_seconds", "drop_rate", "fault_seed",
+                 *_WEBHOOK_OPTIONS):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             options += ["--" + name.replace("_", "-"), str(value)]
+    if args.webhook_shuffle:
+        options.append("--webhook-shuffle")
     if args.no_persist:
         options.append("--no-persist")
     else:
@@ -222,15 +230,33 @@ def cmd_seed(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
     print(
         f"seeded {report['objects']} objects ({counts}, line items {report['line_items']}) "
+        f"and {report.get('events', 0)} events "
         f"in {report['seconds']}s: {report['objects_per_second']} objects/s"
     )
     return 0
+
+
+def _webhook_config(args: argparse.Namespace) -> WebhookConfig:
+    """The webhook options given, over WebhookConfig's defaults; seeded by --fault-seed."""
+    given = {
+        name.removeprefix("webhook_"): getattr(args, name)
+        for name in _WEBHOOK_OPTIONS
+        if getattr(args, name) is not None
+    }
+    if "retry_base" in given and "retry_max" not in given:
+        given["retry_max"] = max(WebhookConfig.retry_max, given["retry_base"])
+    return WebhookConfig(**given, shuffle=args.webhook_shuffle, seed=args.fault_seed)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        webhooks = _webhook_config(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     config = SandboxConfig(
         host=args.host,
         port=args.port,
@@ -246,6 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             seed=args.fault_seed,
         ),
         state_file=None if args.no_persist else args.state_file,
+        webhooks=webhooks,
     )
     # SIGTERM (from `stop`) becomes KeyboardInterrupt so the socket closes cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -306,7 +333,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of connections closed without an answer",
     )
     server.add_argument(
-        "--fault-seed", type=int, default=None, help="seed of the fault draw, to replay a run"
+        "--fault-seed",
+        type=int,
+        default=None,
+        help="seed of the fault draw (and of webhook shuffles and duplicates), to replay a run",
+    )
+    hooks = WebhookConfig()
+    server.add_argument(
+        "--webhook-retry-base",
+        type=float,
+        default=None,
+        help=f"seconds before a failed webhook delivery is retried, doubling each time "
+        f"(default {hooks.retry_base})",
+    )
+    server.add_argument(
+        "--webhook-retry-max",
+        type=float,
+        default=None,
+        help=f"longest wait between two delivery attempts (default {hooks.retry_max})",
+    )
+    server.add_argument(
+        "--webhook-max-attempts",
+        type=int,
+        default=None,
+        help=f"delivery attempts before one is given up (default {hooks.max_attempts})",
+    )
+    server.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=None,
+        help=f"seconds an endpoint has to answer (default {hooks.timeout})",
+    )
+    server.add_argument(
+        "--webhook-connections",
+        type=int,
+        default=None,
+        help=f"concurrent deliveries per endpoint (default {hooks.connections})",
+    )
+    server.add_argument(
+        "--webhook-shuffle",
+        action="store_true",
+        help="deliver out of order: hold each event a random time up to --webhook-shuffle-window",
+    )
+    server.add_argument(
+        "--webhook-shuffle-window",
+        type=float,
+        default=None,
+        help=f"seconds of the shuffle window (default {hooks.shuffle_window})",
+    )
+    server.add_argument(
+        "--webhook-duplicate-rate",
+        type=float,
+        default=None,
+        help="share of events delivered twice, e.g. 0.1 (seeded by --fault-seed)",
     )
     server.add_argument(
         "--state-file",

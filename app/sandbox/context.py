@@ -1,4 +1,5 @@
-"""One request's view of the store: the clock, the ids, and the events each change records."""
+"""One request's view of the store: the clock, the ids, and the events each change records
+(which the store hands to webhook delivery)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 
 from app.sandbox import objects
 from app.sandbox.store import Obj, Store
-
-DEFAULT_API_VERSION = "2025-03-31.basil"
+from app.sandbox.versions import DEFAULT_API_VERSION
 
 
 @dataclass
@@ -17,7 +17,6 @@ class Context:
     now: int
     request_id: str | None = None
     idempotency_key: str | None = None
-    api_version: str = DEFAULT_API_VERSION
     record_events: bool = True
 
     @property
@@ -45,6 +44,7 @@ class Context:
         if not self.record_events:
             return
         # A shallow copy is a true snapshot: stored objects are only ever changed at the top level.
+        # Events are rendered in the account's default version, whatever the request asked for.
         evt = objects.event(
             self.new_id("evt"),
             self.now,
@@ -52,8 +52,8 @@ class Context:
             event_type=event_type,
             data_object=dict(obj),
             previous_attributes=previous,
-            api_version=self.api_version,
+            api_version=DEFAULT_API_VERSION,
             request_id=self.request_id,
             idempotency_key=self.idempotency_key,
         )
-        self.store.insert("event", evt)
+        self.store.record_event(evt)

@@ -837,3 +837,22 @@ def event(
         "request": {"id": request_id, "idempotency_key": idempotency_key},
         "type": event_type,
     }
+
+
+def webhook_endpoint(
+    object_id: str, created: int, livemode: bool, *, url: str, enabled_events: list[str],
+    description: str | None, metadata: Obj | None, api_version: str | None,
+) -> Obj:  # fmt: skip
+    return {
+        "id": object_id,
+        "object": "webhook_endpoint",
+        "api_version": api_version,
+        "application": None,
+        "created": created,
+        "description": description,
+        "enabled_events": enabled_events,
+        "livemode": livemode,
+        "metadata": metadata or {},
+        "status": "enabled",
+        "url": url,
+    }

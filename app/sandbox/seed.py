@@ -4,8 +4,11 @@ Per customer: a card payment method (most customers, set as the invoice default)
 of those a subscription to one or two catalogue prices, billed period by period up to a fixed
 end date — each period an invoice with its lines, an invoice_payment, a payment intent and a
 charge. Some subscriptions are canceled part-way, some trialing, and some have a declined last
-payment (past_due, with an open invoice and a failed charge). No events are recorded for seeded
-objects. The same `seed` on the same starting state gives the same objects and ids.
+payment (past_due, with an open invoice and a failed charge). Each seeded object of the mirrored
+resources gets the event that announces it (`customer.created`, `payment_method.attached`,
+`charge.succeeded`, …), dated at the object's `created` and holding its final state, so that a
+sync from `/v1/events` (or webhooks) sees every seeded object. The same `seed` on the same
+starting state gives the same objects, events and ids.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from app.sandbox import objects
 from app.sandbox.objects import TEST_CARDS
 from app.sandbox.store import IdFactory, Obj, Store
+from app.sandbox.versions import DEFAULT_API_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,17 @@ _GOOD_CARDS = [
     TEST_CARDS[n] for n in ("visa", "visa", "visa", "mastercard", "amex", "discover", "visa_debit")
 ]
 _DECLINING_CARD = TEST_CARDS["chargeDeclinedInsufficientFunds"]
+# The event that announces each seeded object (Stripe has no `*.created` for these two).
+_CREATED_EVENTS = {
+    "product": "product.created",
+    "price": "price.created",
+    "customer": "customer.created",
+    "payment_method": "payment_method.attached",
+    "subscription": "customer.subscription.created",
+    "invoice": "invoice.created",
+    "payment_intent": "payment_intent.created",
+    "charge": "charge.succeeded",
+}
 
 
 class _Batch:
@@ -55,13 +70,46 @@ class _Batch:
         self.rows[resource].append((obj, self.store.next_seq()))
         return obj
 
-    def commit(self) -> dict[str, int]:
+    def commit(self, ids: IdFactory) -> tuple[dict[str, int], int]:
+        """Insert the objects and the events that announce them; the counts and the events' number."""
         counts = {}
         for name, rows in self.rows.items():
             if rows:
                 self.store.tables[name].bulk_insert(rows)
                 counts[name] = len(rows)
-        return counts
+        events = self._events(ids)
+        if events:
+            self.store.tables["event"].bulk_insert(events)
+            listener = self.store.event_listener
+            if listener is not None:
+                for evt, _ in events:
+                    listener(self.store, evt)
+        return counts, len(events)
+
+    def _events(self, ids: IdFactory) -> list[tuple[Obj, int]]:
+        livemode = self.store.livemode
+        next_seq = self.store.next_seq
+        new_id = ids.new
+        events = []
+        for resource, event_type in _CREATED_EVENTS.items():
+            for obj, _ in self.rows[resource]:
+                kind = event_type
+                if resource == "charge" and obj["status"] == "failed":
+                    kind = "charge.failed"
+                # the object's final state (a shallow copy: nested values are never edited)
+                evt = {
+                    "id": new_id("evt"),
+                    "object": "event",
+                    "api_version": DEFAULT_API_VERSION,
+                    "created": obj["created"],
+                    "data": {"object": dict(obj)},
+                    "livemode": livemode,
+                    "pending_webhooks": 0,
+                    "request": {"id": None, "idempotency_key": None},
+                    "type": kind,
+                }
+                events.append((evt, next_seq()))
+        return events
 
 
 def _catalogue(batch: _Batch, ids: IdFactory, rng: random.Random, customers: int) -> list[Obj]:
@@ -236,14 +284,21 @@ def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
         if rng.random() < 0.2:
             continue
         _seed_subscription(batch, ids, rng, cus, pm, plans)
-    counts = batch.commit()
+    counts, events = batch.commit(ids)
     elapsed = time.perf_counter() - started
     total = sum(counts.values()) + batch.line_items
-    logger.info("seeded %d objects for %d customers in %.2fs", total, customers, elapsed)
+    logger.info(
+        "seeded %d objects and %d events for %d customers in %.2fs",
+        total,
+        events,
+        customers,
+        elapsed,
+    )
     return {
         "customers": customers,
         "seed": seed,
         "objects": total,
+        "events": events,
         "line_items": batch.line_items,
         "counts": counts,
         "seconds": round(elapsed, 3),

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import re
 import secrets
 import socket
 import threading
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.sandbox import resources
-from app.sandbox.context import DEFAULT_API_VERSION, Context
+from app.sandbox.context import Context
 from app.sandbox.errors import (
     ApiError,
     AuthenticationError,
@@ -47,6 +46,8 @@ from app.sandbox.listing import expand, first_pages
 from app.sandbox.params import Params, as_int, decode_form
 from app.sandbox.persist import StatePersister
 from app.sandbox.store import Store
+from app.sandbox.versions import api_version_of
+from app.sandbox.webhooks import WebhookConfig, WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -65,35 +66,6 @@ MAX_BODY_BYTES = 1 << 20
 _DRAIN_BYTES = 8 << 20
 DEFAULT_READ_TIMEOUT = 30.0
 
-# Every API version Stripe has published (as listed by its SDK's webhook-endpoint parameters,
-# from the OpenAPI spec), oldest first; a `Stripe-Version` outside this list gets Stripe's 400.
-API_VERSIONS: tuple[str, ...] = tuple(
-    """
-    2011-01-01 2011-06-21 2011-06-28 2011-08-01 2011-09-15 2011-11-17 2012-02-23 2012-03-25
-    2012-06-18 2012-06-28 2012-07-09 2012-09-24 2012-10-26 2012-11-07 2013-02-11 2013-02-13
-    2013-07-05 2013-08-12 2013-08-13 2013-10-29 2013-12-03 2014-01-31 2014-03-13 2014-03-28
-    2014-05-19 2014-06-13 2014-06-17 2014-07-22 2014-07-26 2014-08-04 2014-08-20 2014-09-08
-    2014-10-07 2014-11-05 2014-11-20 2014-12-08 2014-12-17 2014-12-22 2015-01-11 2015-01-26
-    2015-02-10 2015-02-16 2015-02-18 2015-03-24 2015-04-07 2015-06-15 2015-07-07 2015-07-13
-    2015-07-28 2015-08-07 2015-08-19 2015-09-03 2015-09-08 2015-09-23 2015-10-01 2015-10-12
-    2015-10-16 2016-02-03 2016-02-19 2016-02-22 2016-02-23 2016-02-29 2016-03-07 2016-06-15
-    2016-07-06 2016-10-19 2017-01-27 2017-02-14 2017-04-06 2017-05-25 2017-06-05 2017-08-15
-    2017-12-14 2018-01-23 2018-02-05 2018-02-06 2018-02-28 2018-05-21 2018-07-27 2018-08-23
-    2018-09-06 2018-09-24 2018-10-31 2018-11-08 2019-02-11 2019-02-19 2019-03-14 2019-05-16
-    2019-08-14 2019-09-09 2019-10-08 2019-10-17 2019-11-05 2019-12-03 2020-03-02 2020-08-27
-    2022-08-01 2022-11-15 2023-08-16 2023-10-16 2024-04-10 2024-06-20
-    2024-09-30.acacia 2024-10-28.acacia 2024-11-20.acacia 2024-12-18.acacia 2025-01-27.acacia
-    2025-02-24.acacia 2025-03-01.dashboard
-    2025-03-31.basil 2025-04-30.basil 2025-05-28.basil 2025-06-30.basil 2025-07-30.basil
-    2025-08-27.basil 2025-09-30.clover 2025-10-29.clover 2025-11-17.clover 2025-12-15.clover
-    2026-01-28.clover 2026-02-25.clover 2026-03-25.dahlia 2026-04-22.dahlia 2026-05-27.dahlia
-    2026-06-24.dahlia 2026-07-29.dahlia 2026-08-26.dahlia 2026-09-30.endive 2026-10-28.endive
-    """.split()
-)
-_KNOWN_VERSIONS = frozenset(API_VERSIONS)
-# Preview features ride after the version: `2025-01-27.acacia; some_beta=v1`.
-_BETAS = re.compile(r"(?:\s*;\s*[A-Za-z0-9_]+=v[0-9]+)*\s*")
-
 
 @dataclass(frozen=True)
 class SandboxConfig:
@@ -104,6 +76,7 @@ class SandboxConfig:
     live_rate: float = 100.0
     endpoint_rate: float | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     accept_live_keys: bool = True
     # Where the state is kept across restarts; None keeps it in memory only.
     state_file: Path | None = None
@@ -125,18 +98,6 @@ class _Saved:
     fingerprint: str
     response: Response
     stamp: float
-
-
-def api_version_of(header: str | None) -> str:
-    """The version a `Stripe-Version` header asks for (the default when absent), or Stripe's 400."""
-    if not header:
-        return DEFAULT_API_VERSION
-    version, semicolon, betas = header.partition(";")
-    version = version.strip()
-    if version not in _KNOWN_VERSIONS or not _BETAS.fullmatch(semicolon + betas):
-        shown = header if len(header) <= 80 else header[:80] + "…"
-        raise InvalidRequestError(f"Invalid Stripe API version: {shown}")
-    return version
 
 
 def error_response(error: StripeError, request_id: str | None = None) -> Response:
@@ -177,6 +138,10 @@ class Sandbox:
         # Bumped under the store's lock by every request that may change state: the persister
         # snapshots when it moves.
         self.generation = 0
+        # Every event either store records is delivered to its webhook endpoints.
+        self.webhooks = WebhookDispatcher(self.config.webhooks)
+        for store in self.stores.values():
+            store.event_listener = self.webhooks.on_event
         self.persister = (
             StatePersister(self, self.config.state_file) if self.config.state_file else None
         )
@@ -187,12 +152,14 @@ class Sandbox:
         return self.stores[False]
 
     def close(self) -> None:
-        """Write the last snapshot, if the state is kept in a file."""
+        """Stop delivering webhooks; write the last snapshot, if the state is kept in a file."""
+        self.webhooks.close()
         if self.persister is not None:
             self.persister.close()
 
     def reset(self) -> None:
         with self.frozen():
+            self.webhooks.clear()
             for store in self.stores.values():
                 store.reset()
             self._idempotency.clear()
@@ -227,6 +194,7 @@ class Sandbox:
         """Replace the whole state with one from `state()`."""
         monotonic_minus_wall = time.monotonic() - time.time()
         with self.frozen():
+            self.webhooks.clear()
             for livemode, store in self.stores.items():
                 store.load_state(state["stores"]["live" if livemode else "test"])
             self._idempotency.clear()
@@ -241,7 +209,7 @@ class Sandbox:
         try:
             api_version = api_version_of(headers.get("stripe-version"))
             base_headers["Stripe-Version"] = api_version
-            response = self._dispatch(method, target, headers, body, request_id, api_version)
+            response = self._dispatch(method, target, headers, body, request_id)
         except StripeError as error:
             response = error_response(error, request_id)
         except Exception:  # a sandbox bug must answer 500 like Stripe, not kill the connection
@@ -258,7 +226,6 @@ class Sandbox:
         headers: dict[str, str],
         body: bytes,
         request_id: str,
-        api_version: str,
     ) -> Response:
         try:
             split = urlsplit(target)
@@ -314,7 +281,6 @@ class Sandbox:
             int(time.time()),
             request_id=request_id,
             idempotency_key=idempotency_key,
-            api_version=api_version,
         )
         try:
             with store.lock:
@@ -405,6 +371,7 @@ class Sandbox:
                 "counts": self.store.counts(),
                 "state_file": str(persister.path) if persister else None,
                 "state_saved": persister.saved if persister else None,
+                "webhooks": self.webhooks.summary(),
             }
             return Response(200, orjson.dumps(health))
         if path == "/_sandbox/reset" and method == "POST":
@@ -606,6 +573,10 @@ class SandboxHandle:
             finally:
                 self.sandbox.generation += 1
 
+    def wait_for_webhooks(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued webhook delivery (retries included) is done; False on timeout."""
+        return self.sandbox.webhooks.wait_idle(timeout)
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -634,10 +605,19 @@ def run_in_thread(
     fault_seed: int | None = None,
     state_file: Path | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    webhook_retry_base: float = 1.0,
+    webhook_retry_max: float = 60.0,
+    webhook_max_attempts: int = 12,
+    webhook_timeout: float = 10.0,
+    webhook_connections: int = 2,
+    webhook_shuffle: bool = False,
+    webhook_shuffle_window: float = 0.5,
+    webhook_duplicate_rate: float = 0.0,
 ) -> SandboxHandle:
     """Start a sandbox in this process (port 0: a free port), for tests; stop it with `.stop()`.
 
-    State stays in memory unless `state_file` is given.
+    State stays in memory unless `state_file` is given. `fault_seed` seeds the webhook faults
+    (shuffle, duplicates) too.
     """
     config = SandboxConfig(
         host=host,
@@ -649,9 +629,23 @@ def run_in_thread(
         faults=FaultConfig(error_rate, slow_rate, slow_seconds, drop_rate, fault_seed),
         state_file=state_file,
         read_timeout=read_timeout,
+        webhooks=WebhookConfig(
+            retry_base=webhook_retry_base,
+            retry_max=max(webhook_retry_max, webhook_retry_base),
+            max_attempts=webhook_max_attempts,
+            timeout=webhook_timeout,
+            connections=webhook_connections,
+            shuffle=webhook_shuffle,
+            shuffle_window=webhook_shuffle_window,
+            duplicate_rate=webhook_duplicate_rate,
+            seed=fault_seed,
+        ),
     )
     server = _open(config)
-    thread = threading.Thread(target=server.serve_forever, name="stripe-sandbox", daemon=True)
+    # a short poll: stop() returns within 50 ms rather than half a second
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="stripe-sandbox", daemon=True
+    )
     thread.start()
     logger.info("sandbox serving at %s", server.url)
     return SandboxHandle(server, thread)

@@ -45,6 +45,7 @@ ID_PREFIXES: dict[str, str] = {
     "ch": "charge",
     "evt": "event",
     "tok": "token",
+    "we": "webhook_endpoint",
 }
 
 
@@ -72,6 +73,7 @@ INDEXED_FIELDS: dict[str, dict[str, Callable[[Obj], Any]]] = {
     "charge": {"customer": _field("customer")},
     "event": {},
     "token": {},
+    "webhook_endpoint": {},
 }
 
 
@@ -248,6 +250,12 @@ class Store:
     tombstones: dict[str, str] = field(default_factory=dict, init=False)
     # Invoice items not yet on an invoice, per customer: pulled into its next invoice.
     pending_items: dict[str, list[Obj]] = field(default_factory=dict, init=False)
+    # Each webhook endpoint's signing secret (Stripe shows it only when the endpoint is created).
+    webhook_secrets: dict[str, str] = field(default_factory=dict, init=False)
+    # Told of every recorded event, under the lock: webhook delivery (not part of the state).
+    event_listener: Callable[[Store, Obj], None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.reset()
@@ -259,6 +267,7 @@ class Store:
             self._seq = 0
             self.tombstones = {}
             self.pending_items = {}
+            self.webhook_secrets = {}
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -270,6 +279,13 @@ class Store:
     def insert(self, resource: str, obj: Obj) -> Obj:
         self.tables[resource].insert(obj, self.next_seq())
         return obj
+
+    def record_event(self, evt: Obj) -> Obj:
+        """Store an event and tell the listener (webhook delivery) about it."""
+        self.tables["event"].insert(evt, self.next_seq())
+        if self.event_listener is not None:
+            self.event_listener(self, evt)
+        return evt
 
     def get(self, resource: str, object_id: str, *, param: str = "id") -> Obj:
         obj = self.tables[resource].get(object_id)
@@ -312,6 +328,7 @@ class Store:
             },
             "tombstones": self.tombstones,
             "pending_items": self.pending_items,
+            "webhook_secrets": self.webhook_secrets,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -328,3 +345,5 @@ class Store:
             self.ids.restore(state["ids"])
             self.tombstones = state["tombstones"]
             self.pending_items = state["pending_items"]
+            # absent from files written before webhook endpoints existed
+            self.webhook_secrets = state.get("webhook_secrets", {})

@@ -71,6 +71,12 @@ from app.sandbox.resources.subscriptions import (
     list_subscriptions,
     update_subscription,
 )
+from app.sandbox.resources.webhook_endpoints import (
+    create_webhook_endpoint,
+    delete_webhook_endpoint,
+    list_webhook_endpoints,
+    update_webhook_endpoint,
+)
 from app.sandbox.store import Obj
 
 Handler = Callable[..., Obj]
@@ -156,6 +162,11 @@ _ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/charges/{id}", update_charge),
     ("GET", "/v1/events", list_events),
     ("GET", "/v1/events/{id}", _getter("event")),
+    ("GET", "/v1/webhook_endpoints", list_webhook_endpoints),
+    ("POST", "/v1/webhook_endpoints", create_webhook_endpoint),
+    ("GET", "/v1/webhook_endpoints/{id}", _getter("webhook_endpoint")),
+    ("POST", "/v1/webhook_endpoints/{id}", update_webhook_endpoint),
+    ("DELETE", "/v1/webhook_endpoints/{id}", delete_webhook_endpoint),
 ]
 
 ROUTES: list[Route] = [
