@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 import psycopg2
@@ -36,6 +36,9 @@ from app.resources import Resource
 from app.strict_json import Unreadable, id_in_text
 from app.transformers.common import dig
 
+if TYPE_CHECKING:
+    from app.progress import ProgressCallback
+
 log = logging.getLogger(__name__)
 
 Mode = Literal["upsert", "skip"]
@@ -46,6 +49,8 @@ CELLS_PER_BATCH = 60_000
 _MANAGED = ("synced_at", "is_placeholder", "referenced_by", "deleted_at")
 # columns that say when, not what: a row whose content is the same is not rewritten for them
 _WHEN = ("state_at",)
+# objects read between two calls of the progress callback
+PROGRESS_EVERY = 256
 # a transformed row carries its embedded items (subscription items, invoice lines) under this key
 CHILDREN = "__children__"
 # …and its line of COPY text, made on the reading thread
@@ -97,7 +102,7 @@ def ingest(
     api_version: str | None = None,
     rejects: RejectSink | None = None,
     source_name: str = "",
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     writers: int | None = None,
     state_at: datetime | None = None,
     sweep: bool = False,
@@ -116,6 +121,8 @@ def ingest(
     of them are read and written, rows it did not list are soft-deleted (the delete sweep),
     except placeholders and rows holding a state newer than the listing. An input that breaks
     off raises before any sweep.
+
+    `progress(n)` is told as objects are read (every few hundred, and the rest at the end).
     """
     if sweep and state_at is None:
         raise ValueError("the delete sweep needs the listing's start time (state_at)")
@@ -159,8 +166,10 @@ def ingest(
                     if len(pending[slot]) >= size:
                         queue_.put(pending[slot], slot)
                         pending[slot] = []
-                if progress is not None:
-                    progress.tick()
+                if progress is not None and index % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                    progress(PROGRESS_EVERY)
+            if progress is not None:
+                progress(result.table(resource.name).read % PROGRESS_EVERY)
             for slot, rows in enumerate(pending):
                 if rows:
                     queue_.put(rows, slot)
@@ -846,24 +855,6 @@ def copy_line_function(table: Table, columns: list[str]) -> Callable[[dict[str, 
     }
     exec(compile(source, f"<copy line of {table.name}>", "exec"), namespace)  # noqa: S102
     return cast(Callable[[dict[str, Any]], str], namespace["line"])
-
-
-class Progress:
-    """A progress line on stderr every few seconds of long work."""
-
-    def __init__(self, label: str, every_seconds: float = 2.0) -> None:
-        self.label = label
-        self.count = 0
-        self.started = time.monotonic()
-        self.next_report = self.started + every_seconds
-        self.every = every_seconds
-
-    def tick(self) -> None:
-        self.count += 1
-        if self.count % 1000 == 0 and time.monotonic() >= self.next_report:
-            elapsed = time.monotonic() - self.started
-            log.info("%s: %d objects (%.0f/s)", self.label, self.count, self.count / elapsed)
-            self.next_report = time.monotonic() + self.every
 
 
 def ingest_file(conn: Connection, resource: Resource, path: Path, **kwargs: Any) -> IngestResult:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import psycopg2
@@ -19,7 +19,8 @@ from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
 from app.errors import InputFileError, PipelineError, first_line
-from app.ingest import MODES, IngestResult, Progress, ingest, stripe_now
+from app.ingest import MODES, IngestResult, ingest, stripe_now
+from app.progress import ProgressBoard, ProgressTask
 from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import read_api_objects, read_json_objects
@@ -88,7 +89,9 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
         "all eight resources, `make sync` goes on from the listing's start",
     )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display: errors and the summary"
+    )
     add_debug_option(parser)
     return parser
 
@@ -112,18 +115,20 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     single_file = getattr(args, "file", None)
     results: list[IngestResult] = []
     try:
-        run(
-            url,
-            chosen,
-            settings,
-            source=args.source,
-            json_dir=json_dir,
-            single_file=single_file,
-            mode=args.mode,
-            rejects_dir=args.rejects_dir or settings.rejects_dir,
-            results=results,
-            sweep=args.sweep,
-        )
+        with ProgressBoard(enabled=not args.quiet) as board:
+            run(
+                url,
+                chosen,
+                settings,
+                source=args.source,
+                json_dir=json_dir,
+                single_file=single_file,
+                mode=args.mode,
+                rejects_dir=args.rejects_dir or settings.rejects_dir,
+                results=results,
+                sweep=args.sweep,
+                board=board,
+            )
     except PipelineError as exc:
         if results:
             print(format_summary(results))
@@ -150,13 +155,17 @@ def run(
     rejects_dir: Path,
     results: list[IngestResult] | None = None,
     sweep: bool = False,
+    board: ProgressBoard | None = None,
 ) -> list[IngestResult]:
     """Ingest `chosen` in order; each resource's result is appended to `results` as it ends,
     so a caller interrupted half-way still knows what was done (the one that broke included).
 
     With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
-    every resource is loaded so, the sync cursor starts at the earliest listing's start."""
+    every resource is loaded so, the sync cursor starts at the earliest listing's start.
+
+    `board` shows a task per resource as it loads (none: nothing drawn)."""
     results = [] if results is None else results
+    board = board or ProgressBoard(enabled=False)
     listed: list[datetime | None] = []
     engine = get_engine(url)
     try:
@@ -169,8 +178,14 @@ def run(
         for resource in chosen:
             try:
                 rejects.start(resource.name)
+                task = board.task(f"ingest {resource.name}")
                 objects, label, version, state_at = _source_of(
-                    resource, settings, source=source, json_dir=json_dir, single_file=single_file
+                    resource,
+                    settings,
+                    source=source,
+                    json_dir=json_dir,
+                    single_file=single_file,
+                    task=task,
                 )
                 if sweep and state_at is None:
                     raise InputFileError(
@@ -187,10 +202,11 @@ def run(
                     api_version=version,
                     rejects=rejects,
                     source_name=label,
-                    progress=Progress(resource.name),
+                    progress=task,
                     state_at=state_at,
                     sweep=sweep,
                 )
+                board.finish(task)
             except InputFileError as exc:
                 log.error("error: %s", exc)
                 partial = exc.partial if isinstance(exc.partial, IngestResult) else None
@@ -235,9 +251,14 @@ def _source_of(
     source: str,
     json_dir: Path,
     single_file: Path | None,
+    task: ProgressTask | None = None,
 ) -> tuple[Iterator[Any], str, str, datetime | None]:
     """The resource's objects, what to call where they come from, their API version and the
-    Stripe time of their state (when the listing started; None: unknown)."""
+    Stripe time of their state (when the listing started; None: unknown).
+
+    `task` learns how much there is to read: the object count the fetcher recorded in the
+    file's .meta.json, else the file's size (and how far the reading is); an API list gives
+    no total."""
     if source == "api":
         label = f"{settings.stripe_api_base} {resource.name}"
         started = stripe_now()
@@ -245,12 +266,34 @@ def _source_of(
     path = single_file or json_dir / resource.file_name
     meta = _meta_of(path)
     version = meta.get("stripe_version")
+    opened = _measure(task, path, meta) if task is not None else None
     return (
-        read_json_objects(path),
+        read_json_objects(path, opened=opened),
         str(path),
         version if isinstance(version, str) and version else settings.stripe_api_version,
         _time(meta.get("started_at")),
     )
+
+
+def _measure(
+    task: ProgressTask, path: Path, meta: dict[str, Any]
+) -> Callable[[IO[bytes]], None] | None:
+    """Give `task` its total: the object count the fetcher recorded, or else the file's size
+    in bytes, measured against the reader's position (the hook returned receives the open
+    file)."""
+    objects = meta.get("objects")
+    if isinstance(objects, int) and not isinstance(objects, bool) and objects >= 0:
+        task.set_total(objects)
+        return None
+    try:
+        task.size = path.stat().st_size
+    except OSError:
+        return None
+
+    def opened(handle: IO[bytes]) -> None:
+        task.position = handle.tell
+
+    return opened
 
 
 def _meta_of(path: Path) -> dict[str, Any]:

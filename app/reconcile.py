@@ -33,10 +33,10 @@ from app.ingest import (
     LINE,
     BatchWriter,
     CopyFormat,
-    Progress,
     batch_size_for,
     transform_object,
 )
+from app.progress import ProgressCallback
 from app.resources import RESOURCES, Child, Resource
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ class CheckReport:
 
 
 ObjectsFor = Callable[[Resource], Iterable[Any]]
+# a progress callback for the named resource's check (the command draws it)
+ProgressFor = Callable[[str], ProgressCallback]
 
 
 def check(
@@ -181,7 +183,7 @@ def check(
     source: str = "json",
     location: str = "",
     sample_size: int = SAMPLE_SIZE,
-    progress: bool = False,
+    progress: ProgressFor | None = None,
 ) -> CheckReport:
     """Compare each resource's table(s) with the objects `objects_for(resource)` yields."""
     started = time.monotonic()
@@ -200,7 +202,7 @@ def check_resource(
     objects_for: ObjectsFor,
     *,
     sample_size: int = SAMPLE_SIZE,
-    progress: bool = False,
+    progress: ProgressFor | None = None,
 ) -> list[TableCheck]:
     """The resource's table, then each child table, each compared with what the source says."""
     started = time.monotonic()
@@ -218,7 +220,7 @@ def check_resource(
             objects_for(resource),
             loaders,
             parent,
-            Progress(f"check {resource.name}") if progress else None,
+            progress(resource.name) if progress is not None else None,
             sample_size,
         )
     except (PipelineError, psycopg2.DataError) as exc:
@@ -246,7 +248,7 @@ def _load_expected(
     objects: Iterable[Any],
     loaders: list[ExpectedTable],
     result: TableCheck,
-    progress: Progress | None,
+    progress: ProgressCallback | None,
     sample_size: int,
 ) -> None:
     """Stream the source through the ingest's own transform into the expected tables."""
@@ -283,7 +285,7 @@ def _load_expected(
             if len(batches[0]) >= size:
                 flush(writer)
             if progress is not None:
-                progress.tick()
+                progress(1)
         flush(writer)
     for loader in loaders:
         loader.finish()

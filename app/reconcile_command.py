@@ -18,6 +18,7 @@ from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import sqlalchemy_url
 from app.errors import PipelineError
+from app.progress import ProgressBoard, ProgressCallback, ProgressTask
 from app.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
 from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import read_api_objects, read_json_objects
@@ -99,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ids named per kind of difference (default {SAMPLE_SIZE})",
     )
     parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display: errors and the report"
+    )
     add_debug_option(parser)
     return parser
 
@@ -120,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     url = args.database_url or settings.database_url
     json_dir = args.json_dir or settings.json_dir
     try:
-        report = run(
-            url,
-            chosen,
-            settings,
-            source=args.source,
-            json_dir=json_dir,
-            sample_size=max(args.samples, 0),
-            progress=not args.quiet,
-        )
+        with ProgressBoard(enabled=not args.quiet) as board:
+            report = run(
+                url,
+                chosen,
+                settings,
+                source=args.source,
+                json_dir=json_dir,
+                sample_size=max(args.samples, 0),
+                board=board,
+            )
     except PipelineError as exc:
         sys.stderr.write(f"error: {mask_secrets(str(exc))}\n")
         return EXIT_FAILED
@@ -148,11 +152,12 @@ def run(
     source: str,
     json_dir: Path,
     sample_size: int = SAMPLE_SIZE,
-    progress: bool = False,
+    board: ProgressBoard | None = None,
 ) -> CheckReport:
     # a connection of its own (no pool): temp_buffers can only be set before a session's
     # first temporary table, and the default 8MB would spill the expected rows to disk
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    progress = _tasks(board, source, json_dir)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SET temp_buffers = '512MB'")
@@ -174,6 +179,7 @@ def run(
                         sample_size=sample_size,
                         progress=progress,
                     )
+                    progress.finish()
                 else:
                     report = check(
                         conn,
@@ -184,12 +190,47 @@ def run(
                         sample_size=sample_size,
                         progress=progress,
                     )
+                    progress.finish()
                 transaction.rollback()
     except OperationalError as exc:
         raise unreachable(url, exc) from exc
     finally:
         engine.dispose()
     return report
+
+
+class _tasks:
+    """One task of the board per resource checked, each finished when the next one starts.
+
+    The total is the object count `make fetch` recorded for the file; the API gives none."""
+
+    def __init__(self, board: ProgressBoard | None, source: str, json_dir: Path) -> None:
+        self.board = board or ProgressBoard(enabled=False)
+        self.source = source
+        self.json_dir = json_dir
+        self.current: ProgressTask | None = None
+
+    def __call__(self, name: str) -> ProgressCallback:
+        self.finish()
+        total = None
+        if self.source == "json":
+            total = _recorded_count(self.json_dir / BY_NAME[name].file_name)
+        self.current = self.board.task(f"check {name}", total=total)
+        return self.current
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self.board.finish(self.current)
+            self.current = None
+
+
+def _recorded_count(path: Path) -> int | None:
+    try:
+        meta = orjson.loads(path.with_suffix(".meta.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    objects = meta.get("objects") if isinstance(meta, dict) else None
+    return objects if isinstance(objects, int) and not isinstance(objects, bool) else None
 
 
 # terminal columns; the details below the table name every kind, with its samples

@@ -10,7 +10,7 @@ import logging
 import re
 import reprlib
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -41,13 +41,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def read_json_objects(path: Path) -> Iterator[Any]:
+def read_json_objects(
+    path: Path, *, opened: Callable[[IO[bytes]], None] | None = None
+) -> Iterator[Any]:
     """Yield the objects of a Stripe export: a list envelope, a plain array, or JSON Lines.
 
     Every object is decoded strictly (app.strict_json): one that cannot be stored exactly is
     yielded as an `Unreadable` with its reason and text, and the loop sets it aside. A file that
     is not a Stripe export at all raises InputFileError naming the file before anything is
     yielded; one whose JSON breaks off raises it after the objects before the break.
+
+    `opened(handle)` is shown the open file (progress measures the position read).
     """
     _check_regular_file(path)
     try:
@@ -55,6 +59,8 @@ def read_json_objects(path: Path) -> Iterator[Any]:
     except OSError as exc:
         raise InputFileError(path, f"cannot be opened: {exc.strerror or exc}") from exc
     with handle:
+        if opened is not None:
+            opened(handle)
         first = _first_byte(handle)
         if first is None:
             raise InputFileError(path, "the file is empty; expected Stripe JSON")
