@@ -1,8 +1,9 @@
 # ruff: noqa: T201  (this is the CLI: its output is the point)
-"""Command line of the local Stripe sandbox: start, stop, status, reset, seed, serve.
+"""Command line of the local Stripe sandbox: start, stop, status, reset, seed, serve, churn.
 
     python -m app.sandbox start [--port 12111] [--rate-limit] [--fault-rate 0.05]
     python -m app.sandbox seed --customers 1000
+    python -m app.sandbox churn --rate 50 --seconds 60 [--log mutations.jsonl]
     python -m app.sandbox status      # exit 0 when running, 3 when not
     python -m app.sandbox stop
 
@@ -248,6 +249,26 @@ def _webhook_config(args: argparse.Namespace) -> WebhookConfig:
     return WebhookConfig(**given, shuffle=args.webhook_shuffle, seed=args.fault_seed)
 
 
+def cmd_churn(args: argparse.Namespace) -> int:
+    from app.sandbox.churn import ChurnError, run_churn
+
+    if _refuse_in_prod("churn the sandbox"):
+        return 1
+    try:
+        report = run_churn(
+            args.url or _url(args),
+            rate=args.rate,
+            seconds=args.seconds,
+            seed=args.seed,
+            log_path=args.log,
+        )
+    except ChurnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -440,6 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="generator seed (same seed, same objects)"
     )
     seed.set_defaults(func=cmd_seed)
+    churn = sub.add_parser(
+        "churn",
+        parents=[common],
+        help="change the running sandbox like a live account does, for a while",
+        description="Mutate customers, cards, subscriptions, invoices, products and prices of "
+        "a running sandbox through its HTTP API at a steady rate; print a summary at the end "
+        "(exit 1 when some requests failed).",
+    )
+    churn.add_argument("--rate", type=float, default=50.0, help="mutations/s (default 50)")
+    churn.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")
+    churn.add_argument("--seed", type=int, default=None, help="seed of the choices, to replay")
+    churn.add_argument(
+        "--url", default=None, help="the sandbox's URL (loopback only; default from --host/--port)"
+    )
+    churn.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="write one JSON line per mutation: at, kind, object, id, request_id",
+    )
+    churn.set_defaults(func=cmd_churn)
     return parser
 
 

@@ -345,7 +345,8 @@ def _seed_subscription(
             billing_reason="subscription_cycle", declined=declines and last, trial=False,
         )  # fmt: skip
     item = {**items[0], "current_period_start": period_start, "current_period_end": period_end}
-    sub["items"] = objects.item_list(sub_id, [item])
+    # a copy: an update of the stored item must not change the subscription (nor its events)
+    sub["items"] = objects.item_list(sub_id, [dict(item)])
     sub["latest_invoice"] = inv["id"]
     if inv["status"] == "open":
         sub["status"] = "past_due"

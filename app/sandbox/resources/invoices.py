@@ -111,7 +111,7 @@ def create_invoice_item(ctx: Context, params: Params) -> Obj:
         # they become one invoice, whose total must stay within Stripe's maximum too
         check_amount(sum(item["amount"] for item in pending) + amount, "amount", line["currency"])
         pending.append(line)
-    return {
+    item = {
         "id": item_id,
         "object": "invoiceitem",
         "amount": amount,
@@ -124,6 +124,8 @@ def create_invoice_item(ctx: Context, params: Params) -> Obj:
         "metadata": merged_metadata({}, params) or {},
         "quantity": quantity,
     }
+    ctx.emit("invoiceitem.created", item)
+    return item
 
 
 def _add_line(ctx: Context, inv: Obj, line: Obj) -> None:

@@ -176,7 +176,8 @@ def create_subscription(ctx: Context, params: Params) -> Obj:
         cancel_at_period_end=bool(as_bool(params, "cancel_at_period_end")),
     )
     for item in items:
-        ctx.store.insert("subscription_item", item)
+        # the subscription embeds a copy: the stored item is changed in place by updates
+        ctx.store.insert("subscription_item", dict(item))
     ctx.insert("subscription", sub, "customer.subscription.created")
     if cus["currency"] is None:
         ctx.update("customer", cus, {"currency": sub["currency"]}, "customer.updated")
@@ -187,7 +188,8 @@ def create_subscription(ctx: Context, params: Params) -> Obj:
 def _refresh_items(ctx: Context, sub: Obj) -> Obj:
     table = ctx.store.table("subscription_item")
     ids = sorted(table.ids_where("subscription", sub["id"]), key=table.key_of.__getitem__)
-    return objects.item_list(sub["id"], [table.by_id[i] for i in ids])
+    # copies: stored items change in place, and the subscription's events must keep their state
+    return objects.item_list(sub["id"], [dict(table.by_id[i]) for i in ids])
 
 
 def update_subscription(ctx: Context, params: Params, subscription_id: str) -> Obj:
