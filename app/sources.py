@@ -207,9 +207,13 @@ _SKIP = 1 << 20
 def read_api_objects(resource: Any, settings: Any) -> Iterator[Any]:
     """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
 
-    The same list path, params and expand[] as the curl fetchers, one page at a time inside the
-    FETCH_RATE budget (429s retried, 5xx and network errors by the SDK's own retries). Stripe's
-    errors become a FetchError that says what to do, with the key masked.
+    The same list path, params and expand[] as the curl fetchers, many requests in flight
+    inside the FETCH_RATE / FETCH_ENDPOINT_RATE budget (app.stripe_api: 429s retried, 5xx and
+    network errors by the SDK's own retries): a large list in `created` ranges, payment methods
+    for many customers at once, embedded lists completed by the worker that fetched their
+    parent. Objects stream out as pages arrive (a bounded number wait), so the bulk load
+    writes while the fetch goes on. Stripe's errors become a FetchError that says what to do,
+    with the key masked.
     """
     import stripe
 
@@ -242,37 +246,63 @@ def _api_text(obj: Any) -> str:
         return reprlib.repr(obj)
 
 
-def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
+def api_client(settings: Any) -> stripe.StripeClient:
     import stripe
 
-    from app.stripe_api import ApiPager, budget_from_env
-
-    client = stripe.StripeClient(
+    return stripe.StripeClient(
         settings.stripe_secret_key,
         base_addresses={"api": settings.stripe_api_base},
         stripe_version=settings.stripe_api_version,
         max_network_retries=3,
     )
-    pager = ApiPager(budget_from_env())
-    params: dict[str, Any] = {"limit": 100, **resource.list_params}
+
+
+def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
+    from app.stripe_api import ListSpec, ParallelLister, budget_from_env
+
+    def complete(lister: ParallelLister, obj: dict[str, Any]) -> None:
+        for child in resource.children:
+            complete_listed(lister, obj, child)
+
+    lister = ParallelLister(
+        api_client(settings),
+        budget_from_env(),
+        complete=complete if resource.children else None,
+    )
+    params: dict[str, Any] = dict(resource.list_params)
     if resource.expand:
         params["expand"] = list(resource.expand)
-    # the SDK's params are TypedDicts per endpoint; the registry's are plain dicts
-    customers: Any = client.v1.customers
     if resource.per_customer:
-        for customer in pager.each(lambda p: customers.list(params=p), {"limit": 100}):
-            customer_id = customer["id"]
-
-            def list_methods(p: dict[str, Any], c: str = customer_id) -> Any:
-                return customers.payment_methods.list(c, params=p)
-
-            yield from pager.each(list_methods, params)
+        # one request per customer is the API's shape: many customers at once, their
+        # payment methods in the customers' order
+        customers = ListSpec("/v1/customers", {})
+        ids = (c["id"] for page in lister.pages(customers, {"limit": 100}) for c in page)
+        methods = ListSpec(resource.list_path.replace("{customer}", "{id}"), params)
+        yield from lister.for_parents(methods, ids)
         return
-    service: Any = getattr(client.v1, resource.name)
-    for obj in pager.each(lambda p: service.list(params=p), params):
-        for child in resource.children:
-            complete_embedded(client, pager, obj, child)
-        yield obj
+    yield from lister.objects(ListSpec(resource.list_path, params))
+
+
+def _child_list(child: Child, parent_id: str) -> tuple[str, dict[str, Any]]:
+    """The path (its `{id}` kept, the budget's endpoint) and params that page a child list."""
+    path, _, query = child.list_path.partition("?")
+    params = {k: v.replace("{id}", parent_id) for k, v in parse_qsl(query)}
+    return path, params
+
+
+def complete_listed(lister: Any, parent: dict[str, Any], child: Child) -> None:
+    """`complete_embedded` for the parallel lister: pages the rest in the calling worker."""
+    from app.stripe_api import ListSpec
+
+    envelope = dig(parent, *child.envelope_path)
+    if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
+        return
+    data = envelope.get("data") or []
+    path, params = _child_list(child, parent["id"])
+    start = {"limit": 100, **({"starting_after": data[-1]["id"]} if data else {})}
+    rest = lister.pages(ListSpec(path, params), start, parent_id=parent["id"])
+    envelope["data"] = [*data, *(obj for page in rest for obj in page)]
+    envelope["has_more"] = False
 
 
 def complete_embedded(
@@ -284,13 +314,14 @@ def complete_embedded(
     if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
         return
     data = envelope.get("data") or []
-    path, _, query = child.list_path.replace("{id}", parent["id"]).partition("?")
-    params: dict[str, Any] = {"limit": 100, **dict(parse_qsl(query))}
+    template, params = _child_list(child, parent["id"])
+    path = template.replace("{id}", parent["id"])
+    params = {"limit": 100, **params}
     if data:
         params["starting_after"] = data[-1]["id"]
 
     def list_page(p: dict[str, Any]) -> Any:
-        return client.deserialize(client.raw_request("get", path, **p), api_mode="V1")
+        return client.raw_request("get", path, **p).data
 
-    envelope["data"] = [*data, *pager.each(list_page, params)]
+    envelope["data"] = [*data, *pager.each(list_page, params, template)]
     envelope["has_more"] = False

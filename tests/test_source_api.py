@@ -54,7 +54,8 @@ def test_populate_fetch_ingest_and_api_source_agree(sandbox, settings, conn, tmp
     fixtures = load_fixtures(PROJECT_ROOT / "data" / "fixtures")
     assert populate(settings, fixtures).failed == 0
     assert populate(settings, fixtures).created() == 0  # populate twice: nothing duplicated
-    sandbox.seed(customers=12)
+    # enough for lists of several pages: SOURCE=api splits them into created ranges
+    sandbox.seed(customers=150)
 
     fetched = run_fetch(sandbox.url, tmp_path)
     assert fetched.returncode == 0, fetched.stderr

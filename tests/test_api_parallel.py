@@ -1,0 +1,211 @@
+"""SOURCE=api with many requests in flight, over real HTTP against the local sandbox: every
+object exactly once (created ranges meeting without gaps or overlaps, ties included), nothing
+created during the listing lost, and the shared budget never exceeded."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import stripe
+
+from app.config import load_settings
+from app.resources import BY_NAME, load_order
+from app.sources import api_client, read_api_objects
+from app.stripe_api import ListSpec, ParallelLister, RequestBudget, budget_from_env
+from tests.fetch_helpers import TEST_KEY, sandbox_ids
+
+
+def settings_for(url: str) -> Any:
+    return dataclasses.replace(
+        load_settings("DEV"), stripe_api_base=url, stripe_secret_key=TEST_KEY
+    )
+
+
+@pytest.fixture()
+def unlimited(monkeypatch):
+    monkeypatch.setenv("FETCH_RATE", "0")
+    monkeypatch.delenv("FETCH_ENDPOINT_RATE", raising=False)
+
+
+def ids_of(objects: list[dict[str, Any]]) -> list[str]:
+    return [obj["id"] for obj in objects]
+
+
+def add_customers(sandbox, createds: list[int]) -> list[str]:
+    """Customers with the given `created` seconds, straight into the sandbox's store."""
+    template = stripe.StripeClient(TEST_KEY, base_addresses={"api": sandbox.url}).v1.customers
+    model = template.create(params={"email": "model@example.com"}).to_dict()
+    made = []
+    with sandbox.store.lock:
+        for n, created in enumerate(createds):
+            obj = {**model, "id": f"cus_tie{n:06d}", "created": created, "email": f"t{n}@x.io"}
+            sandbox.store.insert("customer", obj)
+            made.append(obj["id"])
+    return made
+
+
+def record_requests(sandbox) -> list[tuple[float, int, str]]:
+    """Every request the sandbox answers from now on: (time, status, path)."""
+    seen: list[tuple[float, int, str]] = []
+    answer = sandbox.sandbox.handle
+
+    def counted(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+        response = answer(method, target, headers, body)
+        seen.append((time.monotonic(), response.status, target.split("?")[0]))
+        return response
+
+    sandbox.sandbox.handle = counted
+    return seen
+
+
+def test_parallel_listing_returns_every_object_exactly_once(sandbox, unlimited):
+    sandbox.seed(customers=400)
+    settings = settings_for(sandbox.url)
+    for resource in load_order():
+        listed = ids_of(list(read_api_objects(resource, settings)))
+        assert len(listed) == len(set(listed)), resource.name
+        assert set(listed) == sandbox_ids(sandbox.store, resource), resource.name
+
+
+def test_large_lists_are_split_into_created_ranges(sandbox, unlimited):
+    sandbox.seed(customers=400)
+    lister = ParallelLister(api_client(settings_for(sandbox.url)), budget_from_env(), workers=4)
+    spec = ListSpec("/v1/invoices", {})
+    newest = lister.get(spec, {"limit": 100})["data"]
+    ranges = lister._ranges(spec, newest[-1]["created"], newest[0]["created"])
+    assert len(ranges) > 1
+    # newest first, each range's `lt` the previous one's `gte`; the oldest is open below
+    assert all(older[1] == newer[0] for newer, older in zip(ranges, ranges[1:], strict=False))
+    assert ranges[-1][0] is None
+    assert ranges[0][1] == newest[-1]["created"]
+
+
+@pytest.mark.parametrize("block", [1, 37, 100, 250])
+def test_ranges_meet_without_gaps_or_overlaps_when_many_share_a_second(sandbox, unlimited, block):
+    # 1,500 customers in blocks of `block` sharing one `created` second, over a few days:
+    # range edges and page edges fall inside the blocks
+    base = 1_700_000_000
+    made = add_customers(sandbox, [base + (n // block) * 600 for n in range(1500)])
+    listed = ids_of(list(read_api_objects(BY_NAME["customers"], settings_for(sandbox.url))))
+    counts = Counter(listed)
+    assert not [i for i, c in counts.items() if c > 1], "listed twice"
+    assert set(made) <= set(listed) and len(listed) == len(made) + 1  # + the model customer
+
+
+def test_objects_created_during_the_listing_are_not_lost(sandbox, unlimited):
+    sandbox.seed(customers=600)
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": sandbox.url})
+    listed, created = [], []
+    for n, obj in enumerate(read_api_objects(BY_NAME["customers"], settings_for(sandbox.url))):
+        listed.append(obj["id"])
+        if n in (0, 250, 550):  # the listing is under way: some ranges done, others not
+            for k in range(3):
+                customer = client.v1.customers.create(params={"email": f"new{n}-{k}@x.io"})
+                created.append(customer.id)
+    assert set(created) <= set(listed)
+    assert len(listed) == len(set(listed))
+    assert set(listed) == sandbox_ids(sandbox.store, BY_NAME["customers"])
+
+
+def test_payment_methods_come_in_the_customers_order(sandbox, unlimited):
+    sandbox.seed(customers=120)
+    settings = settings_for(sandbox.url)
+    first = ids_of(list(read_api_objects(BY_NAME["payment_methods"], settings)))
+    again = ids_of(list(read_api_objects(BY_NAME["payment_methods"], settings)))
+    assert first == again  # deterministic, whatever finished first
+    owners = [sandbox.store.get("payment_method", pm)["customer"] for pm in first]
+    customers = [
+        c["id"] for c in read_api_objects(BY_NAME["customers"], settings) if c["id"] in owners
+    ]
+    order = {customer: n for n, customer in enumerate(customers)}
+    # the customers list is newest first; so are their payment methods, one customer after another
+    assert [order[o] for o in owners] == sorted(order[o] for o in owners)
+
+
+def test_the_shared_budget_is_never_exceeded(sandbox_factory, monkeypatch):
+    rate, per_endpoint = 20, 8
+    limited = sandbox_factory(rate_limit=True, test_rate=rate, endpoint_rate=per_endpoint)
+    limited.seed(customers=60)
+    monkeypatch.setenv("FETCH_RATE", str(rate))
+    monkeypatch.setenv("FETCH_ENDPOINT_RATE", str(per_endpoint))
+    seen = record_requests(limited)
+    settings = settings_for(limited.url)
+    results: dict[str, list[str]] = {}
+
+    def listing(name: str) -> None:
+        results[name] = ids_of(list(read_api_objects(BY_NAME[name], settings)))
+
+    # two listings at once draw from the one budget of the process
+    threads = [
+        threading.Thread(target=listing, args=(name,)) for name in ("payment_methods", "invoices")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for name in ("payment_methods", "invoices"):
+        assert set(results[name]) == sandbox_ids(limited.store, BY_NAME[name])
+    assert not [s for _, s, _ in seen if s == 429]
+    stamps = sorted(t for t, _, _ in seen)
+    # in any second, at most the rate (+ the bucket's slack of 2 for late wake-ups)
+    assert max(sum(1 for u in stamps if t <= u < t + 1) for t in stamps) <= rate + 2
+    by_endpoint: dict[str, list[float]] = {}
+    for t, _, path in seen:
+        key = "pm" if path.endswith("/payment_methods") else path
+        by_endpoint.setdefault(key, []).append(t)
+    busy = by_endpoint["pm"]
+    assert max(sum(1 for u in busy if t <= u < t + 1) for t in busy) <= per_endpoint + 2
+    # and the budget is used: payment methods keep to their endpoint's rate
+    assert len(busy) / (busy[-1] - busy[0]) > per_endpoint * 0.8
+
+
+def test_a_429_is_retried_after_retry_after(sandbox_factory, monkeypatch):
+    limited = sandbox_factory(rate_limit=True, test_rate=4)
+    limited.seed(customers=10)
+    monkeypatch.setenv("FETCH_RATE", "0")  # no budget of ours: the sandbox refuses, we wait
+    seen = record_requests(limited)
+    listed = list(read_api_objects(BY_NAME["payment_methods"], settings_for(limited.url)))
+    assert {m["id"] for m in listed} == sandbox_ids(limited.store, BY_NAME["payment_methods"])
+    assert any(status == 429 for _, status, _ in seen)
+
+
+def test_a_consumer_that_stops_early_stops_the_workers(sandbox, unlimited):
+    sandbox.seed(customers=400)
+    before = threading.active_count()
+    objects = read_api_objects(BY_NAME["invoices"], settings_for(sandbox.url))
+    for _ in zip(range(150), objects, strict=False):
+        pass
+    objects.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
+
+
+def test_budget_spaces_requests_per_endpoint_without_holding_back_others():
+    budget = RequestBudget(100, 10)
+    took: dict[str, float] = {}
+
+    def use(endpoint: str) -> None:
+        started = time.monotonic()
+        for _ in range(12):
+            budget.wait(endpoint)
+        took[endpoint] = time.monotonic() - started
+
+    threads = [
+        threading.Thread(target=use, args=(e,))
+        for e in ("/v1/customers/{id}/payment_methods", "/v1/charges")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # each endpoint at 10/s after a burst of 2 (~1 s), side by side rather than one after
+    # the other (~2 s)
+    assert all(0.9 <= seconds < 1.6 for seconds in took.values()), took
+    assert budget.requests == 24
