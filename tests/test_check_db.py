@@ -421,3 +421,31 @@ def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
     )
     assert failures(damaged) == {"customers": {"differs": 1}}
     assert table(damaged, "customers").findings["differs"].samples[0]["columns"] == ["email"]
+
+
+def test_embedded_copies_of_other_objects_count_by_id_and_the_rest_still_counts(conn, loaded):
+    """What events leave behind (Stripe sends none to the embedding object) is no difference:
+    an expansion the listing asked for, a subscription item's copy of a price since archived.
+    Anything else in the same objects still is."""
+    source = copy.deepcopy(loaded)
+    for obj in source["customers"]:
+        settings_ = obj.get("invoice_settings") or {}
+        if isinstance(settings_.get("default_payment_method"), str):
+            settings_["default_payment_method"] = {
+                "id": settings_["default_payment_method"],
+                "object": "payment_method",
+                "type": "card",
+            }
+    for obj in source["subscriptions"]:
+        for item in obj["items"]["data"]:
+            if isinstance(item.get("price"), dict):
+                item["price"]["active"] = False
+    assert failures(run_check(conn, source)) == {}
+    source["customers"][0]["name"] = "Renamed"
+    source["subscriptions"][0]["items"]["data"][0]["quantity"] = 99
+    found = failures(run_check(conn, source))
+    assert found == {
+        "customers": {"differs": 1},
+        "subscriptions": {"differs": 1},
+        "subscription_items": {"differs": 1},
+    }
