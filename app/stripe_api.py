@@ -48,6 +48,8 @@ PAGE = 100  # objects per list request: Stripe's largest page
 UNLIMITED_WORKERS = 8
 SECONDS_PER_REQUEST = 0.5
 MAX_WORKERS = 64
+# pages fetched but not yet taken by the consumer, at most (memory stays flat)
+MAX_WAITING_PAGES = 16
 
 
 class TokenBucket:
@@ -419,8 +421,8 @@ class ParallelLister:
     def _run(
         self, jobs: list[Callable[[], Iterable[list[dict[str, Any]]]]]
     ) -> Iterator[list[dict[str, Any]]]:
-        """The pages of all `jobs`, in the order they arrive; at most `2 × workers` wait."""
-        pages: queue.Queue[Any] = queue.Queue(maxsize=2 * self.workers)
+        """The pages of all `jobs`, in the order they arrive; a bounded number wait."""
+        pages: queue.Queue[Any] = queue.Queue(maxsize=min(2 * self.workers, MAX_WAITING_PAGES))
         todo: queue.SimpleQueue[Callable[[], Iterable[list[dict[str, Any]]]]] = queue.SimpleQueue()
         for job in jobs:
             todo.put(job)

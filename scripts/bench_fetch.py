@@ -1,10 +1,21 @@
 #!/usr/bin/env python
-"""Benchmark the curl fetchers against a seeded local sandbox (bounded: well under 3 minutes).
+"""Benchmark the backfill of a seeded sandbox: Stripe → PostgreSQL, both paths, two budgets.
 
-(a) sandbox rate limit on at RATE requests/s, fetch budget RATE: achieved requests/s over the
-    limit (target >= 90 %) and the share of requests answered 429 (target < 1 %);
-(b) rate limit off, no budget: objects/s fetched, i.e. the fetchers' own cost; and the same for
-    SOURCE=api (the stripe SDK path), reading every resource without a database.
+For each budget — (1) the sandbox limited to RATE requests/s in all and ENDPOINT_RATE per
+endpoint (default 100 and 25: Stripe's live-mode limit and its default per-endpoint limit),
+the fetch told the same; (2) no limit, no budget — and each path:
+
+  api   `ingest_all.py --source api`: the API read concurrently, streamed into the bulk load;
+  curl  `fetch_stripe_data.sh` then `ingest_all.py` on its files (the curl path has one budget,
+        FETCH_RATE, and no per-endpoint one: under the limit it runs at ENDPOINT_RATE);
+
+prints objects/s for the whole backfill, requests/s (overall, and the busiest second) against
+the budget, the share of 429s, and the peak memory of the backfill's processes. The sandbox
+runs in a process of its own (as `make sandbox` does), counting every request it answers.
+Each backfill loads a fresh scratch database (`stripe_db_bench_fetch` beside DATABASE_URL's).
+
+BENCH_CUSTOMERS=20000 is the issue's size (~158,000 objects; at 25 payment-method requests/s
+the limited run needs ~15 minutes per path). The default is small enough for a few minutes.
 """
 
 from __future__ import annotations
@@ -12,110 +23,230 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.cli import run_command  # noqa: E402
-from app.config import PROJECT_ROOT, load_settings  # noqa: E402
-from app.resources import RESOURCES  # noqa: E402
-from app.sandbox.server import run_in_thread  # noqa: E402
+from app.config import PROJECT_ROOT, load_settings, refuse_in_prod  # noqa: E402
 
 FETCH = PROJECT_ROOT / "scripts" / "fetch_stripe_data.sh"
+INGEST = PROJECT_ROOT / "scripts" / "ingest_all.py"
 KEY = "sk_test_bench_fetch"
+BENCH_DB = "stripe_db_bench_fetch"
 
 
-def fetch(url: str, out: Path, rate: float) -> tuple[float, list[tuple[str, float]], str]:
-    env = {
-        **os.environ,
-        "ENV": "DEV",
-        "STRIPE_API_BASE": url,
-        "STRIPE_SECRET_KEY": KEY,
-        "JSON_DIR": str(out),
-        "FETCH_RATE": str(rate),
-        "RESOURCES": "",
-    }
-    started = time.monotonic()
-    result = subprocess.run(
-        ["bash", str(FETCH)], env=env, capture_output=True, text=True, check=False, timeout=170
+class Sandbox:
+    """A seeded sandbox in a child process; `tally()` returns the requests answered since the
+    last call, as (seconds since the epoch, status, endpoint)."""
+
+    def __init__(self, customers: int, rate: float, endpoint_rate: float) -> None:
+        command = [sys.executable, __file__, "--serve", "--customers", str(customers)]
+        command += ["--rate", str(rate), "--endpoint-rate", str(endpoint_rate)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        ready = json.loads(self.process.stdout.readline())
+        self.url: str = ready["url"]
+        self.objects: int = ready["objects"]
+
+    def tally(self) -> list[tuple[float, int, str]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("tally\n")
+        self.process.stdin.flush()
+        return [tuple(r) for r in json.loads(self.process.stdout.readline())]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def serve(customers: int, rate: float, endpoint_rate: float) -> int:
+    """The child: serve, seed, then answer `tally` lines on stdin until stdin closes."""
+    from app.sandbox.server import run_in_thread
+
+    limited = rate > 0
+    handle = run_in_thread(
+        0,
+        rate_limit=limited,
+        test_rate=rate if limited else 25.0,
+        endpoint_rate=endpoint_rate if limited and endpoint_rate > 0 else None,
     )
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        sys.exit(f"fetch failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    log = (out / ".partial" / "requests.log").read_text().split("\n")
-    requests = [(status, float(stamp)) for status, stamp in (ln.split() for ln in log if ln)]
-    return seconds, requests, result.stderr
+    report = handle.seed(customers=customers)
+    records: list[tuple[float, int, str]] = []
+    sandbox = handle.sandbox
+    answer = sandbox.handle
+
+    def counted(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+        response = answer(method, target, headers, body)
+        records.append((time.time(), response.status, _endpoint(target)))
+        return response
+
+    sandbox.handle = counted  # type: ignore[method-assign]
+    print(json.dumps({"url": handle.url, "objects": report.get("objects", 0)}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "tally":
+            taken, records[:] = list(records), []
+            print(json.dumps(taken), flush=True)
+    handle.stop()
+    return 0
 
 
-def objects_in(out: Path) -> int:
-    return sum(json.loads((out / f"{r.name}.meta.json").read_text())["objects"] for r in RESOURCES)
+def _endpoint(target: str) -> str:
+    """`/v1/customers/cus_1/payment_methods?limit=100` → `/v1/customers/*/payment_methods`."""
+    parts = target.split("?", 1)[0].split("/")
+    return "/".join("*" if re.fullmatch(r"[a-z]{2,5}_\w{8,}", p) else p for p in parts)
+
+
+def bench_url() -> str:
+    from app.db.session import sqlalchemy_url
+
+    settings = load_settings()
+    refuse_in_prod(settings, "run a benchmark (it drops its scratch database)")
+    url = sqlalchemy_url(settings.database_url).set(database=BENCH_DB)
+    return url.render_as_string(hide_password=False)
+
+
+def fresh_database(url: str) -> None:
+    from sqlalchemy import create_engine, pool
+
+    import app.resources  # noqa: F401  (the models, so that their tables are created)
+    from app.db.base import Base
+    from app.db.schema import create_database, drop_database
+    from app.db.session import sqlalchemy_url
+
+    drop_database(url)
+    create_database(url)
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run `command`; its seconds, its peak memory in MB (the largest process: itself, or the
+    largest of its children) and its stderr."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        err.seek(0)
+        stderr = err.read()
+    if process.returncode not in (0, 1):
+        sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, stderr
+
+
+def backfill(path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: float) -> str:
+    fresh_database(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCH_", "STRIPE_"))}
+    env.update(
+        ENV="DEV",
+        STRIPE_API_BASE=sandbox.url,
+        STRIPE_SECRET_KEY=KEY,
+        DATABASE_URL=url,
+        FETCH_RATE=str(rate),
+        FETCH_ENDPOINT_RATE=str(endpoint_rate),
+        RESOURCES="",
+        PYTHON=sys.executable,
+    )
+    sandbox.tally()
+    ingest = [sys.executable, str(INGEST), "-q", "--database-url", url]
+    if path == "api":
+        seconds, peak, _ = timed([*ingest, "--source", "api"], env)
+        fetch_seconds = None
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_fetch_") as tmp:
+            # the curl path has no per-endpoint budget: under a limit it keeps to the lesser
+            if rate and endpoint_rate:
+                env["FETCH_RATE"] = str(min(rate, endpoint_rate))
+            env["JSON_DIR"] = tmp
+            fetch_seconds, fetch_peak, _ = timed(["bash", str(FETCH)], env)
+            ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
+        seconds, peak = fetch_seconds + ingest_seconds, max(fetch_peak, ingest_peak)
+    requests = sandbox.tally()
+    return describe(path, sandbox.objects, seconds, fetch_seconds, peak, requests, rate)
+
+
+def describe(
+    path: str,
+    objects: int,
+    seconds: float,
+    fetch_seconds: float | None,
+    peak: float,
+    requests: list[tuple[float, int, str]],
+    rate: float,
+) -> str:
+    total = len(requests)
+    r429 = sum(1 for _, status, _ in requests if status == 429)
+    per_second = Counter(int(stamp) for stamp, _, _ in requests)
+    busiest = max(per_second.values(), default=0)
+    span = (max(s for s, _, _ in requests) - min(s for s, _, _ in requests)) if requests else 0
+    endpoints = Counter(endpoint for _, _, endpoint in requests)
+    top, top_count = endpoints.most_common(1)[0] if endpoints else ("-", 0)
+    budget = f" = {total / span / rate:.0%} of {rate:g}" if rate and span else ""
+    split = f" (fetch {fetch_seconds:.1f} s)" if fetch_seconds is not None else ""
+    return (
+        f"  {path:<5} {objects:>9,} objects in {seconds:6.1f} s{split} = "
+        f"{objects / seconds:>7,.0f} objects/s | {total:,} requests, "
+        f"{total / span if span else 0:,.0f}/s while fetching{budget}, busiest second {busiest}, "
+        f"most on {top} ({top_count:,}) | 429s {r429 / total if total else 0:.2%} | "
+        f"peak memory {peak:,.0f} MB"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=500, help="seed size (default 500)")
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=25.0,
-        help="the sandbox's rate limit and the fetch budget (default 25)",
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--customers", type=int, default=1000, help="seed size (default 1000; the issue's: 20000)"
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="limited run: requests/s in all")
+    parser.add_argument(
+        "--endpoint-rate", type=float, default=25.0, help="limited run: requests/s per endpoint"
+    )
+    parser.add_argument(
+        "--paths", default="api,curl", help="which backfills: api, curl or both (default)"
+    )
+    parser.add_argument(
+        "--budgets", default="limited,unlimited", help="limited, unlimited or both (default)"
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="bench_fetch_") as tmp:
-        limited = run_in_thread(0, rate_limit=True, test_rate=args.rate)
+    if args.serve:
+        return serve(args.customers, args.rate, args.endpoint_rate)
+    url = bench_url()
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    for budget in budgets:
+        rate, endpoint_rate = (args.rate, args.endpoint_rate) if budget == "limited" else (0.0, 0.0)
+        print(f"seeding {args.customers:,} customers …", file=sys.stderr, flush=True)
+        sandbox = Sandbox(args.customers, rate, endpoint_rate)
         try:
-            report = limited.seed(customers=args.customers)
-            print(
-                f"seeded {args.customers} customers: {report.get('objects', '?')} objects",
-                file=sys.stderr,
+            title = (
+                f"limited: {rate:g} requests/s, {endpoint_rate:g} per endpoint"
+                if rate
+                else "unlimited: no rate limit, no budget"
             )
-            seconds, requests, _ = fetch(limited.url, Path(tmp) / "limited", args.rate)
+            print(f"{title} ({sandbox.objects:,} objects)", flush=True)
+            for path in paths:
+                print(backfill(path, sandbox, url, rate, endpoint_rate), flush=True)
         finally:
-            limited.stop()
-        total = len(requests)
-        r429 = sum(1 for status, _ in requests if status == "429")
-        stamps = sorted(stamp for _, stamp in requests)
-        sustained = (total - 1) / (stamps[-1] - stamps[0])
-        overall = total / seconds
-        print(
-            f"(a) rate limit {args.rate:g} req/s: {total} requests in {seconds:.1f} s; "
-            f"sustained {sustained:.1f} req/s = {sustained / args.rate:.0%} of the limit "
-            f"(whole run incl. start-up and merge: {overall:.1f} req/s = "
-            f"{overall / args.rate:.0%}); 429s: {r429} = {r429 / total:.2%}"
-        )
+            sandbox.stop()
+    from app.db.schema import drop_database
 
-        free = run_in_thread(0)
-        try:
-            free.seed(customers=args.customers)
-            out = Path(tmp) / "free"
-            seconds, requests, _ = fetch(free.url, out, 0)
-            objects = objects_in(out)
-            print(
-                f"(b) no rate limit, no budget: {objects} objects, {len(requests)} requests in "
-                f"{seconds:.1f} s = {objects / seconds:,.0f} objects/s "
-                f"({len(requests) / seconds:.0f} requests/s)"
-            )
-            os.environ["FETCH_RATE"] = "0"
-            from app.sources import read_api_objects
-
-            settings = load_settings("DEV")
-            settings = type(settings)(
-                **{**settings.__dict__, "stripe_api_base": free.url, "stripe_secret_key": KEY}
-            )
-            started = time.monotonic()
-            count = sum(1 for r in RESOURCES for _ in read_api_objects(r, settings))
-            seconds = time.monotonic() - started
-            print(
-                f"    SOURCE=api (stripe SDK, no database): {count} objects in {seconds:.1f} s "
-                f"= {count / seconds:,.0f} objects/s"
-            )
-        finally:
-            free.stop()
+    drop_database(url)
     return 0
 
 
