@@ -38,9 +38,9 @@ from app.stripe_api import ApiPager, budget_from_env
 log = logging.getLogger(__name__)
 
 EVENT_RETENTION = timedelta(days=30)  # Stripe keeps events this long
-OVERLAP = timedelta(
-    seconds=60
-)  # re-read behind the cursor: the events list is eventually consistent
+# an event may show in the list a little after it was created (the list is eventually
+# consistent): each pass re-reads the events created this long before the last listing began
+OVERLAP = timedelta(seconds=10)
 
 
 class StripeApi:
@@ -146,16 +146,21 @@ def _account(settings: Settings) -> tuple[str, bool]:
 
 
 def read_cursor(engine: Engine, settings: Settings) -> datetime | None:
+    return _read_state(engine, settings)[0]
+
+
+def _read_state(engine: Engine, settings: Settings) -> tuple[datetime | None, datetime | None]:
+    """The cursor (the newest event stored) and when the listing that stored it began."""
     account, livemode = _account(settings)
     with engine.connect() as conn:
         cursor = raw_cursor(conn)
         cursor.execute(
-            "SELECT cursor FROM sync_state WHERE account = %s AND livemode = %s",
+            "SELECT cursor, listed_at FROM sync_state WHERE account = %s AND livemode = %s",
             (account, livemode),
         )
         found = cursor.fetchone()
         conn.rollback()
-    return found[0] if found else None
+    return (found[0], found[1]) if found else (None, None)
 
 
 def write_cursor(
@@ -165,20 +170,23 @@ def write_cursor(
     last_event_id: str | None,
     *,
     refreshed: bool = False,
+    listed_at: datetime | None = None,
 ) -> None:
     """Move the cursor forward (never back), in its own transaction."""
     account, livemode = _account(settings)
     with engine.begin() as conn:
         raw_cursor(conn).execute(
-            "INSERT INTO sync_state (account, livemode, cursor, last_event_id, refreshed_at) "
-            "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END) "
+            "INSERT INTO sync_state "
+            "(account, livemode, cursor, last_event_id, refreshed_at, listed_at) "
+            "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END, %s) "
             "ON CONFLICT (account, livemode) DO UPDATE SET "
             "cursor = greatest(sync_state.cursor, excluded.cursor), "
             "last_event_id = CASE WHEN excluded.cursor >= sync_state.cursor "
             "  THEN excluded.last_event_id ELSE sync_state.last_event_id END, "
             "refreshed_at = coalesce(excluded.refreshed_at, sync_state.refreshed_at), "
+            "listed_at = coalesce(excluded.listed_at, sync_state.listed_at), "
             "updated_at = now()",
-            (account, livemode, at, last_event_id, refreshed),
+            (account, livemode, at, last_event_id, refreshed, listed_at),
         )
 
 
@@ -197,7 +205,7 @@ def sync_events(
     report = SyncReport()
     started = time.monotonic()
     now = stripe_now()
-    cursor = read_cursor(engine, settings)
+    cursor, listed_at = _read_state(engine, settings)
     if cursor is None:
         report.refresh_reason = "no sync cursor yet: loading every resource whole first"
     elif cursor < now - retention:
@@ -213,7 +221,10 @@ def sync_events(
     else:
         assert cursor is not None
         newest, newest_id = cursor, None
-        for page in api.events(cursor - overlap):
+        # new events, and those that may have shown late since the last listing began; a
+        # quiet account re-reads only its newest event or two
+        since = min(cursor, (listed_at or cursor) - overlap)
+        for page in api.events(since):
             good = [e for e in page if valid_event(e) is None]
             if len(good) < len(page):
                 log.warning(
@@ -227,7 +238,7 @@ def sync_events(
                 if at > newest or (at == newest and newest_id is None):
                     newest, newest_id = at, event["id"]
         # the listing is complete: only now may the cursor pass the events it covered
-        write_cursor(engine, settings, newest, newest_id)
+        write_cursor(engine, settings, newest, newest_id, listed_at=now)
     report.applied = drain(engine, api)
     report.cursor = read_cursor(engine, settings)
     report.requests = api.requests

@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('livemode', sa.Boolean(), nullable=False),
     sa.Column('cursor', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_event_id', sa.Text(), nullable=True),
+    sa.Column('listed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('refreshed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('account', 'livemode', name=op.f('pk_sync_state'))

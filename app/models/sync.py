@@ -52,6 +52,9 @@ class SyncState(Base):
     # every event created before this is in the inbox (less the overlap re-read each pass)
     cursor: Mapped[datetime]
     last_event_id: Mapped[str | None]
+    # when the last complete listing started: an event that becomes visible late (the list is
+    # eventually consistent) was created at most the overlap before that
+    listed_at: Mapped[datetime | None]
     # the last full refresh (first sync, or a cursor past Stripe's event retention)
     refreshed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(
