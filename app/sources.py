@@ -18,8 +18,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app import strict_json
-from app.config import mask_key, mask_secrets
-from app.errors import FetchError, InputFileError
+from app.errors import InputFileError
 from app.strict_json import (
     KEPT_TEXT_BYTES,
     Oversized,
@@ -215,27 +214,12 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[Any]:
     writes while the fetch goes on. Stripe's errors become a FetchError that says what to do,
     with the key masked.
     """
-    import stripe
+    from app.stripe_api import api_errors
 
-    try:
+    with api_errors(settings, resource.name):
         for position, obj in enumerate(_api_pages(resource, settings), start=1):
             problem = too_deep(obj)
             yield Unreadable(position, problem, _api_text(obj)) if problem else obj
-    except stripe.APIConnectionError as exc:
-        raise FetchError(
-            f"{resource.name}: cannot reach the Stripe API at {settings.stripe_api_base} — is it "
-            "running? (`make sandbox` starts the local one; STRIPE_API_BASE says where to go)"
-        ) from exc
-    except stripe.AuthenticationError as exc:
-        raise FetchError(
-            f"{resource.name}: {settings.stripe_api_base} refused the key "
-            f"{mask_key(settings.stripe_secret_key)}: check STRIPE_SECRET_KEY"
-        ) from exc
-    except stripe.StripeError as exc:
-        raise FetchError(
-            f"{resource.name}: the Stripe API at {settings.stripe_api_base} failed: "
-            f"{mask_secrets(exc.user_message or str(exc))}"
-        ) from exc
 
 
 def _api_text(obj: Any) -> str:

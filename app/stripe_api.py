@@ -32,10 +32,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
+
+from app.config import mask_key, mask_secrets
+from app.errors import FetchError
 
 log = logging.getLogger(__name__)
 
@@ -568,3 +572,25 @@ def _drain(pages: queue.Queue[Any]) -> None:
 def _created(obj: dict[str, Any]) -> int:
     created = obj.get("created")
     return created if isinstance(created, int) else 0
+
+
+@contextmanager
+def api_errors(settings: Any, what: str) -> Iterator[None]:
+    """Stripe's errors as one FetchError that says what to do next, the key masked."""
+    try:
+        yield
+    except stripe.APIConnectionError as exc:
+        raise FetchError(
+            f"{what}: cannot reach the Stripe API at {settings.stripe_api_base} — is it running? "
+            "(`make sandbox` starts the local one; STRIPE_API_BASE says where to go)"
+        ) from exc
+    except stripe.AuthenticationError as exc:
+        raise FetchError(
+            f"{what}: {settings.stripe_api_base} refused the key "
+            f"{mask_key(settings.stripe_secret_key)}: check STRIPE_SECRET_KEY"
+        ) from exc
+    except stripe.StripeError as exc:
+        raise FetchError(
+            f"{what}: the Stripe API at {settings.stripe_api_base} failed: "
+            f"{mask_secrets(exc.user_message or str(exc))}"
+        ) from exc

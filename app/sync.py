@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,15 +24,14 @@ from urllib.parse import quote
 import stripe
 from sqlalchemy import Engine
 
-from app.config import Settings, load_settings, mask_key, mask_secrets
+from app.config import Settings, load_settings
 from app.db.session import get_engine, raw_cursor
-from app.errors import FetchError
 from app.events import ApplyCounts, drain, store_events, valid_event
 from app.ingest import IngestResult, ingest, stripe_now
 from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order
 from app.sources import complete_embedded, read_api_objects
-from app.stripe_api import ApiPager, budget_from_env
+from app.stripe_api import ApiPager, api_errors, budget_from_env
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +100,6 @@ class StripeApi:
         with api_errors(self.settings, resource.name):
             for child in resource.children:
                 complete_embedded(self.client, self.pager, obj, child)
-
-
-@contextmanager
-def api_errors(settings: Settings, what: str) -> Iterator[None]:
-    """Stripe's errors as one FetchError that says what to do, the key masked."""
-    try:
-        yield
-    except stripe.APIConnectionError as exc:
-        raise FetchError(
-            f"{what}: cannot reach the Stripe API at {settings.stripe_api_base} — is it running? "
-            "(`make sandbox` starts the local one; STRIPE_API_BASE says where to go)"
-        ) from exc
-    except stripe.AuthenticationError as exc:
-        raise FetchError(
-            f"{what}: {settings.stripe_api_base} refused the key "
-            f"{mask_key(settings.stripe_secret_key)}: check STRIPE_SECRET_KEY"
-        ) from exc
-    except stripe.StripeError as exc:
-        raise FetchError(
-            f"{what}: the Stripe API at {settings.stripe_api_base} failed: "
-            f"{mask_secrets(exc.user_message or str(exc))}"
-        ) from exc
 
 
 @dataclass
