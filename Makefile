@@ -40,7 +40,7 @@ INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
 	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
 	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
-	bench-check-db populate populate-force fetch bench-fetch sync webhook
+	bench-check-db populate populate-force fetch bench-fetch sync webhook bench-sync
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +109,9 @@ ingest-all: $(STAMP) ## Ingest every resource, parents first (SOURCE=json|api JS
 
 sync: $(STAMP) ## Apply Stripe's events since the last sync (FOLLOW=1 keeps polling every INTERVAL=2 s)
 	$(PY) scripts/sync.py --interval "$$INTERVAL" $${FOLLOW:+--follow}
+
+bench-sync: guard-dev $(STAMP) db-up ## Lag from a change in Stripe to its row: webhook and polling under churn (N=10000 customers)
+	$(PY) scripts/bench_sync.py --customers "$${N:-10000}"
 
 webhook: $(STAMP) ## Receive Stripe's webhooks into the inbox and apply them (WEBHOOK_HOST, WEBHOOK_PORT; needs STRIPE_WEBHOOK_SECRET)
 	$(PY) scripts/webhook.py --host "$$WEBHOOK_HOST" --port "$$WEBHOOK_PORT"
