@@ -61,7 +61,7 @@ def sample_objects(sandbox_server: SandboxHandle) -> dict[str, dict[str, Any]]:
         },
     )
     sub = post("/v1/subscriptions", {"customer": customer["id"], "items[0][price]": price["id"]})
-    invoice = get(f"/v1/invoices/{sub['latest_invoice']}")
+    invoice = get(f"/v1/invoices/{sub['latest_invoice']}?expand[]=payments")
     payment = invoice["payments"]["data"][0]
     pi = get(f"/v1/payment_intents/{payment['payment']['payment_intent']}")
     return {

@@ -19,6 +19,7 @@ import stripe
 from app.sandbox.server import SandboxHandle
 from app.sandbox.versions import DEFAULT_API_VERSION
 from app.sandbox.webhooks import USER_AGENT, WebhookConfig, signature_header
+from tests.fetch_helpers import create_long_lists
 
 FAST_RETRIES = {"webhook_retry_base": 0.02, "webhook_retry_max": 0.05}
 
@@ -407,3 +408,25 @@ def test_webhook_options_are_checked() -> None:
         WebhookConfig(duplicate_rate=1.5)
     assert WebhookConfig(retry_base=1, retry_max=60).retry_delay(10) == 60
     assert WebhookConfig(retry_base=0.2).retry_delay(3) == pytest.approx(0.8)
+
+
+def test_deliveries_embed_first_pages_in_the_endpoints_version(
+    sandbox: SandboxHandle, api: Callable[..., requests.Response], receiver: Receiver
+) -> None:
+    _endpoint(api, receiver.url, ["invoice.created"])
+    _endpoint(api, receiver.url, ["invoice.created"], api_version="2024-06-20")
+    made = create_long_lists(sandbox.url, invoice_lines=12, items=1)
+    _wait(sandbox)
+    delivered = {
+        e["api_version"]: e["data"]["object"]
+        for e in receiver.events()
+        if e["data"]["object"]["id"] == made["invoice"]
+    }
+    assert set(delivered) == {DEFAULT_API_VERSION, "2024-06-20"}
+    for invoice in delivered.values():
+        assert len(invoice["lines"]["data"]) == 10 and invoice["lines"]["has_more"] is True
+        assert "payments" not in invoice
+    old_line = delivered["2024-06-20"]["lines"]["data"][0]
+    assert old_line["type"] == "invoiceitem" and "parent" not in old_line
+    assert delivered["2024-06-20"]["paid"] is False and "parent" not in delivered["2024-06-20"]
+    assert "paid" not in delivered[DEFAULT_API_VERSION]

@@ -31,6 +31,7 @@ from pathlib import Path
 from app.sandbox.errors import SandboxError, SandboxNotRunning
 from app.sandbox.limits import FaultConfig
 from app.sandbox.server import DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve_forever
+from app.sandbox.versions import API_VERSIONS, DEFAULT_API_VERSION
 from app.sandbox.webhooks import WebhookConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -87,8 +88,14 @@ def _read_pid() -> int | None:
     return pid
 
 
+def _api_version(value: str) -> str:
+    if value not in API_VERSIONS:
+        raise argparse.ArgumentTypeError(f"unknown Stripe API version {value!r}")
+    return value
+
+
 def _serve_args(args: argparse.Namespace) -> list[str]:
-    options = ["--host", args.host, "--port", str(args.port)]
+    options = ["--host", args.host, "--port", str(args.port), "--api-version", args.api_version]
     if args.rate_limit:
         options += [
             "--rate-limit",
@@ -294,6 +301,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ),
         state_file=None if args.no_persist else args.state_file,
         webhooks=webhooks,
+        api_version=args.api_version,
     )
     # SIGTERM (from `stop`) becomes KeyboardInterrupt so the socket closes cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -323,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="default 12111 (env SANDBOX_PORT)",
     )
     server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
+        "--api-version",
+        type=_api_version,
+        default=os.environ.get("SANDBOX_API_VERSION", DEFAULT_API_VERSION),
+        help="the account's default API version: answers without Stripe-Version use it and "
+        f"events carry it (default {DEFAULT_API_VERSION}, env SANDBOX_API_VERSION)",
+    )
     server.add_argument(
         "--rate-limit", action="store_true", help="answer 429 above Stripe's rates (off by default)"
     )

@@ -205,7 +205,6 @@ def finalize_invoice(ctx: Context, inv: Obj) -> None:
 
 
 def mark_invoice_paid(ctx: Context, inv: Obj, payment: Obj | None) -> None:
-    payments = inv["payments"]["data"] + ([dict(payment)] if payment is not None else [])
     ctx.update(
         "invoice",
         inv,
@@ -216,7 +215,6 @@ def mark_invoice_paid(ctx: Context, inv: Obj, payment: Obj | None) -> None:
             "attempted": True,
             "attempt_count": inv["attempt_count"] + (1 if payment is not None else 0),
             "next_payment_attempt": None,
-            "payments": objects.payment_list(inv["id"], payments),
             "status_transitions": {**inv["status_transitions"], "paid_at": ctx.now},
         },
     )
@@ -246,7 +244,7 @@ def pay_invoice(ctx: Context, inv: Obj, pm: Obj | None, *, description: str) -> 
             payment_method=None,
             description=description,
         )
-        ctx.insert("payment_intent", pi, "payment_intent.created")
+        ctx.insert("payment_intent", pi)
         inpay = objects.invoice_payment(
             ctx.new_id("inpay"),
             ctx.now,
@@ -258,6 +256,8 @@ def pay_invoice(ctx: Context, inv: Obj, pm: Obj | None, *, description: str) -> 
             paid_at=None,
         )
         ctx.insert("invoice_payment", inpay)
+        # announced once it belongs to the invoice: older versions show `payment_intent.invoice`
+        ctx.emit("payment_intent.created", pi)
     if pm is None:
         return None
     ch = confirm_payment_intent(ctx, pi, pm)

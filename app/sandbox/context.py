@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.sandbox import objects
+from app.sandbox.render import event_snapshot
 from app.sandbox.store import Obj, Store
-from app.sandbox.versions import DEFAULT_API_VERSION
 
 
 @dataclass
@@ -44,15 +44,16 @@ class Context:
         if not self.record_events:
             return
         # A shallow copy is a true snapshot: stored objects are only ever changed at the top level.
-        # Events are rendered in the account's default version, whatever the request asked for.
+        # The snapshot embeds what the API would (first pages, no includables) and is rendered in
+        # the account's default version, whatever version the request asked for.
         evt = objects.event(
             self.new_id("evt"),
             self.now,
             self.livemode,
             event_type=event_type,
-            data_object=dict(obj),
+            data_object=event_snapshot(self.store, obj),
             previous_attributes=previous,
-            api_version=DEFAULT_API_VERSION,
+            api_version=self.store.api_version,
             request_id=self.request_id,
             idempotency_key=self.idempotency_key,
         )

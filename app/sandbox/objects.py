@@ -591,7 +591,6 @@ def invoice(
             "payment_method_options": None,
             "payment_method_types": None,
         },
-        "payments": payment_list(object_id, []),
         "period_end": period_end,
         "period_start": period_start,
         "post_payment_credit_notes_amount": 0,
@@ -618,16 +617,6 @@ def invoice(
         "total_pretax_credit_amounts": [],
         "total_taxes": [],
         "webhooks_delivered_at": None,
-    }
-
-
-def payment_list(invoice_id: str, payments: list[Obj]) -> Obj:
-    return {
-        "object": "list",
-        "data": payments,
-        "has_more": False,
-        "total_count": len(payments),
-        "url": f"/v1/invoice_payments?invoice={invoice_id}",
     }
 
 

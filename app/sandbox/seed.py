@@ -21,8 +21,8 @@ from typing import Any
 
 from app.sandbox import objects
 from app.sandbox.objects import TEST_CARDS
+from app.sandbox.render import event_snapshot
 from app.sandbox.store import IdFactory, Obj, Store
-from app.sandbox.versions import DEFAULT_API_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class _Batch:
         return counts, len(events)
 
     def _events(self, ids: IdFactory) -> list[tuple[Obj, int]]:
-        livemode = self.store.livemode
-        next_seq = self.store.next_seq
+        store = self.store
+        livemode, api_version = store.livemode, store.api_version
+        next_seq = store.next_seq
         new_id = ids.new
         events = []
         for resource, event_type in _CREATED_EVENTS.items():
@@ -96,13 +97,13 @@ class _Batch:
                 kind = event_type
                 if resource == "charge" and obj["status"] == "failed":
                     kind = "charge.failed"
-                # the object's final state (a shallow copy: nested values are never edited)
+                # the object's final state, as the API sends it (nested values are never edited)
                 evt = {
                     "id": new_id("evt"),
                     "object": "event",
-                    "api_version": DEFAULT_API_VERSION,
+                    "api_version": api_version,
                     "created": obj["created"],
-                    "data": {"object": dict(obj)},
+                    "data": {"object": event_snapshot(store, obj)},
                     "livemode": livemode,
                     "pending_webhooks": 0,
                     "request": {"id": None, "idempotency_key": None},
@@ -222,7 +223,7 @@ def _bill_period(
         pi.update(status="succeeded", amount_received=pi["amount"], latest_charge=ch["id"])
         inv.update(
             status="paid", amount_paid=inv["amount_due"], amount_remaining=0, attempted=True,
-            attempt_count=1, payments=objects.payment_list(invoice_id, [dict(inpay)]),
+            attempt_count=1,
             status_transitions={**inv["status_transitions"], "paid_at": paid_at},
         )  # fmt: skip
     batch.add("payment_intent", pi)

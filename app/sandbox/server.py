@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from app.sandbox import resources
+from app.sandbox import render, resources
 from app.sandbox.context import Context
 from app.sandbox.errors import (
     ApiError,
@@ -42,11 +42,10 @@ from app.sandbox.errors import (
     StripeError,
 )
 from app.sandbox.limits import FaultConfig, FaultInjector, RateLimiter
-from app.sandbox.listing import expand, first_pages
 from app.sandbox.params import Params, as_int, decode_form
 from app.sandbox.persist import StatePersister
 from app.sandbox.store import Store
-from app.sandbox.versions import api_version_of
+from app.sandbox.versions import DEFAULT_API_VERSION, api_version_of
 from app.sandbox.webhooks import WebhookConfig, WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -83,6 +82,8 @@ class SandboxConfig:
     # Seconds a connection may stay silent (between requests, or mid-request) before it is
     # closed, and the most a request body may take to arrive: a client that stalls frees its thread.
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    # The account's default API version: requests without `Stripe-Version` get it, events carry it.
+    api_version: str = DEFAULT_API_VERSION
 
 
 @dataclass
@@ -122,7 +123,10 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        self.stores = {False: Store(livemode=False), True: Store(livemode=True)}
+        self.stores = {
+            livemode: Store(livemode=livemode, api_version=self.config.api_version)
+            for livemode in (False, True)
+        }
         self.limiter = (
             RateLimiter(
                 test_rate=self.config.test_rate,
@@ -207,9 +211,9 @@ class Sandbox:
         request_id = "req_" + secrets.token_hex(7)
         base_headers = {"Request-Id": request_id}
         try:
-            api_version = api_version_of(headers.get("stripe-version"))
+            api_version = api_version_of(headers.get("stripe-version"), self.config.api_version)
             base_headers["Stripe-Version"] = api_version
-            response = self._dispatch(method, target, headers, body, request_id)
+            response = self._dispatch(method, target, headers, body, request_id, api_version)
         except StripeError as error:
             response = error_response(error, request_id)
         except Exception:  # a sandbox bug must answer 500 like Stripe, not kill the connection
@@ -226,6 +230,7 @@ class Sandbox:
         headers: dict[str, str],
         body: bytes,
         request_id: str,
+        api_version: str,
     ) -> Response:
         try:
             split = urlsplit(target)
@@ -290,7 +295,7 @@ class Sandbox:
                     # Even a failed request may have changed something (a declined charge).
                     if method != "GET":
                         self.generation += 1
-                encoded = orjson.dumps(expand(store, first_pages(store, result), params))
+                encoded = orjson.dumps(render.response(store, result, params, api_version))
             response = Response(200, encoded)
         except StripeError as error:
             # Card errors happened (the charge exists) and are replayed; validation errors are not.
@@ -605,6 +610,7 @@ def run_in_thread(
     fault_seed: int | None = None,
     state_file: Path | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    api_version: str = DEFAULT_API_VERSION,
     webhook_retry_base: float = 1.0,
     webhook_retry_max: float = 60.0,
     webhook_max_attempts: int = 12,
@@ -629,6 +635,7 @@ def run_in_thread(
         faults=FaultConfig(error_rate, slow_rate, slow_seconds, drop_rate, fault_seed),
         state_file=state_file,
         read_timeout=read_timeout,
+        api_version=api_version,
         webhooks=WebhookConfig(
             retry_base=webhook_retry_base,
             retry_max=max(webhook_retry_max, webhook_retry_base),

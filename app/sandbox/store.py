@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.sandbox.errors import InvalidRequestError, NotFoundError
+from app.sandbox.versions import DEFAULT_API_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def _invoice_subscription(obj: Obj) -> Any:
     return details.get("subscription")
 
 
+def _payment_intent(obj: Obj) -> Any:
+    return obj["payment"].get("payment_intent")
+
+
 # Secondary indexes: the filters a fetch uses per customer must not scan whole tables.
 INDEXED_FIELDS: dict[str, dict[str, Callable[[Obj], Any]]] = {
     "product": {},
@@ -68,7 +73,7 @@ INDEXED_FIELDS: dict[str, dict[str, Callable[[Obj], Any]]] = {
     "subscription": {"customer": _field("customer")},
     "subscription_item": {"subscription": _field("subscription")},
     "invoice": {"customer": _field("customer"), "subscription": _invoice_subscription},
-    "invoice_payment": {"invoice": _field("invoice")},
+    "invoice_payment": {"invoice": _field("invoice"), "payment_intent": _payment_intent},
     "payment_intent": {"customer": _field("customer")},
     "charge": {"customer": _field("customer")},
     "event": {},
@@ -242,6 +247,8 @@ class Store:
 
     livemode: bool = False
     seed: int | None = None
+    # The account's default API version (a setting, not state): events are rendered in it.
+    api_version: str = DEFAULT_API_VERSION
     tables: dict[str, Table] = field(init=False)
     ids: IdFactory = field(init=False)
     lock: threading.RLock = field(default_factory=threading.RLock)

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from app.sandbox import render
 from app.sandbox.store import Obj, Store
 
 logger = logging.getLogger(__name__)
@@ -266,10 +267,10 @@ class WebhookDispatcher:
             self._count("dropped")  # deleted or disabled meanwhile
             return
         if delivery.body is None:
-            version = endpoint["api_version"]
-            evt = delivery.event
-            rendered = {**evt, "api_version": version} if version else evt
-            delivery.body = orjson.dumps(rendered)
+            # an endpoint pinned to a version gets the event's object in that version's shape
+            with store.lock:
+                rendered = render.event(store, delivery.event, endpoint["api_version"])
+                delivery.body = orjson.dumps(rendered)
         headers = {
             "Content-Type": CONTENT_TYPE,
             "User-Agent": USER_AGENT,

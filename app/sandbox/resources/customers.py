@@ -330,7 +330,11 @@ def _list_payment_methods(ctx: Context, params: Params, customer_id: str | None,
 
 
 def list_payment_methods(ctx: Context, params: Params) -> Obj:
+    """With `customer`, that customer's payment methods. Without it Stripe lists the account's
+    own payment methods (for Treasury flows), never its customers' cards: the sandbox has none."""
     customer_id = as_str(params, "customer")
     if customer_id:
         ctx.store.get("customer", customer_id, param="customer")
-    return _list_payment_methods(ctx, params, customer_id, "/v1/payment_methods")
+        return _list_payment_methods(ctx, params, customer_id, "/v1/payment_methods")
+    list_page(ctx.store.table("payment_method"), params, "/v1/payment_methods", candidates=set())
+    return {"object": "list", "data": [], "has_more": False, "url": "/v1/payment_methods"}
