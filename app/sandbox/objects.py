@@ -28,14 +28,12 @@ _CARD_CHECKS: Obj = {
     "address_postal_code_check": None,
     "cvc_check": "pass",
 }
-_PAYMENT_METHOD_OPTIONS: Obj = {
-    "acss_debit": {},
-    "bancontact": {"preferred_language": "en"},
-    "card": {"request_three_d_secure": "automatic"},
-    "customer_balance": {"funding_type": None},
-    "konbini": {},
-    "sepa_debit": {},
-    "us_bank_account": {},
+
+_PAYMENT_INTENT_CARD_OPTIONS: Obj = {
+    "installments": None,
+    "mandate_options": None,
+    "network": None,
+    "request_three_d_secure": "automatic",
 }
 
 
@@ -152,6 +150,7 @@ def product(
         "shippable": shippable,
         "statement_descriptor": statement_descriptor,
         "tax_code": tax_code,
+        "tax_details": None,
         "type": "service",
         "unit_label": unit_label,
         "updated": created,
@@ -366,6 +365,7 @@ def subscription_item(
         "billing_thresholds": None,
         "created": created,
         "current_period_end": period_end,
+        "current_trial": None,
         "current_period_start": period_start,
         "discounts": [],
         "metadata": metadata or {},
@@ -392,8 +392,24 @@ _SUBSCRIPTION_PAYMENT_SETTINGS: Obj = {
     "payment_method_types": None,
     "save_default_payment_method": "off",
 }
-_SUBSCRIPTION_INVOICE_SETTINGS: Obj = {"account_tax_ids": None, "issuer": {"type": "self"}}
+_SUBSCRIPTION_INVOICE_SETTINGS: Obj = {
+    "account_tax_ids": None,
+    "custom_fields": None,
+    "description": None,
+    "footer": None,
+    "issuer": {"type": "self"},
+}
 _AUTOMATIC_TAX_OFF: Obj = {"disabled_reason": None, "enabled": False, "liability": None}
+_INVOICE_AUTOMATIC_TAX_OFF: Obj = {**_AUTOMATIC_TAX_OFF, "provider": None, "status": None}
+_TRIAL_SETTINGS: Obj = {
+    "end_behavior": {"billing_cycle_anchor": None, "missing_payment_method": "create_invoice"}
+}
+
+
+def cancellation_details(
+    reason: str | None = None, comment: str | None = None, feedback: str | None = None
+) -> Obj:
+    return {"comment": comment, "feedback": feedback, "feedback_option": None, "reason": reason}
 
 
 def subscription(
@@ -412,13 +428,13 @@ def subscription(
         "automatic_tax": _AUTOMATIC_TAX_OFF,
         "billing_cycle_anchor": billing_cycle_anchor,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"type": "classic"},
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": None,
         "cancel_at_period_end": cancel_at_period_end,
         "canceled_at": None,
-        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "cancellation_details": cancellation_details(),
         "collection_method": collection_method,
         "created": created,
         "currency": currency,
@@ -450,7 +466,7 @@ def subscription(
         "test_clock": None,
         "transfer_data": None,
         "trial_end": trial_end,
-        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_settings": _TRIAL_SETTINGS,
         "trial_start": trial_start,
     }
 
@@ -512,6 +528,36 @@ def line_item(
     }
 
 
+def invoice_item(
+    object_id: str, livemode: bool, *, line: Obj, customer: str, date: int,
+    invoice: str | None, metadata: Obj | None,
+) -> Obj:  # fmt: skip
+    """An invoice item, from the line it becomes on its invoice."""
+    return {
+        "id": object_id,
+        "object": "invoiceitem",
+        "amount": line["amount"],
+        "currency": line["currency"],
+        "customer": customer,
+        "customer_account": None,
+        "date": date,
+        "description": line["description"],
+        "discountable": True,
+        "discounts": [],
+        "invoice": invoice,
+        "livemode": livemode,
+        "metadata": metadata or {},
+        "parent": None,
+        "period": line["period"],
+        "pricing": line["pricing"],
+        "proration": False,
+        "quantity": line["quantity"],
+        "quantity_decimal": line["quantity_decimal"],
+        "tax_rates": [],
+        "test_clock": None,
+    }
+
+
 def invoice(
     object_id: str, created: int, livemode: bool, *, customer_obj: Obj, currency: str,
     lines: list[Obj], billing_reason: str, period_start: int, period_end: int,
@@ -542,7 +588,7 @@ def invoice(
         "attempt_count": 0,
         "attempted": False,
         "auto_advance": auto_advance,
-        "automatic_tax": _AUTOMATIC_TAX_OFF,
+        "automatic_tax": _INVOICE_AUTOMATIC_TAX_OFF,
         "automatically_finalizes_at": None,
         "billing_reason": billing_reason,
         "collection_method": collection_method,
@@ -650,6 +696,7 @@ def payment_intent(
     return {
         "id": object_id,
         "object": "payment_intent",
+        "allowed_payment_method_types": None,
         "amount": amount,
         "amount_capturable": 0,
         "amount_details": {"tip": {}},
@@ -677,8 +724,9 @@ def payment_intent(
         "on_behalf_of": None,
         "payment_method": payment_method,
         "payment_method_configuration_details": None,
-        "payment_method_options": {"card": _PAYMENT_METHOD_OPTIONS["card"]},
+        "payment_method_options": {"card": _PAYMENT_INTENT_CARD_OPTIONS},
         "payment_method_types": ["card"],
+        "payment_record": None,
         "processing": None,
         "receipt_email": receipt_email,
         "review": None,
@@ -764,6 +812,7 @@ def charge(
                 "brand": card["brand"],
                 "checks": _CARD_CHECKS,
                 "country": card["country"],
+                "electronic_commerce_indicator": None,
                 "exp_month": card["exp_month"],
                 "exp_year": card["exp_year"],
                 "extended_authorization": {"status": "disabled"},
@@ -780,6 +829,7 @@ def charge(
                 "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
                 "regulated_status": "unregulated",
                 "three_d_secure": None,
+                "transaction_link_id": None,
                 "wallet": None,
             },
             "type": "card",

@@ -354,8 +354,8 @@ def _seed_subscription(
     if cancel_at is not None and cancel_at > start:
         sub.update(
             status="canceled", canceled_at=cancel_at, ended_at=cancel_at,
-            cancellation_details={"comment": None, "feedback": rng.choice(
-                ("too_expensive", "unused", "switched_service", None)), "reason": "cancellation_requested"},
+            cancellation_details=objects.cancellation_details("cancellation_requested", feedback=rng.choice(
+                ("too_expensive", "unused", "switched_service", None))),
         )  # fmt: skip
     batch.add("subscription_item", item)
     batch.add("subscription", sub)

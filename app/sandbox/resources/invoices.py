@@ -111,19 +111,15 @@ def create_invoice_item(ctx: Context, params: Params) -> Obj:
         # they become one invoice, whose total must stay within Stripe's maximum too
         check_amount(sum(item["amount"] for item in pending) + amount, "amount", line["currency"])
         pending.append(line)
-    item = {
-        "id": item_id,
-        "object": "invoiceitem",
-        "amount": amount,
-        "currency": price_obj["currency"],
-        "customer": cus["id"],
-        "date": ctx.now,
-        "description": line["description"],
-        "invoice": invoice_id,
-        "livemode": ctx.livemode,
-        "metadata": merged_metadata({}, params) or {},
-        "quantity": quantity,
-    }
+    item = objects.invoice_item(
+        item_id,
+        ctx.livemode,
+        line=line,
+        customer=cus["id"],
+        date=ctx.now,
+        invoice=invoice_id or None,
+        metadata=merged_metadata({}, params),
+    )
     ctx.emit("invoiceitem.created", item)
     return item
 

@@ -328,7 +328,7 @@ def end_subscription(
             "canceled_at": ctx.now,
             "ended_at": ctx.now,
             "cancel_at_period_end": False,
-            "cancellation_details": {"comment": comment, "feedback": feedback, "reason": reason},
+            "cancellation_details": objects.cancellation_details(reason, comment, feedback),
         },
     )
     ctx.emit("customer.subscription.deleted", sub)
