@@ -46,7 +46,11 @@ DRAIN_BATCH = 500
 
 
 class ObjectReader(Protocol):
-    """What applying needs from the API: today's object (same-second ties), whole child lists."""
+    """What applying needs from the API: today's object (same-second ties, expansions an event
+    cannot carry), whole child lists."""
+
+    @property
+    def api_version(self) -> str: ...
 
     def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any] | None: ...
 
@@ -315,7 +319,11 @@ def _apply_resource(
         elif gone or (state_at is not None and when < state_at):
             outcomes[event["id"]] = "stale"  # older than the row's state, or after its deletion
             continue
-        elif object_id in ties or (state_at == when and raw is not None and raw != obj):
+        elif (
+            object_id in ties
+            or (state_at == when and raw is not None and raw != obj)
+            or (reader is not None and _lacks_expansions(resource, obj, reader.api_version))
+        ):
             found = _reread(reader, resource, object_id, counts)
             if found is None:
                 outcomes[event["id"]] = "rejected: a same-second tie with no API to settle it"
@@ -348,6 +356,16 @@ def _apply_resource(
         f"UPDATE {table} t SET state_at = v.s FROM unnest(%s::text[], %s::timestamptz[]) "
         "AS v(id, s) WHERE t.id = v.id AND (t.state_at IS NULL OR t.state_at < v.s)",
         ([r["id"] for r in rows], [r["state_at"] for r in rows]),
+    )
+
+
+def _lacks_expansions(resource: Resource, obj: dict[str, Any], api_version: str) -> bool:
+    """Whether the object lacks a field the listing expands (an event never carries one that
+    Stripe sends only when expanded, such as an invoice's `payments`): then it is read again,
+    so a row kept by events holds what a listing holds."""
+    return any(
+        path.removeprefix("data.").split(".")[0] not in obj
+        for path in resource.expand_for(api_version)
     )
 
 

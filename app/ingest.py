@@ -540,6 +540,9 @@ def embedded_rows(resource: Resource, row: dict[str, Any]) -> dict[str, list[dic
             except TransformError as exc:
                 raise TransformError(resource.name, row["id"], f"{child.name}: {exc}") from exc
             item[child.parent_column] = row["id"]
+            for column in child.inherit:
+                if item.get(column) is None:
+                    item[column] = row.get(column)
             items.append(item)
         children[child.name] = items
     return children

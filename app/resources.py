@@ -53,6 +53,9 @@ class Child:
     # GET path paging the whole list ({id}: the parent's id). Stripe embeds only the first page
     # (`has_more: true` when there is more); fetch and SOURCE=api page the rest from here.
     list_path: str
+    # typed columns an item takes from its parent's row when it has none of its own (before
+    # basil a subscription's items share its period, and only the subscription says it)
+    inherit: tuple[str, ...] = ()
 
     @property
     def envelope_path(self) -> tuple[str, ...]:
@@ -77,6 +80,13 @@ class Resource:
     # listed per customer (`/v1/customers/{id}/payment_methods`), not by one global list
     per_customer: bool = False
     children: tuple[Child, ...] = ()
+    # expansions that exist only from an API version on (Stripe refuses them before): path → date
+    expand_since: dict[str, str] = field(default_factory=dict)
+
+    def expand_for(self, api_version: str) -> tuple[str, ...]:
+        """The `expand[]` of a list request made at this API version."""
+        day = api_version[:10]
+        return tuple(e for e in self.expand if day >= self.expand_since.get(e, ""))
 
     @property
     def file_name(self) -> str:
@@ -125,6 +135,7 @@ RESOURCES: tuple[Resource, ...] = (
                 ("items", "data"),
                 "subscription_id",
                 "/v1/subscription_items?subscription={id}",
+                inherit=("current_period_start", "current_period_end"),
             ),
         ),
     ),
@@ -135,6 +146,9 @@ RESOURCES: tuple[Resource, ...] = (
         "invoice",
         "/v1/invoices",
         depends_on=("customers", "subscriptions"),
+        # from basil on, an invoice's payment intent is in `payments`, sent only when expanded
+        expand=("data.payments",),
+        expand_since={"data.payments": "2025-03-31"},
         children=(
             Child(
                 "invoice_lines",

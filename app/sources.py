@@ -254,8 +254,9 @@ def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
         complete=complete if resource.children else None,
     )
     params: dict[str, Any] = dict(resource.list_params)
-    if resource.expand:
-        params["expand"] = list(resource.expand)
+    expand = resource.expand_for(settings.stripe_api_version)
+    if expand:
+        params["expand"] = list(expand)
     if resource.per_customer:
         # one request per customer is the API's shape: many customers at once, their
         # payment methods in the customers' order

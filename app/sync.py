@@ -56,6 +56,10 @@ class StripeApi:
         self.pager = ApiPager(budget_from_env())
 
     @property
+    def api_version(self) -> str:
+        return self.settings.stripe_api_version
+
+    @property
     def requests(self) -> int:
         return self.pager.requests
 
@@ -79,7 +83,8 @@ class StripeApi:
 
     def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any] | None:
         """The object as it is now; None when Stripe answers 404 (deleted)."""
-        expand = [e.removeprefix("data.") for e in resource.expand]
+        version = self.settings.stripe_api_version
+        expand = [e.removeprefix("data.") for e in resource.expand_for(version)]
         params: dict[str, Any] = {"expand": expand} if expand else {}
         with api_errors(self.settings, resource.name):
             self.pager.budget.wait()

@@ -28,10 +28,11 @@ from app.errors import PipelineError  # noqa: E402
 from app.resources import load_order  # noqa: E402
 
 
-def resource_lines(names: list[str] | None) -> list[str]:
+def resource_lines(names: list[str] | None, api_version: str) -> list[str]:
     lines = []
     for resource in load_order(names):
-        pairs = list(resource.list_params.items()) + [("expand[]", e) for e in resource.expand]
+        expand = resource.expand_for(api_version)
+        pairs = list(resource.list_params.items()) + [("expand[]", e) for e in expand]
         query = urlencode(pairs) or "-"
         embedded = ",".join(
             f"{'.'.join(child.envelope_path)}|{child.list_path}" for child in resource.children
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         names = [n for arg in args.names for n in arg.replace(",", " ").split()]
-        lines = resource_lines(names or None)
+        lines = resource_lines(names or None, load_settings().stripe_api_version)
         if args.shell:
             lines = settings_lines() + [f"RESOURCE_LINES={shlex.quote(chr(10).join(lines))}"]
     except (PipelineError, ValueError) as exc:

@@ -422,3 +422,43 @@ def test_long_invoices_deleted_drafts_and_products_arrive_through_events(db, set
     assert lines == 12  # the embedded first page completed from the API
     assert row(db, "invoices", draft.id)["deleted"] is True
     assert row(db, "products", product.id)["deleted"] is True
+
+
+def test_invoices_expand_payments_from_basil_on_and_keep_their_payment_intent(
+    db, settings, stripe_sdk
+):
+    invoices = BY_NAME["invoices"]
+    assert invoices.expand_for("2024-06-20") == ()  # Stripe refuses the expansion before basil
+    assert invoices.expand_for(settings.stripe_api_version) == ("data.payments",)
+    stripe = stripe_sdk
+    buyer = stripe.Customer.create(email="pays@example.com", payment_method="pm_card_visa")
+    card = stripe.PaymentMethod.list(customer=buyer.id).data[0]
+    stripe.Customer.modify(buyer.id, invoice_settings={"default_payment_method": card.id})
+    price = stripe.Price.create(
+        product_data={"name": "Pro"},
+        currency="usd",
+        unit_amount=700,
+        recurring={"interval": "month"},
+    )
+    sync_events(db, settings)  # loads everything: the listing expands payments
+    sub = stripe.Subscription.create(customer=buyer.id, items=[{"price": price.id}])
+    report = sync_events(db, settings)  # events carry no `payments`: the invoice is read again
+    invoice = row(db, "invoices", sub.latest_invoice)
+    assert invoice["payment_intent_id"] is not None
+    assert "payments" in invoice["raw"]
+    assert report.applied.rereads >= 1
+
+
+def test_items_of_an_older_version_take_their_subscriptions_period(db):
+    from app.synthetic import subscription
+
+    legacy = subscription(1, 1, 1, legacy=True)
+    for item in legacy["items"]["data"]:
+        del item["current_period_start"], item["current_period_end"]
+    with db.begin() as conn:
+        ingest(conn, BY_NAME["subscriptions"], [legacy])
+    item = row(db, "subscription_items", legacy["items"]["data"][0]["id"])
+    assert item["current_period_start"] == datetime.fromtimestamp(
+        legacy["current_period_start"], UTC
+    )
+    assert item["current_period_end"] is not None
