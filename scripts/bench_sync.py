@@ -244,7 +244,8 @@ def main() -> int:
         if overlap > 0:
             print(f"waiting {overlap:.0f}s for the sync overlap to pass …", file=sys.stderr)
             time.sleep(overlap)
-        quiet = sync_events(engine, settings)
+        sync_events(engine, settings)  # re-reads what may have shown late since the poller's last
+        quiet = sync_events(engine, settings)  # …then the steady state of a quiet account
         # 5. check-db against the API
         with engine.connect() as conn:
             report = check(conn, load_order(), lambda r: read_api_objects(r, settings))
@@ -261,7 +262,10 @@ def main() -> int:
     print(f"  churn: {hook_churn}")
     print(f"polling every {args.interval:g}s: {percentiles(poll_lags)}")
     print(f"  churn: {poll_churn}")
-    print(f"a sync pass over the unchanged account: {quiet.requests} request(s)")
+    print(
+        f"a sync pass over the unchanged account: {quiet.requests} request(s) "
+        f"({quiet.listed} event(s) re-read, {quiet.stored} new, {quiet.applied.rereads} object(s) read)"
+    )
     print(f"check-db against the API after the churn: {differences} difference(s)")
     if differences:
         for table in report.tables:

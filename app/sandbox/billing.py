@@ -182,7 +182,9 @@ def finalize_invoice(ctx: Context, inv: Obj) -> None:
         )
     customer = ctx.store.get("customer", inv["customer"], param="customer")
     sequence = customer["next_invoice_sequence"]
-    ctx.update("customer", customer, {"next_invoice_sequence": sequence + 1})
+    ctx.update(
+        "customer", customer, {"next_invoice_sequence": sequence + 1}, "customer.updated"
+    )
     ctx.update(
         "invoice",
         inv,

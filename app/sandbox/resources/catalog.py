@@ -55,11 +55,13 @@ def create_product(ctx: Context, params: Params) -> Obj:
         tax_code=as_str(params, "tax_code"),
         shippable=as_bool(params, "shippable"),
     )
-    ctx.insert("product", prod, "product.created")
+    ctx.insert("product", prod)
     price_data = as_dict(params, "default_price_data")
     if price_data is not None:
         price_obj = _new_price(ctx, price_data, product_id, prefix="default_price_data[")
         ctx.update("product", prod, {"default_price": price_obj["id"]})
+    # Stripe creates the product and its default price in one step: the event shows both
+    ctx.emit("product.created", prod)
     return prod
 
 

@@ -178,10 +178,12 @@ def create_subscription(ctx: Context, params: Params) -> Obj:
     for item in items:
         # the subscription embeds a copy: the stored item is changed in place by updates
         ctx.store.insert("subscription_item", dict(item))
-    ctx.insert("subscription", sub, "customer.subscription.created")
+    ctx.insert("subscription", sub)
     if cus["currency"] is None:
         ctx.update("customer", cus, {"currency": sub["currency"]}, "customer.updated")
     billing.start_subscription(ctx, sub, cus, payment_behavior=payment_behavior)
+    # one step at Stripe: the created event shows the first invoice and the status it led to
+    ctx.emit("customer.subscription.created", sub)
     return sub
 
 
