@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 import psycopg2
@@ -23,7 +27,7 @@ from app.ingest import MODES, IngestResult, ingest, stripe_now
 from app.progress import ProgressBoard, ProgressTask
 from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order, parse_names
-from app.sources import read_api_objects, read_json_objects
+from app.sources import ApiListings, ListingStopped, read_api_objects, read_json_objects
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,11 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
 
+# loads running at once (SOURCE=api): each holds WRITERS connections and PostgreSQL has a core
+# per busy connection; more would only queue on the server
+PARALLEL_LOADS = 3
+
+
 def run(
     url: str,
     chosen: list[Resource],
@@ -157,8 +166,15 @@ def run(
     sweep: bool = False,
     board: ProgressBoard | None = None,
 ) -> list[IngestResult]:
-    """Ingest `chosen` in order; each resource's result is appended to `results` as it ends,
-    so a caller interrupted half-way still knows what was done (the one that broke included).
+    """Ingest `chosen`, a resource only once the resources it depends on are loaded; each
+    resource's result joins `results` as it ends (kept in `chosen`'s order), so a caller
+    interrupted half-way still knows what was done (the ones that broke or were stopped
+    included).
+
+    SOURCE=api lists every resource at once from the start (app.sources.ApiListings: a listing
+    whose load must wait for its parents goes on into a temporary file), so every endpoint
+    keeps its share of the request budget busy, and loads up to PARALLEL_LOADS resources whose
+    parents are done side by side. Files are loaded one at a time, parents first.
 
     With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
     every resource is loaded so, the sync cursor starts at the earliest listing's start.
@@ -174,64 +190,195 @@ def run(
             conn.rollback()
     except OperationalError as exc:
         raise unreachable(url, exc) from exc
-    with RejectSink(rejects_dir) as rejects, engine.connect() as conn:
-        for resource in chosen:
+    position = {r.name: i for i, r in enumerate(chosen)}
+    stop = threading.Event()
+    done: queue.SimpleQueue[_Ended] = queue.SimpleQueue()
+    with contextlib.ExitStack() as stack:
+        rejects = stack.enter_context(RejectSink(rejects_dir))
+        listings = (
+            stack.enter_context(ApiListings(chosen, settings, board=board))
+            if source == "api"
+            else None
+        )
+
+        def load(resource: Resource) -> None:
+            result, state_at = IngestResult(resource.name), None
+            crash: BaseException | None = None
             try:
-                rejects.start(resource.name)
-                task = board.task(f"ingest {resource.name}")
-                objects, label, version, state_at = _source_of(
-                    resource,
-                    settings,
-                    source=source,
-                    json_dir=json_dir,
-                    single_file=single_file,
-                    task=task,
-                )
-                if sweep and state_at is None:
-                    raise InputFileError(
-                        label,
-                        "--sweep needs the time the listing started, and this file has none "
-                        "(no started_at in its .meta.json): fetch it with `make fetch`",
+                with engine.connect() as conn:
+                    result, state_at = _load_one(
+                        conn,
+                        resource,
+                        settings,
+                        listings,
+                        stop,
+                        source=source,
+                        json_dir=json_dir,
+                        single_file=single_file,
+                        mode=mode,
+                        rejects=rejects,
+                        sweep=sweep,
+                        board=board,
                     )
-                listed.append(state_at)
-                result = ingest(
-                    conn,
-                    resource,
-                    objects,
-                    mode=mode,  # type: ignore[arg-type]
-                    api_version=version,
-                    rejects=rejects,
-                    source_name=label,
-                    progress=task,
-                    state_at=state_at,
-                    sweep=sweep,
-                )
-                board.finish(task)
-            except InputFileError as exc:
-                log.error("error: %s", exc)
-                partial = exc.partial if isinstance(exc.partial, IngestResult) else None
-                result = partial or IngestResult(resource.name)
-                result.error = str(exc)
-            except PipelineError as exc:
-                log.error("error: %s: %s", resource.name, mask_secrets(str(exc)))
-                result = IngestResult(resource.name, error=mask_secrets(str(exc)))
-            except (SQLAlchemyError, psycopg2.Error) as exc:
-                # not one bad object (those are set aside): the database failed the load
-                reason = f"the database failed: {first_line(getattr(exc, 'orig', None) or exc)}"
-                log.error("error: %s: %s", resource.name, mask_secrets(reason))
-                result = IngestResult(resource.name, error=mask_secrets(reason))
-            except KeyboardInterrupt:
-                results.append(IngestResult(resource.name, error="interrupted"))
-                raise
-            except Exception as exc:
-                reason = f"unexpected {type(exc).__name__}: {first_line(exc)}"
-                results.append(IngestResult(resource.name, error=mask_secrets(reason)))
-                raise
-            results.append(result)
+            except KeyboardInterrupt as exc:  # the run is being stopped: it stops too
+                result.error = "interrupted"
+                crash = exc
+            except BaseException as exc:  # noqa: BLE001 — raised in the caller's thread
+                result.error = mask_secrets(f"unexpected {type(exc).__name__}: {first_line(exc)}")
+                crash = exc
+            finally:
+                if listings is not None:  # a load that failed stops its listing
+                    listings.spools[resource.name].close()
+                done.put(_Ended(resource, result, state_at, crash))
+
+        sorter = TopologicalSorter(
+            {r.name: {d for d in r.depends_on if d in position} for r in chosen}
+        )
+        sorter.prepare()
+        ready: list[str] = []
+        running = 0
+        parallel = PARALLEL_LOADS if source == "api" else 1
+        crash: BaseException | None = None
+        try:
+            while sorter.is_active() and crash is None:
+                ready.extend(sorter.get_ready())
+                ready.sort(key=position.__getitem__)  # among the ready, the registry's order
+                while ready and running < parallel:
+                    resource = BY_NAME[ready.pop(0)]
+                    threading.Thread(
+                        target=load, args=(resource,), name=f"load-{resource.name}", daemon=True
+                    ).start()
+                    running += 1
+                ended = done.get()
+                running -= 1
+                _keep(results, ended.result, position)
+                listed.append(ended.state_at)
+                crash = ended.crash
+                sorter.done(ended.resource.name)
+        except KeyboardInterrupt:
+            stop.set()
+            if listings is not None:
+                listings.close()
+            _wait_for(done, running, results, position)
+            raise
+        if crash is not None:
+            stop.set()
+            if listings is not None:
+                listings.close()
+            _wait_for(done, running, results, position)
+            raise crash
     whole = {r.name for r in chosen} == set(BY_NAME) and not any(r.error for r in results)
     if sweep and whole and all(listed):
         start_sync_cursor(engine, settings, min(t for t in listed if t is not None))
     return results
+
+
+def _load_one(
+    conn: Any,
+    resource: Resource,
+    settings: Settings,
+    listings: ApiListings | None,
+    stop: threading.Event,
+    *,
+    source: str,
+    json_dir: Path,
+    single_file: Path | None,
+    mode: str,
+    rejects: RejectSink,
+    sweep: bool,
+    board: ProgressBoard,
+) -> tuple[IngestResult, datetime | None]:
+    """One resource's load: its result (a failure of its own recorded in it, not raised) and
+    the Stripe time of its listing's start. KeyboardInterrupt (the run was stopped) and
+    unexpected errors are raised."""
+    state_at = None
+    try:
+        rejects.start(resource.name)
+        task = ProgressTask(f"ingest {resource.name}")
+        objects, label, version, state_at = _source_of(
+            resource,
+            settings,
+            source=source,
+            json_dir=json_dir,
+            single_file=single_file,
+            task=task,
+            listings=listings,
+        )
+        board.show(task)  # its total known: no first line without one
+        if sweep and state_at is None:
+            raise InputFileError(
+                label,
+                "--sweep needs the time the listing started, and this file has none "
+                "(no started_at in its .meta.json): fetch it with `make fetch`",
+            )
+        result = ingest(
+            conn,
+            resource,
+            _until(stop, objects),
+            mode=mode,  # type: ignore[arg-type]
+            api_version=version,
+            rejects=rejects,
+            source_name=label,
+            progress=task,
+            state_at=state_at,
+            sweep=sweep,
+        )
+        board.finish(task)
+    except InputFileError as exc:
+        log.error("error: %s", exc)
+        partial = exc.partial if isinstance(exc.partial, IngestResult) else None
+        result = partial or IngestResult(resource.name)
+        result.error = str(exc)
+    except PipelineError as exc:
+        log.error("error: %s: %s", resource.name, mask_secrets(str(exc)))
+        result = IngestResult(resource.name, error=mask_secrets(str(exc)))
+    except (SQLAlchemyError, psycopg2.Error) as exc:
+        # not one bad object (those are set aside): the database failed the load
+        reason = f"the database failed: {first_line(getattr(exc, 'orig', None) or exc)}"
+        log.error("error: %s: %s", resource.name, mask_secrets(reason))
+        result = IngestResult(resource.name, error=mask_secrets(reason))
+    except ListingStopped:
+        raise KeyboardInterrupt from None
+    return result, state_at
+
+
+def _until(stop: threading.Event, objects: Iterator[Any]) -> Iterator[Any]:
+    """`objects`, until the run is stopped (Ctrl-C reaches the main thread only): then the
+    load ends as an interrupted one, its batches in flight written whole."""
+    for obj in objects:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        yield obj
+
+
+def _keep(results: list[IngestResult], result: IngestResult, position: dict[str, int]) -> None:
+    results.append(result)
+    results.sort(key=lambda r: position.get(r.resource, len(position)))
+
+
+class _Ended(NamedTuple):
+    """What a load thread says when it ends."""
+
+    resource: Resource
+    result: IngestResult
+    state_at: datetime | None
+    # an unexpected error or KeyboardInterrupt, raised again in the run's thread
+    crash: BaseException | None
+
+
+def _wait_for(
+    done: queue.SimpleQueue[_Ended],
+    running: int,
+    results: list[IngestResult],
+    position: dict[str, int],
+) -> None:
+    """Let the loads still running end (they stop at their next object, their batches in flight
+    written whole) and keep what each did."""
+    for _ in range(running):
+        result = done.get().result
+        if result.error is None:
+            result.error = "interrupted"
+        _keep(results, result, position)
 
 
 def start_sync_cursor(engine: Any, settings: Settings, at: datetime) -> None:
@@ -252,6 +399,7 @@ def _source_of(
     json_dir: Path,
     single_file: Path | None,
     task: ProgressTask | None = None,
+    listings: ApiListings | None = None,
 ) -> tuple[Iterator[Any], str, str, datetime | None]:
     """The resource's objects, what to call where they come from, their API version and the
     Stripe time of their state (when the listing started; None: unknown).
@@ -261,8 +409,11 @@ def _source_of(
     no total."""
     if source == "api":
         label = f"{settings.stripe_api_base} {resource.name}"
-        started = stripe_now()
-        return read_api_objects(resource, settings), label, settings.stripe_api_version, started
+        if listings is not None:
+            objects, started = listings.objects(resource), listings.started[resource.name]
+        else:
+            objects, started = read_api_objects(resource, settings), stripe_now()
+        return objects, label, settings.stripe_api_version, started
     path = single_file or json_dir / resource.file_name
     meta = _meta_of(path)
     version = meta.get("stripe_version")

@@ -150,12 +150,17 @@ class ProgressBoard:
         size: int | None = None,
     ) -> ProgressTask:
         task = ProgressTask(name, total=total, unit=unit, position=position, size=size)
+        return self.show(task)
+
+    def show(self, task: ProgressTask) -> ProgressTask:
+        """Draw a task made beforehand (once what it measures is known: its first line
+        already has its total)."""
         if not self.enabled:
             return task
         with self._lock:
             self.tasks.append(task)
             if self._rich is not None:
-                self._ids[id(task)] = self._rich.add_task(name, total=None, task=task)
+                self._ids[id(task)] = self._rich.add_task(task.name, total=None, task=task)
         return task
 
     def finish(self, task: ProgressTask) -> None:

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 import reprlib
 import stat
-from collections.abc import Callable, Iterator
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -34,7 +40,8 @@ from app.transformers.common import dig
 if TYPE_CHECKING:
     import stripe
 
-    from app.resources import Child
+    from app.progress import ProgressBoard
+    from app.resources import Child, Resource
     from app.stripe_api import ApiPager
 
 log = logging.getLogger(__name__)
@@ -203,7 +210,7 @@ def _json_lines(handle: IO[bytes], path: Path) -> Iterator[Any]:
 _SKIP = 1 << 20
 
 
-def read_api_objects(resource: Any, settings: Any) -> Iterator[Any]:
+def read_api_objects(resource: Any, settings: Any) -> Generator[Any, None, None]:
     """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
 
     The same list path, params and expand[] as the curl fetchers, many requests in flight
@@ -220,6 +227,220 @@ def read_api_objects(resource: Any, settings: Any) -> Iterator[Any]:
         for position, obj in enumerate(_api_pages(resource, settings), start=1):
             problem = too_deep(obj)
             yield Unreadable(position, problem, _api_text(obj)) if problem else obj
+
+
+# --- every resource listed at once --------------------------------------------------------
+
+# objects handed from a listing to its load in one piece (fewer wake-ups, fewer file records)
+SPOOL_CHUNK = 100
+# …or fewer, once the oldest of them has waited this long (a slow listing still streams)
+SPOOL_CHUNK_SECONDS = 0.25
+# chunks waiting in memory for a load that keeps up; the rest wait in a temporary file
+SPOOL_MEMORY_CHUNKS = 4
+
+
+class ListingStopped(Exception):
+    """The load went away (it failed, or the run was interrupted): the listing stops."""
+
+
+class ListingSpool:
+    """The objects one thread lists and another loads, first in, first out.
+
+    While the load keeps up, up to SPOOL_MEMORY_CHUNKS chunks wait in memory; beyond that, and
+    for a listing whose load has not started (its parents still load), chunks go to a temporary
+    file, pickled (exact: big integers and lone surrogates survive for the load to set aside),
+    so the listing runs at its full rate while memory stays flat. A chunk goes to memory only
+    when the file holds nothing, so the load reads the memory's chunks (older) first, then the
+    file's, and order is kept.
+    """
+
+    def __init__(self, memory_chunks: int = SPOOL_MEMORY_CHUNKS) -> None:
+        self.memory_chunks = memory_chunks
+        self._memory: deque[list[Any]] = deque()
+        self._file: Any = None
+        self._records: deque[tuple[int, int]] = deque()  # (offset, length) of each file chunk
+        self._end = 0
+        self._cond = threading.Condition()
+        self._attached = False
+        self._finished = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self.listed = 0
+
+    # the listing's side
+
+    def put(self, chunk: list[Any]) -> None:
+        """Hand over a chunk; raises ListingStopped once the load has gone away."""
+        if not chunk:
+            return
+        with self._cond:
+            if self._closed:
+                raise ListingStopped
+            self.listed += len(chunk)
+            if self._attached and not self._records and len(self._memory) < self.memory_chunks:
+                self._memory.append(chunk)
+                self._cond.notify()
+                return
+        data = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._cond:
+            if self._closed:
+                raise ListingStopped
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="listing-")
+            self._file.seek(self._end)
+            self._file.write(data)
+            self._records.append((self._end, len(data)))
+            self._end += len(data)
+            self._cond.notify()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The listing is complete (or broke with `error`, raised in the load after the objects
+        listed before it)."""
+        with self._cond:
+            self._finished = True
+            self._error = error
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # the load's side
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._cond:
+            self._attached = True
+        while True:
+            chunk = self._next_chunk()
+            if chunk is None:
+                return
+            yield from chunk
+
+    def _next_chunk(self) -> list[Any] | None:
+        with self._cond:
+            while not (self._memory or self._records or self._finished or self._closed):
+                self._cond.wait()
+            if self._closed:
+                raise ListingStopped
+            if self._memory:
+                return self._memory.popleft()
+            if self._records:
+                offset, length = self._records.popleft()
+                self._file.seek(offset)
+                data = self._file.read(length)
+                if not self._records:  # all read: the file starts again from nothing
+                    self._file.truncate(0)
+                    self._end = 0
+            elif self._error is not None:
+                raise self._error
+            else:
+                return None
+        return list(pickle.loads(data))  # noqa: S301 — our own file, written just now
+
+    def close(self) -> None:
+        """The load is done with it: the listing stops at its next chunk; the file goes."""
+        with self._cond:
+            self._closed = True
+            self._memory.clear()
+            self._records.clear()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._cond.notify_all()
+
+
+class ApiListings:
+    """Every chosen resource listed from the API at once, from the moment this is built, each
+    in a thread of its own drawing on the one request budget, into a `ListingSpool`.
+
+    The loads may then go in any order (parents first) and at their own pace: a listing never
+    waits for its load to start, so every endpoint with work keeps its share of the budget
+    busy. `objects(resource)` is the resource's listing for its load, `started[name]` the
+    Stripe time its listing began (the state its rows record), `close()` stops what still runs.
+    """
+
+    def __init__(
+        self,
+        resources: list[Resource],
+        settings: Any,
+        *,
+        board: ProgressBoard | None = None,
+        memory_chunks: int = SPOOL_MEMORY_CHUNKS,
+    ) -> None:
+        from app.ingest import stripe_now
+
+        self.spools: dict[str, ListingSpool] = {}
+        self.started: dict[str, datetime] = {}
+        self._threads: list[threading.Thread] = []
+        for resource in resources:
+            spool = ListingSpool(memory_chunks)
+            self.spools[resource.name] = spool
+            self.started[resource.name] = stripe_now()
+            task = board.task(f"list {resource.name}") if board is not None else None
+            thread = threading.Thread(
+                target=_list_into,
+                args=(resource, settings, spool, task, board),
+                name=f"list-{resource.name}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def objects(self, resource: Resource) -> Iterator[Any]:
+        return iter(self.spools[resource.name])
+
+    def close(self) -> None:
+        for spool in self.spools.values():
+            spool.close()
+
+    def __enter__(self) -> ApiListings:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _list_into(
+    resource: Resource,
+    settings: Any,
+    spool: ListingSpool,
+    task: Any,
+    board: ProgressBoard | None,
+) -> None:
+    """The thread of one listing: its objects into `spool`, in chunks, until done or stopped."""
+    objects = read_api_objects(resource, settings)
+    chunk: list[Any] = []
+    since = 0.0
+    error: BaseException | None = None
+    try:
+        for obj in objects:
+            if not chunk:
+                since = time.monotonic()
+            chunk.append(obj)
+            if len(chunk) >= SPOOL_CHUNK or time.monotonic() - since >= SPOOL_CHUNK_SECONDS:
+                spool.put(chunk)
+                if task is not None:
+                    task(len(chunk))
+                chunk = []
+        spool.put(chunk)
+        if task is not None:
+            task(len(chunk))
+        chunk = []
+    except ListingStopped:
+        objects.close()
+        return
+    except BaseException as exc:  # noqa: BLE001 — raised in the load, after what was listed
+        error = exc
+    finally:
+        if task is not None and board is not None:
+            board.finish(task)
+    if error is not None and chunk:
+        try:
+            spool.put(chunk)  # the objects listed before the failure are loaded
+        except BaseException:  # noqa: BLE001 — the failure itself is what the load is told
+            pass
+    spool.finish(error)
 
 
 def _api_text(obj: Any) -> str:

@@ -12,7 +12,8 @@ the fetch told the same; (2) no limit, no budget — and each path:
 prints objects/s for the whole backfill, requests/s (overall, and the busiest second) against
 the budget, the share of 429s, and the peak memory of the backfill's processes. The sandbox
 runs in a process of its own (as `make sandbox` does), counting every request it answers.
-Each backfill loads a fresh scratch database (`stripe_db_bench_fetch` beside DATABASE_URL's).
+Each backfill loads a fresh scratch database (`stripe_db_bench_fetch` beside DATABASE_URL's;
+BENCH_DB names another, so two benchmarks never share one).
 
 BENCH_CUSTOMERS=20000 is the issue's size (~158,000 objects; at 25 payment-method requests/s
 the limited run needs ~15 minutes per path). The default is small enough for a few minutes.
@@ -112,7 +113,7 @@ def bench_url() -> str:
 
     settings = load_settings()
     refuse_in_prod(settings, "run a benchmark (it drops its scratch database)")
-    url = sqlalchemy_url(settings.database_url).set(database=BENCH_DB)
+    url = sqlalchemy_url(settings.database_url).set(database=os.environ.get("BENCH_DB") or BENCH_DB)
     return url.render_as_string(hide_password=False)
 
 
@@ -175,7 +176,9 @@ def backfill(path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: 
             ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
         seconds, peak = fetch_seconds + ingest_seconds, max(fetch_peak, ingest_peak)
     requests = sandbox.tally()
-    return describe(path, sandbox.objects, seconds, fetch_seconds, peak, requests, rate)
+    return describe(
+        path, sandbox.objects, seconds, fetch_seconds, peak, requests, rate, endpoint_rate
+    )
 
 
 def describe(
@@ -186,6 +189,7 @@ def describe(
     peak: float,
     requests: list[tuple[float, int, str]],
     rate: float,
+    endpoint_rate: float = 0.0,
 ) -> str:
     total = len(requests)
     r429 = sum(1 for _, status, _ in requests if status == 429)
@@ -196,6 +200,13 @@ def describe(
     top, top_count = endpoints.most_common(1)[0] if endpoints else ("-", 0)
     budget = f" = {total / span / rate:.0%} of {rate:g}" if rate and span else ""
     split = f" (fetch {fetch_seconds:.1f} s)" if fetch_seconds is not None else ""
+    if rate and endpoint_rate and requests:
+        overall, worst = achievable_share(requests, rate, endpoint_rate)
+        budget += (
+            f"; {overall:.0%} of the achievable rate (worst {WINDOW} s: {worst:.0%})"
+            if overall is not None
+            else ""
+        )
     return (
         f"  {path:<5} {objects:>9,} objects in {seconds:6.1f} s{split} = "
         f"{objects / seconds:>7,.0f} objects/s | {total:,} requests, "
@@ -203,6 +214,37 @@ def describe(
         f"most on {top} ({top_count:,}) | 429s {r429 / total if total else 0:.2%} | "
         f"peak memory {peak:,.0f} MB"
     )
+
+
+WINDOW = 5  # seconds: the "at every moment" of the achievable-rate share
+
+
+def achievable_share(
+    requests: list[tuple[float, int, str]], rate: float, endpoint_rate: float
+) -> tuple[float | None, float]:
+    """The share of the achievable rate the requests used, overall and in the worst WINDOW
+    seconds. Achievable, each second: the lesser of `rate` and `endpoint_rate` × the endpoints
+    that still have work (a request to send after that second). The last, partial second of
+    the run is left out."""
+    start = min(stamp for stamp, _, _ in requests)
+    last: dict[str, float] = {}
+    sent: Counter[int] = Counter()
+    for stamp, _, endpoint in requests:
+        last[endpoint] = max(last.get(endpoint, 0.0), stamp)
+        sent[int(stamp - start)] += 1
+    seconds = int(max(last.values()) - start)
+    if seconds < 1:
+        return None, 1.0
+    possible = [
+        min(rate, endpoint_rate * sum(1 for t in last.values() if t >= start + i + 1))
+        for i in range(seconds)
+    ]
+    used = [min(sent[i], possible[i]) for i in range(seconds)]
+    windows = [
+        sum(used[i : i + WINDOW]) / sum(possible[i : i + WINDOW])
+        for i in range(0, max(1, seconds - WINDOW + 1))
+    ]
+    return sum(used) / sum(possible), min(windows)
 
 
 def main() -> int:

@@ -1,0 +1,157 @@
+"""SOURCE=api lists every resource at once and loads them parents first, side by side: the
+spool between a listing and its load keeps order and memory, and one resource's failure leaves
+the others whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+
+import app.ingest_command as command
+import app.sources as sources
+from app.config import load_settings
+from app.errors import FetchError
+from app.resources import BY_NAME, load_order
+from app.sources import ListingSpool, ListingStopped
+from tests.fetch_helpers import TEST_KEY
+
+TABLES = (
+    "products, prices, customers, payment_methods, subscriptions, subscription_items, "
+    "invoices, invoice_lines, payment_intents, charges"
+)
+
+
+def test_spool_keeps_the_order_through_memory_and_file():
+    spool = ListingSpool(memory_chunks=2)
+    spool.put([{"id": "a"}])  # no load yet: to the file
+    objects = iter(spool)
+    assert next(objects) == {"id": "a"}
+    for n in range(10):  # the load is attached: memory until full, then the file
+        spool.put([{"id": f"{n}", "big": 2**70, "text": "\ud800"}])
+    spool.finish()
+    rest = list(objects)
+    assert [o["id"] for o in rest] == [str(n) for n in range(10)]
+    assert rest[0]["big"] == 2**70 and rest[0]["text"] == "\ud800"  # exactly as listed
+
+
+def test_spool_raises_the_listing_error_after_its_objects():
+    spool = ListingSpool()
+    spool.put([{"id": "a"}, {"id": "b"}])
+    spool.finish(FetchError("the API went away"))
+    seen = []
+    with pytest.raises(FetchError, match="went away"):
+        for obj in spool:
+            seen.append(obj["id"])
+    assert seen == ["a", "b"]
+
+
+def test_a_closed_spool_stops_its_listing():
+    spool = ListingSpool()
+    spool.close()
+    with pytest.raises(ListingStopped):
+        spool.put([{"id": "a"}])
+
+
+def test_a_load_waits_for_objects_still_being_listed():
+    spool = ListingSpool()
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(o["id"] for o in spool))
+    reader.start()
+    for n in range(50):
+        spool.put([{"id": str(n)}])
+    spool.finish()
+    reader.join(timeout=10)
+    assert got == [str(n) for n in range(50)]
+
+
+@pytest.fixture()
+def api_run(sandbox, monkeypatch, engine, test_database_url, tmp_path):
+    """run() on the sandbox into the test database (it commits: emptied afterwards)."""
+    monkeypatch.setenv("FETCH_RATE", "0")
+    settings = dataclasses.replace(
+        load_settings("DEV"), stripe_api_base=sandbox.url, stripe_secret_key=TEST_KEY
+    )
+
+    def run(**kwargs):
+        return command.run(
+            test_database_url,
+            load_order(),
+            settings,
+            source="api",
+            json_dir=tmp_path,
+            single_file=None,
+            mode="upsert",
+            rejects_dir=tmp_path / "rejects",
+            **kwargs,
+        )
+
+    yield run
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
+
+
+def count(engine, table: str, placeholders: bool = False) -> int:
+    with engine.connect() as conn:
+        query = select(func.count()).select_from(text(table))
+        if not placeholders:
+            query = query.where(text("NOT is_placeholder"))
+        return int(conn.execute(query).scalar_one())
+
+
+def test_every_resource_is_listed_at_once_and_loaded_whole(sandbox, api_run, engine):
+    sandbox.seed(customers=120)
+    started: list[str] = []
+    real = sources._list_into
+
+    def recording(resource, *args):
+        started.append(resource.name)
+        real(resource, *args)
+
+    sources._list_into = recording  # type: ignore[assignment]
+    try:
+        results = api_run()
+    finally:
+        sources._list_into = real  # type: ignore[assignment]
+    assert sorted(started) == sorted(BY_NAME)  # every listing began, not one after another
+    assert [r.resource for r in results] == [r.name for r in load_order()]
+    assert not any(r.error for r in results)
+    for result in results:
+        stats = result.stats[result.resource]
+        assert stats.read == stats.inserted  # a first load: every object inserted, none twice
+        assert count(engine, result.resource) == stats.read
+    assert count(engine, "customers") == 120
+
+
+def test_a_failed_listing_spares_the_other_resources(sandbox, api_run, engine, monkeypatch):
+    sandbox.seed(customers=30)
+    real = sources.read_api_objects
+
+    def failing(resource, settings):
+        if resource.name == "prices":
+            yield from []
+            raise FetchError("prices: the Stripe API at the sandbox failed: boom")
+        yield from real(resource, settings)
+
+    monkeypatch.setattr(sources, "read_api_objects", failing)
+    results = api_run()
+    by_name = {r.resource: r for r in results}
+    assert "boom" in (by_name["prices"].error or "")
+    assert [r.resource for r in results if r.error] == ["prices"]
+    # the subscriptions of the missing prices still load, with placeholders for the prices
+    assert (
+        count(engine, "subscriptions") == by_name["subscriptions"].stats["subscriptions"].read > 0
+    )
+    assert count(engine, "prices", placeholders=True) > 0
+    assert count(engine, "customers") == 30
+
+
+def test_sweep_starts_the_sync_cursor_after_a_whole_api_run(sandbox, api_run, monkeypatch):
+    sandbox.seed(customers=10)
+    started: list[object] = []
+    monkeypatch.setattr(command, "start_sync_cursor", lambda _e, _s, at: started.append(at))
+    results = api_run(sweep=True)
+    assert not any(r.error for r in results)
+    assert len(started) == 1
