@@ -16,6 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ BY_OBJECT: dict[str, Resource] = {r.object_name: r for r in RESOURCES}
 # `customer.subscription.deleted` is a cancellation (the object says `canceled`), not a deletion
 _NOT_DELETIONS = {"subscription"}
 DRAIN_BATCH = 500
+REREAD_WORKERS = 8  # objects read from the API at once when events cannot settle them
 
 
 class ObjectReader(Protocol):
@@ -307,7 +309,8 @@ def _apply_resource(
     )
     held = {row_id: (state_at, raw, gone) for row_id, state_at, raw, gone in cursor.fetchall()}
     formats = formats_for(resource)
-    rows: list[dict[str, Any]] = []
+    kept: list[tuple[str, dict[str, Any], bool]] = []  # object id, its event, a deletion
+    to_read: list[str] = []
     for object_id, event in latest.items():
         when, obj = event_time(event), _object(event)
         state_at, raw, gone = held.get(object_id, (None, None, False))
@@ -324,11 +327,15 @@ def _apply_resource(
             or (state_at == when and raw is not None and raw != obj)
             or (reader is not None and _lacks_expansions(resource, obj, reader.api_version))
         ):
-            found = _reread(reader, resource, object_id, counts)
-            if found is None:
+            if reader is None:
                 outcomes[event["id"]] = "rejected: a same-second tie with no API to settle it"
                 continue
-            when, obj = found
+            to_read.append(object_id)
+        kept.append((object_id, event, deletion))
+    reread = _reread(reader, resource, to_read, counts) if reader is not None and to_read else {}
+    rows: list[dict[str, Any]] = []
+    for object_id, event, deletion in kept:
+        when, obj = reread.get(object_id) or (event_time(event), _object(event))
         deleted = deletion or obj.get("deleted") is True
         if reader is not None and not deleted:
             reader.complete_children(resource, obj)
@@ -375,14 +382,19 @@ def _object(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reread(
-    reader: ObjectReader | None, resource: Resource, object_id: str, counts: ApplyCounts
-) -> tuple[datetime, dict[str, Any]] | None:
-    """Settle a same-second tie by asking Stripe: the object now is at least as new as both."""
-    if reader is None:
-        return None
+    reader: ObjectReader, resource: Resource, object_ids: list[str], counts: ApplyCounts
+) -> dict[str, tuple[datetime, dict[str, Any]]]:
+    """Ask Stripe for these objects now (a same-second tie, an expansion no event carries): the
+    object now is at least as new as any event of it. Several at a time, inside the request
+    budget: against Stripe each read takes a few hundred milliseconds."""
     started = stripe_now()
-    counts.rereads += 1
-    obj = reader.retrieve(resource, object_id)
-    if obj is None:  # gone since: Stripe answers 404 for a deleted object
-        return started, {"id": object_id, "object": resource.object_name, "deleted": True}
-    return started, obj
+    counts.rereads += len(object_ids)
+    workers = min(REREAD_WORKERS, len(object_ids))
+    with ThreadPoolExecutor(workers, thread_name_prefix="reread") as pool:
+        found = list(pool.map(lambda object_id: reader.retrieve(resource, object_id), object_ids))
+    now: dict[str, tuple[datetime, dict[str, Any]]] = {}
+    for object_id, obj in zip(object_ids, found, strict=True):
+        if obj is None:  # gone since: Stripe answers 404 for a deleted object
+            obj = {"id": object_id, "object": resource.object_name, "deleted": True}
+        now[object_id] = (started, obj)
+    return now

@@ -11,6 +11,7 @@ leaves whole batches; a re-run finishes the job.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
@@ -836,6 +837,12 @@ def _column_kind(column_type: Any) -> str:
 
 
 def copy_line_function(table: Table, columns: list[str]) -> Callable[[dict[str, Any]], str]:
+    """The COPY line function of these columns (made once per table: compiling is slow)."""
+    return _copy_line_function(table, tuple(columns))
+
+
+@functools.cache
+def _copy_line_function(table: Table, columns: tuple[str, ...]) -> Callable[[dict[str, Any]], str]:
     """A function turning a row into one line of COPY text, generated for these columns.
 
     Straight-line code, one statement per column: a loop of per-column formatter calls was the

@@ -289,6 +289,8 @@ class _Expander:
         )
 
     def object(self, obj: Obj, parts: list[str]) -> Obj:
+        if obj.get("deleted") is True:
+            return obj  # a deleted object's stub has nothing to expand: Stripe sends it as is
         head = parts[0]
         if head in obj:
             value = obj[head]
