@@ -28,6 +28,7 @@ from app.config import Settings, load_settings
 from app.db.session import get_engine, raw_cursor
 from app.events import ApplyCounts, drain, store_events, valid_event
 from app.ingest import IngestResult, ingest, stripe_now
+from app.progress import ProgressBoard
 from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order
 from app.sources import complete_embedded, read_api_objects
@@ -178,8 +179,10 @@ def sync_events(
     retention: timedelta = EVENT_RETENTION,
     overlap: timedelta = OVERLAP,
     rejects_dir: Any = None,
+    board: ProgressBoard | None = None,
 ) -> SyncReport:
-    """One pass of `make sync`: new events into the inbox, the inbox into the mirror."""
+    """One pass of `make sync`: new events into the inbox, the inbox into the mirror.
+    `board` shows the full load's progress, when there is one."""
     settings = settings or load_settings()
     engine = engine or get_engine(settings.database_url)
     api = StripeApi(settings)
@@ -197,7 +200,7 @@ def sync_events(
         )
     if report.refresh_reason:
         log.warning("sync: %s", report.refresh_reason)
-        report.refreshed = refresh(engine, settings, api, rejects_dir=rejects_dir)
+        report.refreshed = refresh(engine, settings, api, rejects_dir=rejects_dir, board=board)
         write_cursor(engine, settings, now, None, refreshed=True)
     else:
         assert cursor is not None
@@ -234,6 +237,7 @@ def refresh(
     names: list[str] | None = None,
     *,
     rejects_dir: Any = None,
+    board: ProgressBoard | None = None,
 ) -> list[IngestResult]:
     """List resources whole from the API, upsert them, and soft-delete what Stripe no longer
     lists (each resource's sweep runs only after its listing completed)."""
@@ -242,6 +246,7 @@ def refresh(
         for resource in load_order(names):
             rejects.start(resource.name)
             listed_at = stripe_now()
+            task = board.task(resource.name) if board is not None else None
             results.append(
                 ingest(
                     conn,
@@ -252,8 +257,11 @@ def refresh(
                     source_name=f"{settings.stripe_api_base} {resource.name}",
                     state_at=listed_at,
                     sweep=True,
+                    progress=task,
                 )
             )
+            if board is not None and task is not None:
+                board.finish(task)
     return results
 
 

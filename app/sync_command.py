@@ -16,6 +16,7 @@ from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
 from app.errors import PipelineError
 from app.ingest_command import format_summary
+from app.progress import ProgressBoard
 from app.resources import load_order
 from app.sync import EVENT_RETENTION, OVERLAP, SyncReport, sync_events
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             try:
-                report = sync_events(engine, settings, **options)
+                with ProgressBoard(enabled=not args.quiet) as board:
+                    report = sync_events(engine, settings, board=board, **options)
             except PipelineError as exc:
                 print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
                 if not args.follow:
