@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["upsert", "skip"]
 MODES: tuple[Mode, ...] = ("upsert", "skip")
-# rows per batch come from a cell budget, so wide tables get smaller batches
+# rows per batch come from a cell budget, so wide tables get smaller batches…
 CELLS_PER_BATCH = 60_000
+# …and from a budget of COPY text, so objects that are large (an invoice with its lines is
+# ~5 KB of JSON, ten times that as Python objects) do not make a batch of hundreds of MB: a
+# batch is held while filled, queued and written, by each writer
+BYTES_PER_BATCH = 2 << 20
 # columns the database fills itself or that only placeholders use
 _MANAGED = ("synced_at", "is_placeholder", "referenced_by", "deleted_at")
 # columns that say when, not what: a row whose content is the same is not rewritten for them
@@ -145,6 +149,7 @@ def ingest(
         # an id always goes to the same writer, which writes its batches in order: a later
         # version of an object can never be overwritten by an earlier one
         pending: list[list[dict[str, Any]]] = [[] for _ in batch_writers]
+        pending_bytes = [0 for _ in batch_writers]
         with BatchWriter([w.load for w in batch_writers]) as queue_:
             for index, obj in enumerate(objects):
                 result.table(resource.name).read += 1
@@ -164,9 +169,10 @@ def ingest(
                 if row is not None:
                     slot = hash(row["id"]) % len(pending)
                     pending[slot].append(row)
-                    if len(pending[slot]) >= size:
+                    pending_bytes[slot] += _text_size(row)
+                    if len(pending[slot]) >= size or pending_bytes[slot] >= BYTES_PER_BATCH:
                         queue_.put(pending[slot], slot)
-                        pending[slot] = []
+                        pending[slot], pending_bytes[slot] = [], 0
                 if progress is not None and index % PROGRESS_EVERY == PROGRESS_EVERY - 1:
                     progress(PROGRESS_EVERY)
             if progress is not None:
@@ -186,6 +192,14 @@ def ingest(
         if seen is not None:
             seen.close()
     return _merged(result, batch_writers, started)
+
+
+def _text_size(row: dict[str, Any]) -> int:
+    """The COPY text a row and its embedded items make (what a batch's size is measured in)."""
+    size = len(row[LINE])
+    for items in row.get(CHILDREN, {}).values():
+        size += sum(len(item[LINE]) for item in items)
+    return size
 
 
 class _SeenIds:

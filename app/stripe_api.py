@@ -86,6 +86,9 @@ class RequestBudget:
         self._endpoints: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
         self.requests = 0
+        # requests in flight in all, whatever lists them: every listing of a backfill runs at
+        # once, and each page in flight is held in memory (parsed, a few MB for 100 invoices)
+        self.in_flight = threading.BoundedSemaphore(self.workers())
 
     @property
     def limited(self) -> bool:
@@ -295,7 +298,8 @@ class ParallelLister:
             with self._lock:
                 self.requests += 1
             try:
-                return self.client.raw_request("get", url, **params).data
+                with self.budget.in_flight:
+                    return self.client.raw_request("get", url, **params).data
             except stripe.RateLimitError as exc:
                 with self._lock:
                     self.rate_limited += 1
