@@ -60,6 +60,7 @@ class ProgressTask:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.shown = False  # a plain line has been written for it
+        self._read = 0.0  # how much of the file was read, at the last look
 
     def __call__(self, n: int = 1) -> None:
         self.count += n
@@ -82,9 +83,10 @@ class ProgressTask:
             return min(self.count / self.total, 1.0)
         if self.position is not None and self.size:
             try:
-                return min(self.position() / self.size, 1.0)
-            except (OSError, ValueError):  # the file was closed meanwhile
-                return None
+                self._read = min(self.position() / self.size, 1.0)
+            except (OSError, ValueError):  # the file is closed: all of it was read
+                self._read = 1.0
+            return self._read
         return None
 
     def eta(self) -> float | None:
