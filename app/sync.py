@@ -64,10 +64,11 @@ class StripeApi:
     def requests(self) -> int:
         return self.pager.requests
 
-    def _get(self, path: str, params: dict[str, Any]) -> Any:
-        return self.client.deserialize(
-            self.client.raw_request("get", path, **params), api_mode="V1"
-        )
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body as Stripe sent it (the SDK's objects would cost more to build than
+        the request takes, and coerce some fields)."""
+        body: dict[str, Any] = self.client.raw_request("get", path, **params).data
+        return body
 
     def events(self, since: datetime) -> Iterator[list[dict[str, Any]]]:
         """The events created at or after `since`, a page at a time, newest first."""
@@ -96,10 +97,8 @@ class StripeApi:
                 if exc.http_status == 404:
                     return None
                 raise
-        body = getattr(getattr(found, "last_response", None), "data", None)
-        obj: dict[str, Any] = body if isinstance(body, dict) else found.to_dict()
-        self.complete_children(resource, obj)
-        return obj
+        self.complete_children(resource, found)
+        return found
 
     def complete_children(self, resource: Resource, obj: dict[str, Any]) -> None:
         """Page the rest of embedded lists that say `has_more`, as the fetcher does."""
