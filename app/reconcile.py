@@ -77,7 +77,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("placeholders", "referenced but never fetched (placeholder rows)", False),
     Kind("soft_deleted", "soft-deleted rows", False),
     # Stripe lists payment methods only under their customer: a detached one is listed nowhere
-    Kind("detached", "detached from their customer (Stripe lists them nowhere)", False),
+    Kind(
+        "detached",
+        "detached from their customer, or their customer deleted (Stripe lists them nowhere)",
+        False,
+    ),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
 
@@ -377,7 +381,11 @@ def compare_table(
         for c in typed
     )
     if child is None and "customer_id" in table.columns and result.resource in _PER_CUSTOMER:
-        extra = "CASE WHEN t.customer_id IS NULL THEN 'detached' ELSE 'extra' END"
+        # detached, or its customer deleted (Stripe detaches a deleted customer's methods)
+        extra = (
+            "CASE WHEN t.customer_id IS NULL OR EXISTS (SELECT 1 FROM customers c "
+            "WHERE c.id = t.customer_id AND c.deleted) THEN 'detached' ELSE 'extra' END"
+        )
     elif child is None:
         extra = "'extra'"
     else:

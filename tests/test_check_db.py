@@ -449,3 +449,16 @@ def test_embedded_copies_of_other_objects_count_by_id_and_the_rest_still_counts(
         "subscriptions": {"differs": 1},
         "subscription_items": {"differs": 1},
     }
+
+
+def test_payment_methods_of_a_deleted_customer_count_as_detached(conn, loaded):
+    """Stripe lists payment methods only under a live customer: once the customer is deleted
+    (soft-deleted in the mirror) its cards are listed nowhere, which is no difference."""
+    source = copy.deepcopy(loaded)
+    gone = source["payment_methods"].pop(0)
+    owner = gone["customer"]
+    source["customers"] = [c for c in source["customers"] if c["id"] != owner]
+    ingest(conn, BY_NAME["customers"], [{"id": owner, "object": "customer", "deleted": True}])
+    report = run_check(conn, source)
+    assert failures(report) == {}
+    assert table(report, "payment_methods").count("detached") == 1
