@@ -182,9 +182,7 @@ def finalize_invoice(ctx: Context, inv: Obj) -> None:
         )
     customer = ctx.store.get("customer", inv["customer"], param="customer")
     sequence = customer["next_invoice_sequence"]
-    ctx.update(
-        "customer", customer, {"next_invoice_sequence": sequence + 1}, "customer.updated"
-    )
+    ctx.update("customer", customer, {"next_invoice_sequence": sequence + 1}, "customer.updated")
     ctx.update(
         "invoice",
         inv,
