@@ -19,7 +19,8 @@ DELIBERATE_OMISSIONS: dict[str, dict[str, str]] = {
 
 RESOURCES = (
     "product", "price", "customer", "payment_method", "subscription", "invoice",
-    "payment_intent", "charge", "subscription_item", "line_item", "invoice_payment", "event", "token",
+    "payment_intent", "charge", "refund", "subscription_item", "line_item", "invoice_payment",
+    "event", "token",
 )  # fmt: skip
 
 
@@ -64,6 +65,7 @@ def sample_objects(sandbox_server: SandboxHandle) -> dict[str, dict[str, Any]]:
     invoice = get(f"/v1/invoices/{sub['latest_invoice']}?expand[]=payments")
     payment = invoice["payments"]["data"][0]
     pi = get(f"/v1/payment_intents/{payment['payment']['payment_intent']}")
+    refund = post("/v1/refunds", {"charge": pi["latest_charge"], "amount": "100"})
     return {
         "product": get(f"/v1/products/{product['id']}"),
         "price": price,
@@ -72,7 +74,9 @@ def sample_objects(sandbox_server: SandboxHandle) -> dict[str, dict[str, Any]]:
         "subscription": get(f"/v1/subscriptions/{sub['id']}"),
         "invoice": invoice,
         "payment_intent": pi,
-        "charge": get(f"/v1/charges/{pi['latest_charge']}"),
+        # includable since 2022-11-15, as `invoice.payments` is
+        "charge": get(f"/v1/charges/{pi['latest_charge']}?expand[]=refunds"),
+        "refund": refund,
         "subscription_item": get(f"/v1/subscription_items/{sub['items']['data'][0]['id']}"),
         "line_item": get(f"/v1/invoices/{invoice['id']}/lines")["data"][0],
         "invoice_payment": get(f"/v1/invoice_payments/{payment['id']}"),

@@ -46,6 +46,7 @@ LISTS = {
     "invoice_payment": "/v1/invoice_payments",
     "payment_intent": "/v1/payment_intents",
     "charge": "/v1/charges",
+    "refund": "/v1/refunds",
     "event": "/v1/events",
     "webhook_endpoint": "/v1/webhook_endpoints",
 }
@@ -132,8 +133,13 @@ def build_account(api: Api, sandbox: SandboxHandle) -> None:
                                      "capture_method": "manual", "confirm": "true"})  # fmt: skip
     dropped = api.post("/v1/payment_intents", pi)
     api.post(f"/v1/payment_intents/{dropped['id']}/cancel")
-    api.post("/v1/charges", {"amount": "4000", "currency": "usd", "customer": buyer})
+    refunded = api.post("/v1/charges", {"amount": "4000", "currency": "usd", "customer": buyer})
+    partial = api.post("/v1/refunds", {"charge": refunded["id"], "amount": "1000",
+                                       "reason": "requested_by_customer"})  # fmt: skip
+    api.post(f"/v1/refunds/{partial['id']}", {"metadata[note]": "partial"})
+    api.post("/v1/refunds", {"charge": refunded["id"]})  # the rest: refunded
     api.post("/v1/charges", {"amount": "1500", "currency": "usd", "source": "tok_visa"})
+    api.post("/v1/refunds", {"payment_intent": held["id"], "amount": "500"})
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +157,8 @@ def account(sandbox_server: SandboxHandle) -> dict[str, list[dict[str, Any]]]:
         expand = [e for e in expand if e.removeprefix("data.") not in optional(cls)]
         if kind == "invoice":
             expand.append("data.payments")
+        if kind == "charge":
+            expand.append("data.refunds")
         path, _, query = path.partition("?")
         params = dict(p.split("=") for p in query.split("&") if p)
         found[kind].extend(api.every(path, params))
@@ -181,8 +189,8 @@ def test_the_sent_classes_are_the_stripe_packages() -> None:
     "kind",
     [
         "product", "price", "customer", "payment_method", "subscription", "subscription_item",
-        "invoice", "line_item", "invoice_payment", "payment_intent", "charge", "event",
-        "token", "webhook_endpoint",
+        "invoice", "line_item", "invoice_payment", "payment_intent", "charge", "refund",
+        "event", "token", "webhook_endpoint",
     ],
 )  # fmt: skip
 def test_every_object_conforms_to_the_pinned_schema(

@@ -838,13 +838,6 @@ def charge(
         "receipt_number": receipt_number,
         "receipt_url": f"https://pay.stripe.com/receipts/sandbox/{object_id}",
         "refunded": False,
-        "refunds": {
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "total_count": 0,
-            "url": f"/v1/charges/{object_id}/refunds",
-        },
         "review": None,
         "shipping": None,
         "source": None,
@@ -854,6 +847,34 @@ def charge(
         "status": "succeeded" if succeeded else "failed",
         "transfer_data": None,
         "transfer_group": None,
+    }
+
+
+def refund(
+    object_id: str, created: int, livemode: bool, *, charge: Obj, amount: int,
+    balance_transaction: str, reason: str | None = None, metadata: Obj | None = None,
+) -> Obj:  # fmt: skip
+    """A card refund, which Stripe settles at once (`succeeded`)."""
+    return {
+        "id": object_id,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": balance_transaction,
+        "charge": charge["id"],
+        "created": created,
+        "currency": charge["currency"],
+        "customer": charge["customer"],
+        "customer_account": None,
+        # a refund soon after the charge reverses the authorization rather than crediting it
+        "destination_details": {"card": {"type": "reversal"}, "type": "card"},
+        "metadata": metadata or {},
+        "payment_intent": charge["payment_intent"],
+        "payment_method": charge["payment_method"],
+        "reason": reason,
+        "receipt_number": None,
+        "source_transfer_reversal": None,
+        "status": "succeeded",
+        "transfer_reversal": None,
     }
 
 

@@ -13,7 +13,9 @@ and without includable fields — and this module turns it into what goes on the
 - **First pages.** An invoice's `lines` and a subscription's `items` embed their first 10
   objects, `has_more` saying there is more, in API answers and events alike.
 - **Includables.** `invoice.payments` is sent only when asked for with `expand[]=payments`, read
-  from the invoice payments themselves (so it always agrees with `/v1/invoice_payments?invoice=`).
+  from the invoice payments themselves (so it always agrees with `/v1/invoice_payments?invoice=`);
+  `charge.refunds` likewise with `expand[]=refunds`, read from the refunds, from 2022-11-15 on
+  (earlier versions embed it unasked, in answers and in events).
 - **expand[]** replaces ids by their objects, each rendered the same way.
 """
 
@@ -26,7 +28,7 @@ from app.sandbox.errors import InvalidRequestError
 from app.sandbox.objects import plan_of
 from app.sandbox.params import Params, as_list
 from app.sandbox.store import Obj, Store
-from app.sandbox.versions import before_basil
+from app.sandbox.versions import before_basil, embeds_charge_refunds
 
 MAX_EXPAND_DEPTH = 4
 # Stripe embeds only the first page (its default limit) of the lists inside an object; the rest
@@ -121,7 +123,23 @@ def event_snapshot(store: Store, obj: Obj) -> Obj:
     snapshot = first_page(store, obj)
     snapshot = dict(snapshot) if snapshot is obj else snapshot
     snapshot.update(links(store, obj))
+    if obj.get("object") == "charge" and embeds_charge_refunds(store.api_version):
+        snapshot["refunds"] = charge_refunds(store, obj["id"])
     return snapshot
+
+
+def charge_refunds(store: Store, charge_id: str) -> Obj:
+    """The includable `charge.refunds`: the first page of the charge's refunds."""
+    table = store.table("refund")
+    ids = table.ids_where("charge", charge_id)
+    data, has_more = table.page(limit=EMBEDDED_PAGE, candidates=ids)
+    return {
+        "object": "list",
+        "data": [dict(refund) for refund in data],  # copies: an event keeps the state of its time
+        "has_more": has_more,
+        "total_count": len(ids),
+        "url": f"/v1/charges/{charge_id}/refunds",
+    }
 
 
 # --- versions --------------------------------------------------------------------------------
@@ -139,6 +157,8 @@ def shape(store: Store, obj: Obj, version: str) -> Obj:
     if kind is None or obj.get("deleted") is True:
         return obj
     obj = first_page(store, obj)
+    if kind == "charge":
+        obj = _charge(store, obj, version)
     if not before_basil(version):
         names = _LINKS.get(kind)
         return _without(obj, names) if names else obj
@@ -153,6 +173,14 @@ def shape(store: Store, obj: Obj, version: str) -> Obj:
     if kind in ("charge", "payment_intent"):
         return {**obj, "invoice": _link(store, obj, "invoice")}
     return obj
+
+
+def _charge(store: Store, charge: Obj, version: str) -> Obj:
+    if embeds_charge_refunds(version):
+        if "refunds" in charge:
+            return charge
+        return _sorted({**charge, "refunds": charge_refunds(store, charge["id"])})
+    return _without(charge, ("refunds",))  # an event's snapshot in an older account version
 
 
 def _sorted(obj: Obj) -> Obj:
@@ -296,6 +324,8 @@ class _Expander:
             value = obj[head]
         elif head == "payments" and obj.get("object") == "invoice":
             value = self.payments(obj)
+        elif head == "refunds" and obj.get("object") == "charge":
+            value = charge_refunds(self.store, obj["id"])
         else:
             raise self.refuse()
         copy = obj.copy()

@@ -14,6 +14,8 @@ from app.sandbox.errors import InvalidRequestError
 DEFAULT_API_VERSION = "2026-10-28.endive"
 # The version that moved the shapes of DESIGN.md's table (render.py draws both sides).
 BASIL = "2025-03-31.basil"
+# The version from which `charge.refunds` is sent only when expanded.
+REFUNDS_INCLUDABLE = "2022-11-15"
 
 # Every API version Stripe has published (as listed by its SDK's webhook-endpoint parameters,
 # from the OpenAPI spec), oldest first; a `Stripe-Version` outside this list gets Stripe's 400.
@@ -49,6 +51,11 @@ _BETAS = re.compile(r"(?:\s*;\s*[A-Za-z0-9_]+=v[0-9]+)*\s*")
 def before_basil(version: str) -> bool:
     """Whether `version` sends the shapes basil moved (DESIGN.md, "Shapes that moved")."""
     return _POSITION[version] < _POSITION[BASIL]
+
+
+def embeds_charge_refunds(version: str) -> bool:
+    """Whether `version` embeds `charge.refunds` without being asked (before 2022-11-15)."""
+    return _POSITION[version] < _POSITION[REFUNDS_INCLUDABLE]
 
 
 def check_version(version: str, param: str | None = None) -> str:

@@ -64,6 +64,12 @@ from app.sandbox.resources.payments import (
     update_charge,
     update_payment_intent,
 )
+from app.sandbox.resources.refunds import (
+    create_refund,
+    list_charge_refunds,
+    list_refunds,
+    update_refund,
+)
 from app.sandbox.resources.subscriptions import (
     cancel_subscription,
     create_subscription,
@@ -160,6 +166,11 @@ _ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/charges", create_charge),
     ("GET", "/v1/charges/{id}", _getter("charge")),
     ("POST", "/v1/charges/{id}", update_charge),
+    ("GET", "/v1/charges/{id}/refunds", list_charge_refunds),
+    ("GET", "/v1/refunds", list_refunds),
+    ("POST", "/v1/refunds", create_refund),
+    ("GET", "/v1/refunds/{id}", _getter("refund")),
+    ("POST", "/v1/refunds/{id}", update_refund),
     ("GET", "/v1/events", list_events),
     ("GET", "/v1/events/{id}", _getter("event")),
     ("GET", "/v1/webhook_endpoints", list_webhook_endpoints),

@@ -1,0 +1,114 @@
+"""The statuses a real account reaches, through the API as in Stripe: refunds, cards that require
+authentication, `unpaid` subscriptions, voided invoices and what their payment intents become."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from app.sandbox.server import SandboxHandle
+
+KEY = "sk_test_states"
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {KEY}"
+
+    def get(self, path: str, status: int = 200, **params: Any) -> Any:
+        response = self.session.get(self.url + path, params=params, timeout=30)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def post(self, path: str, data: Any = None, status: int = 200, **headers: str) -> Any:
+        response = self.session.post(self.url + path, data=data, headers=headers, timeout=30)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def events(self, object_id: str) -> list[str]:
+        """The types of the events about `object_id`, oldest first."""
+        page = self.get("/v1/events", limit=100)
+        return [e["type"] for e in reversed(page["data"]) if e["data"]["object"]["id"] == object_id]
+
+
+@pytest.fixture()
+def api(sandbox: SandboxHandle) -> Api:
+    return Api(sandbox.url)
+
+
+def _charge(api: Api, amount: int = 5000) -> Any:
+    return api.post("/v1/charges", {"amount": amount, "currency": "usd", "source": "tok_visa"})
+
+
+# --- refunds -----------------------------------------------------------------------------------
+
+
+def test_partial_then_remaining_refund_marks_the_charge_refunded(api: Api) -> None:
+    ch = _charge(api)
+    first = api.post("/v1/refunds", {"charge": ch["id"], "amount": 1200, "reason": "duplicate",
+                                     "metadata[ticket]": "42"})  # fmt: skip
+    assert (first["amount"], first["status"], first["reason"]) == (1200, "succeeded", "duplicate")
+    assert first["metadata"] == {"ticket": "42"}
+    partly = api.get(f"/v1/charges/{ch['id']}")
+    assert (partly["amount_refunded"], partly["refunded"]) == (1200, False)
+    rest = api.post("/v1/refunds", {"charge": ch["id"]})
+    assert rest["amount"] == 3800
+    whole = api.get(f"/v1/charges/{ch['id']}")
+    assert (whole["amount_refunded"], whole["refunded"]) == (5000, True)
+    assert api.get("/v1/refunds", charge=ch["id"])["data"] == [rest, first]
+    assert api.get(f"/v1/refunds/{first['id']}") == first
+    assert [r["id"] for r in api.get(f"/v1/charges/{ch['id']}/refunds")["data"]] == [
+        rest["id"],
+        first["id"],
+    ]
+    assert api.events(ch["id"]) == ["charge.succeeded", "charge.refunded", "charge.refunded"]
+    assert api.events(first["id"]) == ["refund.created"]
+
+
+def test_refund_over_the_remainder_is_refused_as_stripe_does(api: Api) -> None:
+    ch = _charge(api)
+    api.post("/v1/refunds", {"charge": ch["id"], "amount": 4000})
+    error = api.post("/v1/refunds", {"charge": ch["id"], "amount": 1001}, status=400)["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "amount"
+    assert "greater than unrefunded amount on charge ($10.00)" in error["message"]
+    api.post("/v1/refunds", {"charge": ch["id"]})
+    again = api.post("/v1/refunds", {"charge": ch["id"]}, status=400)["error"]
+    assert again["code"] == "charge_already_refunded"
+    assert api.post("/v1/refunds", {}, status=400)["error"]["code"] == "parameter_missing"
+
+
+def test_refund_by_payment_intent_refunds_its_charge(api: Api) -> None:
+    pi = api.post("/v1/payment_intents", {"amount": 3000, "currency": "usd",
+                                           "payment_method": "pm_card_visa", "confirm": "true"})  # fmt: skip
+    refund = api.post("/v1/refunds", {"payment_intent": pi["id"]})
+    assert (refund["charge"], refund["payment_intent"], refund["amount"]) == (
+        pi["latest_charge"], pi["id"], 3000,
+    )  # fmt: skip
+    assert api.get("/v1/refunds", payment_intent=pi["id"])["data"] == [refund]
+    waiting = api.post("/v1/payment_intents", {"amount": 3000, "currency": "usd"})
+    api.post("/v1/refunds", {"payment_intent": waiting["id"]}, status=400)
+
+
+def test_charge_refunds_are_includable_from_2022_11_15_and_embedded_before(api: Api) -> None:
+    ch = _charge(api)
+    refund = api.post("/v1/refunds", {"charge": ch["id"], "amount": 100})
+    assert "refunds" not in api.get(f"/v1/charges/{ch['id']}")
+    expanded = api.get(f"/v1/charges/{ch['id']}", **{"expand[]": "refunds"})["refunds"]
+    assert [r["id"] for r in expanded["data"]] == [refund["id"]]
+    assert expanded["url"] == f"/v1/charges/{ch['id']}/refunds"
+    old = api.session.get(
+        f"{api.url}/v1/charges/{ch['id']}", headers={"Stripe-Version": "2022-08-01"}, timeout=30
+    ).json()
+    assert [r["id"] for r in old["refunds"]["data"]] == [refund["id"]]
+
+
+def test_refund_metadata_update_sends_charge_refund_updated(api: Api) -> None:
+    refund = api.post("/v1/refunds", {"charge": _charge(api)["id"]})
+    updated = api.post(f"/v1/refunds/{refund['id']}", {"metadata[k]": "v"})
+    assert updated["metadata"] == {"k": "v"}
+    assert api.events(refund["id"]) == ["refund.created", "charge.refund.updated", "refund.updated"]
+    api.post(f"/v1/refunds/{refund['id']}", {"amount": 5}, status=400)
