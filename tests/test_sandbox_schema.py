@@ -31,8 +31,8 @@ STATUSES: dict[str, set[str]] = {
     "subscription": {"active", "trialing", "past_due", "canceled", "incomplete"},
     "invoice": {"draft", "open", "paid", "void", "uncollectible"},
     "payment_intent": {
-        "requires_payment_method", "requires_confirmation", "requires_capture", "succeeded",
-        "canceled",
+        "requires_payment_method", "requires_confirmation", "requires_action", "requires_capture",
+        "succeeded", "canceled",
     },
     "charge": {"succeeded", "failed"},
     "invoice_payment": {"open", "paid"},
@@ -107,6 +107,7 @@ def build_account(api: Api, sandbox: SandboxHandle) -> None:
     subscribe(_customer(api), trial_period_days="14")  # trialing
     subscribe(_customer(api), payment_behavior="default_incomplete")  # incomplete, PI to confirm
     subscribe(_customer(api, "pm_card_chargeDeclined"))  # incomplete, failed charge
+    subscribe(_customer(api, "pm_card_authenticationRequired"))  # incomplete, PI requires_action
     subscribe(_customer(api, None), collection_method="send_invoice", days_until_due="30")
     canceled = subscribe(_customer(api))
     api.session.delete(f"{api.url}/v1/subscriptions/{canceled['id']}")

@@ -112,3 +112,57 @@ def test_refund_metadata_update_sends_charge_refund_updated(api: Api) -> None:
     assert updated["metadata"] == {"k": "v"}
     assert api.events(refund["id"]) == ["refund.created", "charge.refund.updated", "refund.updated"]
     api.post(f"/v1/refunds/{refund['id']}", {"amount": 5}, status=400)
+
+
+# --- cards that require authentication ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("card", ["pm_card_authenticationRequired", "tok_threeDSecure2Required"])
+def test_a_payment_intent_waits_for_the_customer_to_authenticate(api: Api, card: str) -> None:
+    pi = api.post("/v1/payment_intents", {"amount": 2000, "currency": "usd",
+                                           "payment_method": card, "confirm": "true"})  # fmt: skip
+    assert pi["status"] == "requires_action" and pi["latest_charge"] is None
+    assert pi["next_action"]["type"] == "use_stripe_sdk"
+    again = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
+    assert again["status"] == "requires_action"
+    assert api.events(pi["id"]) == ["payment_intent.created", "payment_intent.requires_action"]
+    canceled = api.post(f"/v1/payment_intents/{pi['id']}/cancel")
+    assert (canceled["status"], canceled["next_action"]) == ("canceled", None)
+
+
+def test_another_card_completes_a_payment_intent_that_required_action(api: Api) -> None:
+    pi = api.post("/v1/payment_intents", {"amount": 2000, "currency": "usd", "confirm": "true",
+                                           "payment_method": "pm_card_authenticationRequired"})  # fmt: skip
+    done = api.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})
+    assert (done["status"], done["next_action"]) == ("succeeded", None)
+
+
+def test_a_charge_with_a_card_that_requires_authentication_is_declined(api: Api) -> None:
+    error = api.post("/v1/charges", {"amount": 2000, "currency": "usd",
+                                      "source": "tok_authenticationRequired"}, status=402)["error"]  # fmt: skip
+    assert (error["code"], error["decline_code"]) == ("card_declined", "authentication_required")
+
+
+def test_a_subscription_whose_card_requires_authentication_is_incomplete(api: Api) -> None:
+    customer = api.post("/v1/customers", {"payment_method": "pm_card_authenticationRequired",
+                                           "invoice_settings[default_payment_method]": ""})  # fmt: skip
+    pm = api.get(f"/v1/customers/{customer['id']}/payment_methods")["data"][0]
+    price = api.post("/v1/prices", {"currency": "usd", "unit_amount": 900,
+                                     "recurring[interval]": "month", "product_data[name]": "3DS"})  # fmt: skip
+    sub = api.post("/v1/subscriptions", {"customer": customer["id"], "items[0][price]": price["id"],
+                                          "default_payment_method": pm["id"],
+                                          "expand[]": "latest_invoice"})  # fmt: skip
+    invoice = sub["latest_invoice"]
+    assert (sub["status"], invoice["status"], invoice["attempt_count"]) == ("incomplete", "open", 1)
+    payments = api.get("/v1/invoice_payments", invoice=invoice["id"])["data"]
+    pi = api.get(f"/v1/payment_intents/{payments[0]['payment']['payment_intent']}")
+    assert pi["status"] == "requires_action"
+    assert "invoice.payment_action_required" in api.events(invoice["id"])
+    error = api.post(f"/v1/invoices/{invoice['id']}/pay", status=402)["error"]
+    assert error["code"] == "invoice_payment_intent_requires_action"
+    refused = api.post("/v1/subscriptions", {"customer": customer["id"],
+                                              "items[0][price]": price["id"],
+                                              "default_payment_method": pm["id"],
+                                              "payment_behavior": "error_if_incomplete"},
+                       status=402)  # fmt: skip
+    assert refused["error"]["code"] == "invoice_payment_intent_requires_action"

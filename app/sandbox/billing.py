@@ -91,6 +91,8 @@ def create_charge(
     """Charge a card; a declining test card makes a failed charge (the caller raises the 402)."""
     test_card = objects.card_for(pm["card"])
     declined = test_card if test_card.decline_code else None
+    if test_card.authentication and payment_intent is None:
+        declined = objects.AUTHENTICATION_DECLINE  # a charge has no way to ask the customer
     ch = objects.charge(
         ctx.new_id("ch"),
         ctx.now,
@@ -115,10 +117,9 @@ def create_charge(
 
 
 def decline_error(ch: Obj, pm: Obj, *, payment_intent: Obj | None = None) -> CardError:
-    test_card = objects.card_for(pm["card"])
     extra: dict[str, Any] = {
         "charge": ch["id"],
-        "decline_code": test_card.decline_code,
+        "decline_code": ch["outcome"]["reason"],
         "payment_method": dict(pm),
     }
     if payment_intent is not None:
@@ -127,7 +128,23 @@ def decline_error(ch: Obj, pm: Obj, *, payment_intent: Obj | None = None) -> Car
 
 
 def confirm_payment_intent(ctx: Context, pi: Obj, pm: Obj) -> Obj | None:
-    """Confirm with a card: returns the error to raise when declined (state is kept, as Stripe does)."""
+    """Confirm with a card: the charge it made, failed when declined (the caller raises the 402;
+    state is kept, as Stripe does), or None when the card waits for the customer to authenticate."""
+    if objects.card_for(pm["card"]).authentication:
+        if pi["status"] == "requires_action" and pi["payment_method"] == pm["id"]:
+            return None  # only the customer can authenticate: it stays where it is
+        ctx.update(
+            "payment_intent",
+            pi,
+            {
+                "status": "requires_action",
+                "payment_method": pm["id"],
+                "next_action": objects.three_d_secure_action(pi["id"]),
+                "last_payment_error": None,
+            },
+        )
+        ctx.emit("payment_intent.requires_action", pi)
+        return None
     manual = pi["capture_method"] == "manual"
     ch = create_charge(
         ctx,
@@ -149,6 +166,7 @@ def confirm_payment_intent(ctx: Context, pi: Obj, pm: Obj) -> Obj | None:
                 "status": "requires_payment_method",
                 "latest_charge": ch["id"],
                 "payment_method": None,
+                "next_action": None,
                 "last_payment_error": {
                     **error.body()["error"],
                     "payment_method": dict(pm),
@@ -164,7 +182,12 @@ def confirm_payment_intent(ctx: Context, pi: Obj, pm: Obj) -> Obj | None:
         changes = {"status": "succeeded", "amount_received": pi["amount"]}
         event_type = "payment_intent.succeeded"
     changes.update(
-        {"latest_charge": ch["id"], "payment_method": pm["id"], "last_payment_error": None}
+        {
+            "latest_charge": ch["id"],
+            "payment_method": pm["id"],
+            "last_payment_error": None,
+            "next_action": None,
+        }
     )
     ctx.update("payment_intent", pi, changes)
     ctx.emit(event_type, pi)
@@ -261,6 +284,16 @@ def pay_invoice(ctx: Context, inv: Obj, pm: Obj | None, *, description: str) -> 
     if pm is None:
         return None
     ch = confirm_payment_intent(ctx, pi, pm)
+    if ch is None:  # the customer must authenticate: the invoice stays open
+        ctx.update("invoice", inv, {"attempted": True, "attempt_count": inv["attempt_count"] + 1})
+        ctx.emit("invoice.payment_action_required", inv)
+        return CardError(
+            "This payment requires additional user action before it can be completed "
+            "successfully. Payment can be completed using the PaymentIntent associated with "
+            "the invoice.",
+            code="invoice_payment_intent_requires_action",
+            extra={"payment_intent": dict(pi)},
+        )
     inpay_id = min(ctx.store.table("invoice_payment").ids_where("invoice", inv["id"]))
     inpay_obj = ctx.store.get("invoice_payment", inpay_id)
     if ch is not None and ch["status"] == "failed":

@@ -44,6 +44,8 @@ class TestCard:
     funding: str = "credit"
     country: str = "US"
     decline_code: str | None = None
+    # 3D Secure on every payment: a payment intent waits in `requires_action` for the customer
+    authentication: bool = False
 
     @property
     def error_code(self) -> str:
@@ -71,6 +73,8 @@ TEST_CARDS: dict[str, TestCard] = {
     "chargeDeclinedIncorrectCvc": TestCard("visa", "0127", decline_code="incorrect_cvc"),
     "chargeDeclinedProcessingError": TestCard("visa", "0119", decline_code="processing_error"),
     "chargeDeclinedFraudulent": TestCard("visa", "0019", decline_code="fraudulent"),
+    "authenticationRequired": TestCard("visa", "3184", authentication=True),
+    "threeDSecure2Required": TestCard("visa", "3220", authentication=True),
 }
 _CARDS_BY_LAST4: dict[str, TestCard] = {card.last4: card for card in TEST_CARDS.values()}
 CARD_NUMBERS: dict[str, str] = {
@@ -91,6 +95,8 @@ CARD_NUMBERS: dict[str, str] = {
     "4000000000000127": "chargeDeclinedIncorrectCvc",
     "4000000000000119": "chargeDeclinedProcessingError",
     "4100000000000019": "chargeDeclinedFraudulent",
+    "4000002760003184": "authenticationRequired",
+    "4000000000003220": "threeDSecure2Required",
 }
 DECLINE_MESSAGES: dict[str, str] = {
     "generic_decline": "Your card was declined.",
@@ -101,7 +107,23 @@ DECLINE_MESSAGES: dict[str, str] = {
     "incorrect_cvc": "Your card's security code is incorrect.",
     "processing_error": "An error occurred while processing your card. Try again in a little bit.",
     "fraudulent": "Your card was declined.",
+    "authentication_required": "Your card was declined. This transaction requires authentication.",
 }
+# What a card that requires authentication does outside a payment intent (`POST /v1/charges`).
+AUTHENTICATION_DECLINE = TestCard("visa", "3184", decline_code="authentication_required")
+
+
+def three_d_secure_action(payment_intent_id: str) -> Obj:
+    """`next_action` of a payment intent waiting for the customer to authenticate."""
+    source = "src_" + payment_intent_id.removeprefix("pi_")
+    return {
+        "type": "use_stripe_sdk",
+        "use_stripe_sdk": {
+            "type": "three_d_secure_redirect",
+            "stripe_js": f"https://hooks.stripe.com/redirect/authenticate/{source}",
+            "source": source,
+        },
+    }
 
 
 def card_for(card: Obj) -> TestCard:

@@ -149,6 +149,7 @@ def cancel_payment_intent(ctx: Context, params: Params, pi_id: str) -> Obj:
             "canceled_at": ctx.now,
             "cancellation_reason": reason,
             "amount_capturable": 0,
+            "next_action": None,
         },
     )
     ctx.emit("payment_intent.canceled", pi)

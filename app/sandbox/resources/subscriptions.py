@@ -150,6 +150,13 @@ def create_subscription(ctx: Context, params: Params) -> Obj:
         if amount > 0 and effective_pm is not None:
             pm = ctx.store.get("payment_method", effective_pm)
             test_card = objects.card_for(pm["card"])
+            if test_card.authentication:
+                # Stripe creates no subscription that would wait for the customer
+                raise CardError(
+                    "This payment requires additional user action before it can be completed "
+                    "successfully.",
+                    code="invoice_payment_intent_requires_action",
+                )
             if test_card.decline_code:
                 raise CardError(
                     objects.DECLINE_MESSAGES[test_card.decline_code],
