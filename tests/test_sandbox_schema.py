@@ -28,7 +28,7 @@ KEY = "sk_test_schema"
 # What the sandbox reaches, by kind: each must be a value of the schema's enum, and each must
 # appear in the account built below (so a status that stops being reachable fails too).
 STATUSES: dict[str, set[str]] = {
-    "subscription": {"active", "trialing", "past_due", "canceled", "incomplete"},
+    "subscription": {"active", "trialing", "past_due", "unpaid", "canceled", "incomplete"},
     "invoice": {"draft", "open", "paid", "void", "uncollectible"},
     "payment_intent": {
         "requires_payment_method", "requires_confirmation", "requires_action", "requires_capture",
@@ -91,7 +91,7 @@ def _customer(api: Api, card: str | None = "pm_card_visa") -> str:
 
 def build_account(api: Api, sandbox: SandboxHandle) -> None:
     """Every status the sandbox can reach, through the API as a user would, and a seeded graph."""
-    sandbox.seed(customers=40, seed=11)
+    sandbox.seed(customers=40, seed=25)
     api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "enabled_events[]": "*"})
     api.post("/v1/tokens", {"card[number]": "4242424242424242", "card[exp_month]": "1",
                             "card[exp_year]": "2031"})  # fmt: skip
@@ -109,6 +109,10 @@ def build_account(api: Api, sandbox: SandboxHandle) -> None:
     subscribe(_customer(api, "pm_card_chargeDeclined"))  # incomplete, failed charge
     subscribe(_customer(api, "pm_card_authenticationRequired"))  # incomplete, PI requires_action
     subscribe(_customer(api, None), collection_method="send_invoice", days_until_due="30")
+    # the latest invoice of a past_due subscription marked uncollectible: unpaid
+    late = api.get("/v1/subscriptions", {"status": "past_due", "limit": 2})["data"]
+    api.post(f"/v1/invoices/{late[0]['latest_invoice']}/mark_uncollectible")
+    assert len(late) == 2, "the seed has past_due subscriptions to keep"
     canceled = subscribe(_customer(api))
     api.session.delete(f"{api.url}/v1/subscriptions/{canceled['id']}")
     # invoices: draft, finalized then void, uncollectible, paid out of the pay endpoint

@@ -19,14 +19,14 @@ class Api:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {KEY}"
 
-    def get(self, path: str, status: int = 200, **params: Any) -> Any:
+    def get(self, path: str, expect: int = 200, **params: Any) -> Any:
         response = self.session.get(self.url + path, params=params, timeout=30)
-        assert response.status_code == status, response.text
+        assert response.status_code == expect, response.text
         return response.json()
 
-    def post(self, path: str, data: Any = None, status: int = 200, **headers: str) -> Any:
+    def post(self, path: str, data: Any = None, expect: int = 200, **headers: str) -> Any:
         response = self.session.post(self.url + path, data=data, headers=headers, timeout=30)
-        assert response.status_code == status, response.text
+        assert response.status_code == expect, response.text
         return response.json()
 
     def events(self, object_id: str) -> list[str]:
@@ -72,13 +72,13 @@ def test_partial_then_remaining_refund_marks_the_charge_refunded(api: Api) -> No
 def test_refund_over_the_remainder_is_refused_as_stripe_does(api: Api) -> None:
     ch = _charge(api)
     api.post("/v1/refunds", {"charge": ch["id"], "amount": 4000})
-    error = api.post("/v1/refunds", {"charge": ch["id"], "amount": 1001}, status=400)["error"]
+    error = api.post("/v1/refunds", {"charge": ch["id"], "amount": 1001}, expect=400)["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == "amount"
     assert "greater than unrefunded amount on charge ($10.00)" in error["message"]
     api.post("/v1/refunds", {"charge": ch["id"]})
-    again = api.post("/v1/refunds", {"charge": ch["id"]}, status=400)["error"]
+    again = api.post("/v1/refunds", {"charge": ch["id"]}, expect=400)["error"]
     assert again["code"] == "charge_already_refunded"
-    assert api.post("/v1/refunds", {}, status=400)["error"]["code"] == "parameter_missing"
+    assert api.post("/v1/refunds", {}, expect=400)["error"]["code"] == "parameter_missing"
 
 
 def test_refund_by_payment_intent_refunds_its_charge(api: Api) -> None:
@@ -90,7 +90,7 @@ def test_refund_by_payment_intent_refunds_its_charge(api: Api) -> None:
     )  # fmt: skip
     assert api.get("/v1/refunds", payment_intent=pi["id"])["data"] == [refund]
     waiting = api.post("/v1/payment_intents", {"amount": 3000, "currency": "usd"})
-    api.post("/v1/refunds", {"payment_intent": waiting["id"]}, status=400)
+    api.post("/v1/refunds", {"payment_intent": waiting["id"]}, expect=400)
 
 
 def test_charge_refunds_are_includable_from_2022_11_15_and_embedded_before(api: Api) -> None:
@@ -111,7 +111,7 @@ def test_refund_metadata_update_sends_charge_refund_updated(api: Api) -> None:
     updated = api.post(f"/v1/refunds/{refund['id']}", {"metadata[k]": "v"})
     assert updated["metadata"] == {"k": "v"}
     assert api.events(refund["id"]) == ["refund.created", "charge.refund.updated", "refund.updated"]
-    api.post(f"/v1/refunds/{refund['id']}", {"amount": 5}, status=400)
+    api.post(f"/v1/refunds/{refund['id']}", {"amount": 5}, expect=400)
 
 
 # --- cards that require authentication ----------------------------------------------------------
@@ -139,7 +139,7 @@ def test_another_card_completes_a_payment_intent_that_required_action(api: Api) 
 
 def test_a_charge_with_a_card_that_requires_authentication_is_declined(api: Api) -> None:
     error = api.post("/v1/charges", {"amount": 2000, "currency": "usd",
-                                      "source": "tok_authenticationRequired"}, status=402)["error"]  # fmt: skip
+                                      "source": "tok_authenticationRequired"}, expect=402)["error"]  # fmt: skip
     assert (error["code"], error["decline_code"]) == ("card_declined", "authentication_required")
 
 
@@ -158,11 +158,44 @@ def test_a_subscription_whose_card_requires_authentication_is_incomplete(api: Ap
     pi = api.get(f"/v1/payment_intents/{payments[0]['payment']['payment_intent']}")
     assert pi["status"] == "requires_action"
     assert "invoice.payment_action_required" in api.events(invoice["id"])
-    error = api.post(f"/v1/invoices/{invoice['id']}/pay", status=402)["error"]
+    error = api.post(f"/v1/invoices/{invoice['id']}/pay", expect=402)["error"]
     assert error["code"] == "invoice_payment_intent_requires_action"
     refused = api.post("/v1/subscriptions", {"customer": customer["id"],
                                               "items[0][price]": price["id"],
                                               "default_payment_method": pm["id"],
                                               "payment_behavior": "error_if_incomplete"},
-                       status=402)  # fmt: skip
+                       expect=402)  # fmt: skip
     assert refused["error"]["code"] == "invoice_payment_intent_requires_action"
+
+
+# --- unpaid subscriptions ------------------------------------------------------------------------
+
+
+def test_a_past_due_subscription_whose_latest_invoice_is_uncollectible_is_unpaid(
+    api: Api, sandbox: SandboxHandle
+) -> None:
+    sandbox.seed(customers=200, seed=3)
+    sub = api.get("/v1/subscriptions", status="past_due", limit=1)["data"][0]
+    invoice = api.post(f"/v1/invoices/{sub['latest_invoice']}/mark_uncollectible")
+    assert invoice["status"] == "uncollectible"
+    unpaid = api.get(f"/v1/subscriptions/{sub['id']}")
+    assert unpaid["status"] == "unpaid"
+    assert sub["id"] in [s["id"] for s in api.get("/v1/subscriptions", status="unpaid")["data"]]
+    change = api.get("/v1/events", type="customer.subscription.updated", limit=1)["data"][0]
+    assert change["data"]["previous_attributes"] == {"status": "past_due"}
+    # Stripe still takes payment of an uncollectible invoice: the subscription is active again
+    paid = api.post(f"/v1/invoices/{invoice['id']}/pay", {"payment_method": "pm_card_visa"})
+    assert paid["status"] == "paid"
+    assert api.get(f"/v1/subscriptions/{sub['id']}")["status"] == "active"
+
+
+def test_paying_the_first_invoice_activates_an_incomplete_subscription(api: Api) -> None:
+    customer = api.post("/v1/customers", {"payment_method": "pm_card_visa"})
+    price = api.post("/v1/prices", {"currency": "usd", "unit_amount": 900,
+                                     "recurring[interval]": "month", "product_data[name]": "Late"})  # fmt: skip
+    sub = api.post("/v1/subscriptions", {"customer": customer["id"], "items[0][price]": price["id"],
+                                          "payment_behavior": "default_incomplete"})  # fmt: skip
+    assert sub["status"] == "incomplete"
+    pm = api.get(f"/v1/customers/{customer['id']}/payment_methods")["data"][0]
+    api.post(f"/v1/invoices/{sub['latest_invoice']}/pay", {"payment_method": pm["id"]})
+    assert api.get(f"/v1/subscriptions/{sub['id']}")["status"] == "active"

@@ -243,6 +243,34 @@ def mark_invoice_paid(ctx: Context, inv: Obj, payment: Obj | None) -> None:
     )
     ctx.emit("invoice.paid", inv)
     ctx.emit("invoice.payment_succeeded", inv)
+    sub = latest_invoice_subscription(ctx, inv)
+    if sub is not None and sub["status"] in ("incomplete", "past_due", "unpaid"):
+        # its latest invoice paid, the subscription is in good standing again
+        ctx.update("subscription", sub, {"status": "active"}, "customer.subscription.updated")
+
+
+def latest_invoice_subscription(ctx: Context, inv: Obj) -> Obj | None:
+    """The subscription whose latest invoice `inv` is, if any."""
+    details = (inv.get("parent") or {}).get("subscription_details") or {}
+    sub = ctx.store.table("subscription").get(details.get("subscription") or "")
+    return sub if sub is not None and sub["latest_invoice"] == inv["id"] else None
+
+
+def mark_invoice_uncollectible(ctx: Context, inv: Obj) -> None:
+    """Stripe's end of failed-payment retries, with the settings "mark the invoice uncollectible"
+    and "mark the subscription unpaid": the sandbox has no retry clock, so marking the latest
+    invoice of a `past_due` subscription uncollectible stands for that moment and makes the
+    subscription `unpaid` (it goes back to `active` once that invoice is paid)."""
+    if inv["status"] != "open":
+        raise InvalidRequestError(
+            "You can only mark open invoices uncollectible.", code="invoice_not_open"
+        )
+    transitions = {**inv["status_transitions"], "marked_uncollectible_at": ctx.now}
+    ctx.update("invoice", inv, {"status": "uncollectible", "status_transitions": transitions})
+    ctx.emit("invoice.marked_uncollectible", inv)
+    sub = latest_invoice_subscription(ctx, inv)
+    if sub is not None and sub["status"] == "past_due":
+        ctx.update("subscription", sub, {"status": "unpaid"}, "customer.subscription.updated")
 
 
 def pay_invoice(ctx: Context, inv: Obj, pm: Obj | None, *, description: str) -> CardError | None:
@@ -251,7 +279,7 @@ def pay_invoice(ctx: Context, inv: Obj, pm: Obj | None, *, description: str) -> 
         finalize_invoice(ctx, inv)
     if inv["status"] == "paid":
         return None
-    if inv["status"] != "open":
+    if inv["status"] not in ("open", "uncollectible"):  # Stripe still takes payment of the latter
         raise InvalidRequestError(
             f"Invoice is {inv['status']} and cannot be paid.", code="invoice_not_open"
         )

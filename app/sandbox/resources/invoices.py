@@ -225,13 +225,7 @@ def void_invoice(ctx: Context, params: Params, invoice_id: str) -> Obj:
 
 def mark_invoice_uncollectible(ctx: Context, params: Params, invoice_id: str) -> Obj:
     inv = ctx.store.get("invoice", invoice_id)
-    if inv["status"] != "open":
-        raise InvalidRequestError(
-            "You can only mark open invoices uncollectible.", code="invoice_not_open"
-        )
-    transitions = {**inv["status_transitions"], "marked_uncollectible_at": ctx.now}
-    ctx.update("invoice", inv, {"status": "uncollectible", "status_transitions": transitions})
-    ctx.emit("invoice.marked_uncollectible", inv)
+    billing.mark_invoice_uncollectible(ctx, inv)
     return inv
 
 
