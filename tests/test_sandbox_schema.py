@@ -35,7 +35,7 @@ STATUSES: dict[str, set[str]] = {
         "succeeded", "canceled",
     },
     "charge": {"succeeded", "failed"},
-    "invoice_payment": {"open", "paid"},
+    "invoice_payment": {"open", "paid", "canceled"},
 }  # fmt: skip
 LISTS = {
     "product": "/v1/products",
@@ -107,6 +107,8 @@ def build_account(api: Api, sandbox: SandboxHandle) -> None:
     subscribe(_customer(api), trial_period_days="14")  # trialing
     subscribe(_customer(api), payment_behavior="default_incomplete")  # incomplete, PI to confirm
     subscribe(_customer(api, "pm_card_chargeDeclined"))  # incomplete, failed charge
+    voided = subscribe(_customer(api), payment_behavior="default_incomplete")
+    api.post(f"/v1/invoices/{voided['latest_invoice']}/void")  # its payment intent canceled
     subscribe(_customer(api, "pm_card_authenticationRequired"))  # incomplete, PI requires_action
     subscribe(_customer(api, None), collection_method="send_invoice", days_until_due="30")
     # the latest invoice of a past_due subscription marked uncollectible: unpaid

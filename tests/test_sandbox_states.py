@@ -199,3 +199,33 @@ def test_paying_the_first_invoice_activates_an_incomplete_subscription(api: Api)
     pm = api.get(f"/v1/customers/{customer['id']}/payment_methods")["data"][0]
     api.post(f"/v1/invoices/{sub['latest_invoice']}/pay", {"payment_method": pm["id"]})
     assert api.get(f"/v1/subscriptions/{sub['id']}")["status"] == "active"
+
+
+# --- voided invoices -----------------------------------------------------------------------------
+
+
+def test_voiding_an_invoice_cancels_its_open_payment_intent(api: Api) -> None:
+    customer = api.post("/v1/customers", {"payment_method": "pm_card_authenticationRequired"})
+    pm = api.get(f"/v1/customers/{customer['id']}/payment_methods")["data"][0]
+    api.post("/v1/invoiceitems", {"customer": customer["id"], "amount": 2500, "currency": "usd"})
+    invoice = api.post("/v1/invoices", {"customer": customer["id"]})
+    api.post(f"/v1/invoices/{invoice['id']}/pay", {"payment_method": pm["id"]}, expect=402)
+    payment = api.get("/v1/invoice_payments", invoice=invoice["id"])["data"][0]
+    pi_id = payment["payment"]["payment_intent"]
+    assert api.get(f"/v1/payment_intents/{pi_id}")["status"] == "requires_action"
+    assert api.post(f"/v1/invoices/{invoice['id']}/void")["status"] == "void"
+    pi = api.get(f"/v1/payment_intents/{pi_id}")
+    assert (pi["status"], pi["cancellation_reason"], pi["next_action"]) == (
+        "canceled", "void_invoice", None,
+    )  # fmt: skip
+    assert api.get(f"/v1/invoice_payments/{payment['id']}")["status"] == "canceled"
+    assert api.events(pi_id)[-1] == "payment_intent.canceled"
+
+
+def test_voiding_a_paid_invoice_is_refused(api: Api) -> None:
+    customer = api.post("/v1/customers", {"payment_method": "pm_card_visa"})
+    pm = api.get(f"/v1/customers/{customer['id']}/payment_methods")["data"][0]
+    api.post("/v1/invoiceitems", {"customer": customer["id"], "amount": 2500, "currency": "usd"})
+    invoice = api.post("/v1/invoices", {"customer": customer["id"]})
+    api.post(f"/v1/invoices/{invoice['id']}/pay", {"payment_method": pm["id"]})
+    api.post(f"/v1/invoices/{invoice['id']}/void", expect=400)

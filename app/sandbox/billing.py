@@ -249,6 +249,40 @@ def mark_invoice_paid(ctx: Context, inv: Obj, payment: Obj | None) -> None:
         ctx.update("subscription", sub, {"status": "active"}, "customer.subscription.updated")
 
 
+def void_invoice(ctx: Context, inv: Obj) -> None:
+    """Void an open invoice; its payment intent still waiting for a payment is canceled
+    (`void_invoice`) and its invoice payment with it, as Stripe does."""
+    if inv["status"] != "open":
+        raise InvalidRequestError("You can only void open invoices.", code="invoice_not_open")
+    pi = find_invoice_payment_intent(ctx, inv)
+    if pi is not None:
+        ctx.update(
+            "payment_intent",
+            pi,
+            {
+                "status": "canceled",
+                "canceled_at": ctx.now,
+                "cancellation_reason": "void_invoice",
+                "amount_capturable": 0,
+                "next_action": None,
+            },
+        )
+        ctx.emit("payment_intent.canceled", pi)
+        for inpay_id in ctx.store.table("invoice_payment").ids_where("payment_intent", pi["id"]):
+            inpay = ctx.store.get("invoice_payment", inpay_id)
+            if inpay["status"] == "open":
+                transitions = {**inpay["status_transitions"], "canceled_at": ctx.now}
+                # Stripe has no `invoice_payment.canceled` event
+                ctx.update(
+                    "invoice_payment",
+                    inpay,
+                    {"status": "canceled", "status_transitions": transitions},
+                )
+    transitions = {**inv["status_transitions"], "voided_at": ctx.now}
+    ctx.update("invoice", inv, {"status": "void", "status_transitions": transitions})
+    ctx.emit("invoice.voided", inv)
+
+
 def latest_invoice_subscription(ctx: Context, inv: Obj) -> Obj | None:
     """The subscription whose latest invoice `inv` is, if any."""
     details = (inv.get("parent") or {}).get("subscription_details") or {}

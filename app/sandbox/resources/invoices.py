@@ -215,11 +215,7 @@ def pay_invoice(ctx: Context, params: Params, invoice_id: str) -> Obj:
 
 def void_invoice(ctx: Context, params: Params, invoice_id: str) -> Obj:
     inv = ctx.store.get("invoice", invoice_id)
-    if inv["status"] != "open":
-        raise InvalidRequestError("You can only void open invoices.", code="invoice_not_open")
-    transitions = {**inv["status_transitions"], "voided_at": ctx.now}
-    ctx.update("invoice", inv, {"status": "void", "status_transitions": transitions})
-    ctx.emit("invoice.voided", inv)
+    billing.void_invoice(ctx, inv)
     return inv
 
 
