@@ -5,7 +5,9 @@
 # resumes; removed per resource once its file is written):
 #   <resource>/state            fingerprint line, then "pages objects cursor has_more"
 #   <resource>/page-00001.jsonl one object per line, each page written atomically
-#   payment_methods/done/<cus>.jsonl   one file per customer whose methods are all fetched
+#   <resource>/page-00001.needs the page's embedded lists that have more (none: empty)
+#   payment_methods/done/<cus>.json    one file per customer whose methods are all fetched
+#   payment_methods/work/<worker>/     a batch's pages in flight (dropped when a fetch starts)
 #   budget.next, budget.lock    the request budget shared by every worker of this fetch
 #   requests.log                one status per HTTP attempt, for the closing request tally
 #   run.lock                    flock'ed by the running fetch; its line says who holds it:
@@ -24,6 +26,7 @@ FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-8}
 FETCH_PAGE_LIMIT=${FETCH_PAGE_LIMIT:-100}    # Stripe's maximum; smaller only for tests
 FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}
 FETCH_BURST=${FETCH_BURST:-3}                # budget slots banked while all workers were busy
+FETCH_BATCH=${FETCH_BATCH:-50}               # most requests one curl sends (payment methods)
 
 EXIT_FAILED=1
 EXIT_USAGE=2
@@ -124,6 +127,29 @@ load_setup() {
   mkdir -p "$WORK_DIR"
   # the budget in µs between two requests, whoever sends them
   BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
+  [[ $FETCH_BATCH =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_BATCH must be a positive number"; exit "$EXIT_USAGE"; }
+  curl_features
+}
+
+# One curl sends a batch of requests over one connection; it needs %{exitcode} in --write-out
+# (curl 7.75) and, to pace a batch inside the budget, --rate (7.84): without --rate a batch holds
+# one request while a budget is set. CURL_RATE is the budget gap as curl's "N/h" (whole ms, never
+# shorter than BUDGET_GAP_US: a batch's requests start no earlier than the slots it claimed).
+curl_features() {
+  local version major minor gap_ms
+  version=$(curl --version 2>/dev/null | head -n 1) || true
+  version=${version#curl } version=${version%% *}
+  IFS=. read -r major minor _ <<<"$version"
+  [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || { log "error: curl not found (or unreadable version '$version')"; exit "$EXIT_USAGE"; }
+  if (( major < 7 || (major == 7 && minor < 75) )); then
+    log "error: curl $version is too old: the fetch needs curl 7.75 or newer"
+    exit "$EXIT_USAGE"
+  fi
+  CURL_RATE=""
+  if (( BUDGET_GAP_US > 0 )) && (( major > 7 || minor >= 84 )); then
+    gap_ms=$(( (BUDGET_GAP_US + 999) / 1000 ))
+    CURL_RATE="$(( 3600000 / gap_ms ))/h"
+  fi
 }
 
 # read_lock_holder: HOLDER_PID, HOLDER_START, HOLDER_TIME, HOLDER_COMMAND from run.lock (empty
@@ -283,16 +309,16 @@ pause() {  # seconds, may be fractional
 # are BUDGET_GAP_US apart; at most FETCH_BURST unused slots are banked while every worker was
 # busy, so the average stays at FETCH_RATE and no burst exceeds FETCH_BURST requests — far
 # inside Stripe's (and the sandbox's) one-second bucket.
-budget_wait() {
+budget_wait() {  # [N]: N slots in a row (a batch sent by one curl at the budget's pace)
   (( BUDGET_GAP_US > 0 )) || return 0
-  local fd now slot wait_us floor
+  local n=${1:-1} fd now slot wait_us floor
   exec {fd}>>"$WORK_DIR/budget.lock"
   flock "$fd"
   now=$(now_us)
   read -r slot <"$WORK_DIR/budget.next" || slot=0
   floor=$(( now - FETCH_BURST * BUDGET_GAP_US ))
   if (( ${slot:-0} < floor )); then slot=$floor; fi
-  printf '%s\n' $(( slot + BUDGET_GAP_US )) >"$WORK_DIR/budget.next"
+  printf '%s\n' $(( slot + n * BUDGET_GAP_US )) >"$WORK_DIR/budget.next"
   exec {fd}>&-
   wait_us=$(( slot - now ))
   if (( wait_us > 0 )); then
@@ -303,6 +329,7 @@ budget_wait() {
 # ---- one GET with retries ---------------------------------------------------------------------
 
 header_value() {  # $1 headers file, $2 lower-case name → the last value (redirects add blocks)
+  [[ -s $1 ]] || return 0
   awk -v name="$2" '{ sub(/\r$/, "") }
     tolower(substr($0, 1, length(name) + 1)) == name ":" { v = substr($0, length(name) + 2); gsub(/^ +| +$/, "", v) }
     END { print v }' "$1"
@@ -320,10 +347,49 @@ backoff_seconds() {
   printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
 }
 
+# judge_failure STATUS OUT WHAT URL CURL_ERROR after an attempt that did not answer 200: fatal
+# when no retry can help; 4 for a 404 naming a missing object (the caller decides); 0 with
+# REASON set when a retry may (429, 5xx, network errors).
+judge_failure() {
+  local status=$1 out=$2 what=$3 url=$4
+  case $status in
+    000) REASON="network error: ${5:0:200}" ;;
+    429) REASON="rate limited (429)" ;;
+    5??) REASON="server error ($status): $(error_message "$out")" ;;
+    409) REASON="conflict (409): $(error_message "$out")" ;;
+    401) fatal "$what: authentication failed (401) with key $STRIPE_SECRET_KEY at $STRIPE_API_BASE:" \
+               "$(error_message "$out") — check STRIPE_SECRET_KEY (.env.local)" ;;
+    403) fatal "$what: permission denied (403) for key $STRIPE_SECRET_KEY: $(error_message "$out")" ;;
+    404)
+      REASON=$(error_message "$out")
+      if [[ $REASON == "Unrecognized request URL"* || -z $REASON ]]; then
+        local endpoint=${url#"$STRIPE_API_BASE"}
+        fatal "$what: $STRIPE_API_BASE has no endpoint GET ${endpoint%%\?*} (404: $REASON)"
+      fi
+      return 4 ;;
+    *) fatal "$what: HTTP $status from ${url#"$STRIPE_API_BASE"}: $(error_message "$out")" ;;
+  esac
+}
+
+# retry_wait ATTEMPT SHOULD_RETRY RETRY_AFTER WHAT (after judge_failure): fatal when Stripe says a
+# retry would not help (its word beats our guess) or the retries are spent; else WAIT_S, logged.
+retry_wait() {
+  local attempt=$1 should=$2 retry_after=$3 what=$4 retry=1
+  [[ $REASON == "conflict (409)"* ]] && retry=0
+  if [[ $should == true ]]; then retry=1; elif [[ $should == false ]]; then retry=0; fi
+  if (( ! retry )); then fatal "$what: $REASON (Stripe-Should-Retry: false)"; fi
+  if (( attempt > FETCH_MAX_RETRIES )); then
+    fatal "$what: giving up after $attempt attempts: $REASON"
+  fi
+  WAIT_S=$retry_after
+  [[ $WAIT_S =~ ^[0-9]+$ ]] || WAIT_S=$(backoff_seconds "$attempt")
+  log "$what: $REASON; retry $attempt/$FETCH_MAX_RETRIES in ${WAIT_S}s"
+}
+
 # http_get URL OUT what → 0 with the body in OUT on 200; 4 on "No such …" 404s (the caller decides);
 # anything else fatal after the retries it deserves.
 http_get() {
-  local url=$1 out=$2 what=$3 attempt=0 status rc retry should wait_s reason
+  local url=$1 out=$2 what=$3 attempt=0 status rc judged
   local headers=$out.headers
   while true; do
     check_abort
@@ -336,57 +402,45 @@ http_get() {
     if (( rc != 0 )); then status=000; fi
     printf '%s %s\n' "$status" "$EPOCHREALTIME" >>"$WORK_DIR/requests.log"
     if [[ $status == 200 ]]; then return 0; fi
-
-    retry=0 wait_s=""
-    should=""
-    if [[ -s $headers ]]; then should=$(header_value "$headers" stripe-should-retry); fi
-    case $status in
-      000) retry=1 reason="network error: $(head -c 200 "$out.curlerr")" ;;
-      429) retry=1 reason="rate limited (429)" ;;
-      5??) retry=1 reason="server error ($status): $(error_message "$out")" ;;
-      409) reason="conflict (409): $(error_message "$out")" ;;
-      401) fatal "$what: authentication failed (401) with key $STRIPE_SECRET_KEY at $STRIPE_API_BASE:" \
-                 "$(error_message "$out") — check STRIPE_SECRET_KEY (.env.local)" ;;
-      403) fatal "$what: permission denied (403) for key $STRIPE_SECRET_KEY: $(error_message "$out")" ;;
-      404)
-        reason=$(error_message "$out")
-        if [[ $reason == "Unrecognized request URL"* || -z $reason ]]; then
-          local endpoint=${url#"$STRIPE_API_BASE"}
-          fatal "$what: $STRIPE_API_BASE has no endpoint GET ${endpoint%%\?*} (404: $reason)"
-        fi
-        return 4 ;;
-      *) fatal "$what: HTTP $status from ${url#"$STRIPE_API_BASE"}: $(error_message "$out")" ;;
-    esac
-    # Stripe says when a retry would or would not help; its word beats our guess
-    if [[ $should == true ]]; then retry=1; elif [[ $should == false ]]; then retry=0; fi
-    if (( ! retry )); then fatal "$what: $reason (Stripe-Should-Retry: false)"; fi
+    judged=0
+    judge_failure "$status" "$out" "$what" "$url" "$(head -c 200 "$out.curlerr")" || judged=$?
+    if (( judged == 4 )); then return 4; fi
     attempt=$(( attempt + 1 ))
-    if (( attempt > FETCH_MAX_RETRIES )); then
-      fatal "$what: giving up after $attempt attempts: $reason"
-    fi
-    wait_s=$(header_value "$headers" retry-after)
-    [[ $wait_s =~ ^[0-9]+$ ]] || wait_s=$(backoff_seconds "$attempt")
-    log "$what: $reason; retry $attempt/$FETCH_MAX_RETRIES in ${wait_s}s"
-    pause "$wait_s"
+    retry_wait "$attempt" "$(header_value "$headers" stripe-should-retry)" \
+      "$(header_value "$headers" retry-after)" "$what"
+    pause "$WAIT_S"
   done
 }
 
 # ---- pages of one list ------------------------------------------------------------------------
 
 # Split a list page into "has_more count last_id" (first line) and its objects, one per line.
-split_page() {  # $1 response, $2 objects out → echoes the head line
-  local head
-  { IFS= read -r head && cat >"$2"; } < <(jq -c -r \
-    'if .object == "list" and (.data | type) == "array"
-     then "\(.has_more) \(.data | length) \(.data[-1].id // "-")", .data[]
+# With ENVELOPES (dotted paths of lists embedded in each object, comma-separated), the same jq
+# run writes to NEEDS the "envelope id last_item_id" of each embedded list that has more, so
+# completing them reads no page again.
+split_page() {  # $1 response, $2 objects out [$3 envelopes, $4 needs out] → echoes the head line
+  local head n=0 line
+  { IFS= read -r head && if [[ -n ${4:-} ]]; then
+      IFS= read -r n
+      while (( n > 0 )) && IFS= read -r line; do printf '%s\n' "$line"; n=$(( n - 1 )); done >"$4"
+    fi && cat >"$2"; } < <(jq -c -r --arg envelopes "${3:-}" \
+    '. as $root | if .object == "list" and (.data | type) == "array"
+     then "\(.has_more) \(.data | length) \(.data[-1].id // "-")",
+       (if $envelopes == "" then empty else
+         [$envelopes | split(",")[] as $env | ($env | split(".")) as $e
+          | $root.data[] | select(getpath($e + ["has_more"]) == true)
+          | "\($env) \(.id) \(getpath($e + ["data"]) | .[-1].id // "-")"] as $needs
+         | ($needs | length), $needs[] end),
+       .data[]
      else "not-a-list" end' "$1" 2>/dev/null)
   printf '%s' "${head:-not-json}"
 }
 
-# fetch_pages NAME PATH QUERY: every page of one list into $WORK_DIR/NAME/page-*.jsonl, resuming
-# from the state a stopped run left. Sets PAGES, OBJECTS.
+# fetch_pages NAME PATH QUERY [ENVELOPES]: every page of one list into
+# $WORK_DIR/NAME/page-*.jsonl (with ENVELOPES, the embedded lists to complete in page-*.needs),
+# resuming from the state a stopped run left. Sets PAGES, OBJECTS.
 fetch_pages() {
-  local name=$1 path=$2 query=$3
+  local name=$1 path=$2 query=$3 envelopes=${4:-} page_file
   local dir=$WORK_DIR/$name fingerprint state_line head has_more=true count last cursor="" url
   fingerprint="$STRIPE_API_BASE$path?$query limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
   PAGES=0 OBJECTS=0
@@ -403,7 +457,9 @@ fetch_pages() {
   while [[ $has_more == true ]]; do
     url="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor:+&starting_after=$cursor}"
     http_get "$url" "$dir/response" "$name" || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
-    head=$(split_page "$dir/response" "$dir/page.tmp")
+    printf -v page_file '%s/page-%05d' "$dir" $(( PAGES + 1 ))
+    # a page refetched after a kill rewrites its .needs; a .needs without its page is unused
+    head=$(split_page "$dir/response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page_file.needs}")
     read -r has_more count last <<<"$head"
     if [[ $has_more != true && $has_more != false ]]; then
       fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
@@ -412,7 +468,7 @@ fetch_pages() {
       fatal "$name: has_more is true on an empty page; cannot paginate"
     fi
     PAGES=$(( PAGES + 1 )) OBJECTS=$(( OBJECTS + count ))
-    mv "$dir/page.tmp" "$dir/page-$(printf '%05d' "$PAGES").jsonl"
+    mv "$dir/page.tmp" "$page_file.jsonl"
     # the page is on disk before the state says so: a kill in between refetches one page, no more
     [[ $last != - ]] && cursor=$last
     printf '%s\n%s %s %s %s\n' "$fingerprint" "$PAGES" "$OBJECTS" "${cursor:--}" "$has_more" \
@@ -441,6 +497,8 @@ complete_embedded() {
   IFS=, read -r -a specs <<<"$embedded"
   for page in "$WORK_DIR/$name"/page-*.jsonl; do
     [[ -f $page ]] || continue
+    # the page's jq run found no list with more (a page saved by an older fetch has no .needs)
+    [[ -f ${page%.jsonl}.needs && ! -s ${page%.jsonl}.needs ]] && continue
     for spec in "${specs[@]}"; do
       complete_page_lists "$name" "$page" "${spec%%|*}" "${spec#*|}"
     done
@@ -485,20 +543,34 @@ complete_page_lists() {
     done
     jq -c -s --arg id "$parent" '{id: $id, data: .}' "$dir/items.jsonl" >>"$more"
     n=$(( n + 1 ))
-  done < <(jq -r --arg envelope "$envelope" \
-    '($envelope | split(".")) as $e | select(getpath($e + ["has_more"]) == true)
-     | "\(.id) \(getpath($e + ["data"]) | .[-1].id // "-")"' "$page")
+  done < <(page_needs "$page" "$envelope")
   if (( n > 0 )); then
     jq -c --arg envelope "$envelope" --slurpfile more "$more" \
       '($envelope | split(".")) as $e | ($more | map({key: .id, value: .data}) | from_entries) as $m
        | if $m[.id] then setpath($e + ["data"]; getpath($e + ["data"]) + $m[.id])
          | setpath($e + ["has_more"]; false) else . end' "$page" >"$page.tmp" \
       || fatal "$name: cannot merge the pages of $envelope into $page"
+    # the needs go first: a page without them is read again, never completed twice
+    rm -f "${page%.jsonl}.needs"
     mv "$page.tmp" "$page"
     EMBEDDED_DONE=$(( EMBEDDED_DONE + n ))
   fi
   rm -f "$more" "$dir/items.jsonl" "$dir/items.page" "$dir/response" "$dir/response.headers" \
     "$dir/response.curlerr"
+}
+
+# page_needs PAGE ENVELOPE → "id last_item_id" of each ENVELOPE list in PAGE that has more
+page_needs() {
+  local needs=${1%.jsonl}.needs env id last
+  if [[ -f $needs ]]; then
+    while read -r env id last; do
+      if [[ $env == "$2" ]]; then printf '%s %s\n' "$id" "$last"; fi
+    done <"$needs"
+    return 0
+  fi
+  jq -r --arg envelope "$2" \
+    '($envelope | split(".")) as $e | select(getpath($e + ["has_more"]) == true)
+     | "\(.id) \(getpath($e + ["data"]) | .[-1].id // "-")"' "$1"
 }
 
 # ---- writing a resource file ------------------------------------------------------------------
@@ -535,7 +607,11 @@ closing_line() {  # NAME OBJECTS PAGES SECONDS
 fetch_resource() {
   local name=$1 path=$2 query=$3 embedded=${4:--} start
   start=$(now_us)
-  fetch_pages "$name" "$path" "$query"
+  local envelopes="" spec
+  local -a specs=()
+  [[ $embedded == - ]] || IFS=, read -r -a specs <<<"$embedded"
+  for spec in "${specs[@]}"; do envelopes+=${envelopes:+,}${spec%%|*}; done
+  fetch_pages "$name" "$path" "$query" "$envelopes"
   complete_embedded "$name" "$embedded"
   local seconds
   seconds=$(seconds_since "$start")
@@ -552,38 +628,148 @@ fetch_resource() {
 # sees at the very end of the body. Anything else goes through jq (always right, just slower).
 LAST_PAGE_RE='"has_more":[[:space:]]*false,[[:space:]]*"url":[[:space:]]*"[^"]*"[[:space:]]*[}][[:space:]]*$'
 
-# All of one customer's payment methods (every page) into done/<cus>.json — the raw list bodies
-# back to back, parsed once at merge time; skipped when a stopped run already finished it.
-fetch_customer_methods() {
-  local cus=$1 path=$2 query=$3 dir=$WORK_DIR/payment_methods
-  local done_file=$dir/done/$cus.json work=$dir/work/$cus cursor="" pages=0 body head
-  local has_more count last url status
-  [[ -f $done_file ]] && return 0
-  : >"$work.json"
-  while true; do
-    url="$STRIPE_API_BASE${path//\{customer\}/$cus}?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor:+&starting_after=$cursor}"
-    status=0
-    http_get "$url" "$work.response" "payment_methods ($cus)" || status=$?
-    if (( status == 4 )); then
-      # the customer was deleted after the customer list was read: nothing to fetch for it
-      log "payment_methods: $cus: $(error_message "$work.response"); skipped"
-      break
+# config_string VALUE: QUOTED, VALUE quoted for a curl config file (no subshell: once a request)
+config_string() {
+  local v=${1//\\/\\\\}
+  QUOTED="\"${v//\"/\\\"}\""
+}
+
+# fetch_methods_batch PATH QUERY CUSTOMER…: every page of these customers' payment methods, each
+# customer's raw list bodies back to back in done/<cus>.json (parsed once, at merge time). One
+# curl per round sends the round's requests over one connection (a config on its stdin, the key
+# with it: never on a command line), at the budget's pace when there is one (the round claims its
+# slots at once); a --write-out line per request says how it went. Customers with another page,
+# or whose request is to be retried, go to the next round; a round that met 429s, 5xx or network
+# errors first waits (Retry-After when given, else backoff). Finished customers are moved into
+# done/ after each round: a stopped run fetches them again only if they were not.
+fetch_methods_batch() {
+  local path=$1 query=$2
+  shift 2
+  local dir=$WORK_DIR/payment_methods
+  local work=$dir/work/$BASHPID
+  local -a pending=("$@") retrying finished urls moves
+  local -A cursor=() attempts=() pages=() seen=()
+  local common cus url i config idx code exitcode errmsg body head has_more count last judged
+  local wait_us longest log_fd err_file=$work/curl.err status what
+  mkdir -p "$work"
+  common=$'silent\nshow-error\n'
+  [[ -n $CURL_RATE ]] && common+="rate = \"$CURL_RATE\""$'\n'
+  local auth version
+  config_string "$AUTH_HEADER"
+  auth="header = $QUOTED"
+  config_string "Stripe-Version: $STRIPE_API_VERSION"
+  version="header = $QUOTED"
+  while (( ${#pending[@]} > 0 )); do
+    check_abort
+    budget_wait "${#pending[@]}"
+    config=$common
+    urls=()
+    for i in "${!pending[@]}"; do
+      cus=${pending[i]}
+      url="$STRIPE_API_BASE${path//\{customer\}/$cus}?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor[$cus]:+&starting_after=${cursor[$cus]}}"
+      urls[i]=$url
+      (( i == 0 )) || config+=$'next\n'
+      config_string "$url"
+      config+="url = $QUOTED"$'\n'
+      config_string "$work/$cus.page"
+      config+="output = $QUOTED"$'\n'
+      config_string "$work/$cus.headers"
+      config+="dump-header = $QUOTED
+$auth
+$version
+globoff
+connect-timeout = 10
+max-time = $FETCH_TIMEOUT
+write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
+"
+    done
+    retrying=() finished=() longest=0 seen=()
+    exec {log_fd}>>"$WORK_DIR/requests.log"
+    while IFS='|' read -r idx code exitcode errmsg; do
+      [[ $idx =~ ^[0-9]+$ && -n ${pending[idx]:-} ]] || continue
+      seen[$idx]=1
+      cus=${pending[idx]}
+      status=$code
+      [[ $exitcode == 0 ]] || status=000
+      printf '%s %s\n' "$status" "$EPOCHREALTIME" >&"$log_fd"
+      what="payment_methods ($cus)"
+      if [[ $status == 200 ]]; then
+        attempts[$cus]=0
+        pages[$cus]=$(( ${pages[$cus]:-0} + 1 ))
+        body=""
+        IFS= read -r -d '' body <"$work/$cus.page" || true
+        printf '%s' "$body" >>"$work/$cus.json"
+        # most customers have one page, which a builtin regex recognises; others go through jq
+        if [[ $body =~ $LAST_PAGE_RE ]]; then
+          finished+=("$cus")
+          continue
+        fi
+        head=$(split_page "$work/$cus.page" /dev/null)
+        read -r has_more count last <<<"$head"
+        [[ $has_more == true || $has_more == false ]] \
+          || fatal "payment_methods: $cus: not a Stripe list ($head)"
+        : "$count"
+        if [[ $has_more == true && $last != - ]]; then
+          cursor[$cus]=$last
+          retrying+=("$cus")
+        else
+          finished+=("$cus")
+        fi
+        continue
+      fi
+      judged=0
+      judge_failure "$status" "$work/$cus.page" "$what" "${urls[idx]}" "$errmsg" || judged=$?
+      if (( judged == 4 )); then
+        # the customer was deleted after the customer list was read: nothing to fetch for it
+        log "payment_methods: $cus: $(error_message "$work/$cus.page"); skipped"
+        : >>"$work/$cus.json"
+        finished+=("$cus")
+        continue
+      fi
+      attempts[$cus]=$(( ${attempts[$cus]:-0} + 1 ))
+      # no answer, no headers (the file may be an earlier attempt's)
+      [[ $status == 000 ]] && rm -f "$work/$cus.headers"
+      retry_wait "${attempts[$cus]}" "$(header_value "$work/$cus.headers" stripe-should-retry)" \
+        "$(header_value "$work/$cus.headers" retry-after)" "$what"
+      retrying+=("$cus")
+      wait_us=$(seconds_to_us "$WAIT_S")
+      (( wait_us > longest )) && longest=$wait_us
+    done < <(curl --config - <<<"$config" 2>"$err_file")
+    exec {log_fd}>&-
+    # a curl that stopped early (killed, out of memory) reported only some requests: the rest
+    # are network errors, retried like any other
+    for i in "${!pending[@]}"; do
+      [[ -n ${seen[$i]:-} ]] && continue
+      cus=${pending[i]}
+      printf '000 %s\n' "$EPOCHREALTIME" >>"$WORK_DIR/requests.log"
+      REASON="network error: curl stopped: $(head -c 200 "$err_file")"
+      attempts[$cus]=$(( ${attempts[$cus]:-0} + 1 ))
+      retry_wait "${attempts[$cus]}" "" "" "payment_methods ($cus)"
+      retrying+=("$cus")
+      wait_us=$(seconds_to_us "$WAIT_S")
+      (( wait_us > longest )) && longest=$wait_us
+    done
+    if (( ${#finished[@]} > 0 )); then
+      moves=()
+      for cus in "${finished[@]}"; do
+        printf '%s\n' "${pages[$cus]:-0}" >>"$dir/pages.log"
+        moves+=("$work/$cus.json")
+      done
+      mv -t "$dir/done" -- "${moves[@]}" \
+        || fatal "payment_methods: cannot move finished customers into $dir/done"
     fi
-    pages=$(( pages + 1 ))
-    cat "$work.response" >>"$work.json"
-    IFS= read -r -d '' body <"$work.response" || true
-    [[ $body =~ $LAST_PAGE_RE ]] && break
-    head=$(split_page "$work.response" /dev/null)
-    read -r has_more count last <<<"$head"
-    [[ $has_more == true || $has_more == false ]] \
-      || fatal "payment_methods: $cus: not a Stripe list ($head)"
-    [[ $has_more == true && $last != - ]] || break
-    cursor=$last
-    : "$count"
+    pending=("${retrying[@]}")
+    if (( longest > 0 )); then
+      pause "$(printf '%d.%06d' $((longest / 1000000)) $((longest % 1000000)))"
+    fi
   done
-  mv "$work.json" "$done_file"
-  printf '%s\n' "$pages" >>"$dir/pages.log"
-  rm -f "$work.response" "$work.response.headers" "$work.response.curlerr"
+  rm -rf "$work"
+}
+
+seconds_to_us() {  # "1.500" or "2" → µs
+  local whole=${1%%.*} frac=000000
+  [[ $1 == *.* ]] && frac=${1#*.}000000
+  printf '%d' $(( 10#${whole:-0} * 1000000 + 10#${frac:0:6} ))
 }
 
 # fetch_payment_methods PATH QUERY CUSTOMER_IDS_FILE: every customer's methods, FETCH_CONCURRENCY
@@ -601,22 +787,42 @@ fetch_payment_methods() {
   fi
   rm -rf "$dir/work"
   mkdir -p "$dir/work"
-  total=$(wc -l <"$ids_file")
+  local -a listed todo
+  local cus batch i
+  mapfile -t listed <"$ids_file"
+  total=${#listed[@]}
+  for cus in "${listed[@]}"; do
+    [[ -n $cus && ! -f $dir/done/$cus.json ]] && todo+=("$cus")
+  done
+  # a batch per worker when no budget paces them (the fewer curls the better, but short enough
+  # that a killed fetch's workers notice within a second); with a budget, about half a second of
+  # the worker's share, so the workers' batches interleave and none holds the budget long
+  if (( BUDGET_GAP_US == 0 )); then
+    batch=$(( (${#todo[@]} + FETCH_CONCURRENCY - 1) / FETCH_CONCURRENCY ))
+  elif [[ -n $CURL_RATE ]]; then
+    batch=$(( 500000 / BUDGET_GAP_US / FETCH_CONCURRENCY ))
+  else
+    batch=1  # a curl without --rate cannot pace a batch
+  fi
+  (( batch > FETCH_BATCH )) && batch=$FETCH_BATCH
+  (( batch < 1 )) && batch=1
   log "payment_methods: $total customers, $FETCH_CONCURRENCY at a time"
-  while IFS= read -r cus; do
-    [[ -n $cus ]] || continue
+  # progress counts finished batches (about `batch` customers each), not started ones
+  n=$(( total - ${#todo[@]} ))
+  for (( i = 0; i < ${#todo[@]}; i += batch )); do
     check_abort
-    fetch_customer_methods "$cus" "$path" "$query" &
-    running=$(( running + 1 )) n=$(( n + 1 ))
+    fetch_methods_batch "$path" "$query" "${todo[@]:i:batch}" &
+    running=$(( running + 1 ))
     if (( running >= FETCH_CONCURRENCY )); then
       wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
       running=$(( running - 1 ))
+      methods_progress
     fi
-    if (( n % 200 == 0 )); then log "payment_methods: $n/$total customers"; fi
-  done <"$ids_file"
+  done
   while (( running > 0 )); do
     wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
     running=$(( running - 1 ))
+    methods_progress
   done
   check_abort
   local pages objects seconds
@@ -632,6 +838,13 @@ fetch_payment_methods() {
   rm -rf "${WORK_DIR:?}/payment_methods"
   mark_fetched payment_methods
   closing_line payment_methods "$objects" "$pages" "$seconds"
+}
+
+methods_progress() {  # after a batch of fetch_payment_methods ended (its n, batch, total)
+  n=$(( n + batch ))
+  if (( n / 200 > (n - batch) / 200 && n < total )); then
+    log "payment_methods: $(( n / 200 * 200 ))/$total customers"
+  fi
 }
 
 # customer_ids FILE: the customers whose payment methods to fetch — from customers.json when this

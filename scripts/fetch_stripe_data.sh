@@ -9,7 +9,9 @@
 # STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), JSON_DIR, RESOURCES;
 # FETCH_RATE (requests/s for the whole fetch, default 25 = Stripe's test-mode limit; 0 = none),
 # FETCH_CONCURRENCY (payment-method workers, default 8), FETCH_MAX_RETRIES (8),
-# FETCH_PAGE_LIMIT (100), FETCH_RESTART=1 (same as --restart: drop what a stopped fetch left).
+# FETCH_PAGE_LIMIT (100), FETCH_BATCH (most payment-method requests one curl sends over one
+# connection, 50), FETCH_RESTART=1 (same as --restart: drop what a stopped fetch left). Needs
+# curl 7.75 or newer (7.84 to send batches inside a budget).
 #
 # Global lists run concurrently, one page chain each; payment methods are listed per customer by
 # FETCH_CONCURRENCY workers once customers.json is written. All share one request budget.

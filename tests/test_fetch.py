@@ -18,6 +18,7 @@ from app.resources import BY_NAME, RESOURCES
 from tests.fetch_helpers import (
     FETCH,
     FETCH_PMS,
+    TEST_KEY,
     assert_files_match_sandbox,
     create_long_lists,
     objects_in,
@@ -306,3 +307,22 @@ def test_lock_of_a_dead_fetch_is_taken_over_once_its_workers_let_go(sandbox, tmp
     assert "is gone; waiting for its workers to stop" in first_line
     assert f"taking over the lock of the fetch (pid {dead.pid}," in stderr
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
+
+
+def test_key_never_appears_on_a_command_line(sandbox, tmp_path):
+    sandbox.seed(customers=20)
+    process = start_fetch(
+        sandbox.url,
+        tmp_path,
+        FETCH_RATE="30",
+        FETCH_CONCURRENCY="2",
+        RESOURCES="customers payment_methods",
+    )
+    seen = []
+    while process.poll() is None:
+        seen += processes_of(tmp_path)  # "pid command line" of the fetch and everything it runs
+        time.sleep(0.01)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert any(" curl " in f" {line} " for line in seen), "no curl was seen running"
+    assert not [line for line in seen if TEST_KEY in line]
