@@ -28,7 +28,9 @@ KEY = "sk_test_schema"
 # What the sandbox reaches, by kind: each must be a value of the schema's enum, and each must
 # appear in the account built below (so a status that stops being reachable fails too).
 STATUSES: dict[str, set[str]] = {
-    "subscription": {"active", "trialing", "past_due", "unpaid", "canceled", "incomplete"},
+    "subscription": {
+        "active", "trialing", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired",
+    },
     "invoice": {"draft", "open", "paid", "void", "uncollectible"},
     "payment_intent": {
         "requires_payment_method", "requires_confirmation", "requires_action", "requires_capture",
@@ -91,7 +93,7 @@ def _customer(api: Api, card: str | None = "pm_card_visa") -> str:
 
 def build_account(api: Api, sandbox: SandboxHandle) -> None:
     """Every status the sandbox can reach, through the API as a user would, and a seeded graph."""
-    sandbox.seed(customers=40, seed=25)
+    sandbox.seed(customers=60, seed=41)
     api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "enabled_events[]": "*"})
     api.post("/v1/tokens", {"card[number]": "4242424242424242", "card[exp_month]": "1",
                             "card[exp_year]": "2031"})  # fmt: skip

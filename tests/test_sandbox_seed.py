@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import requests
 
 from app.sandbox.seed import seed_store
@@ -32,7 +34,9 @@ def test_seeded_graph_is_consistent() -> None:
     tables = store.tables
     assert report["objects"] == sum(report["counts"].values()) + report["line_items"]
     statuses = {sub["status"] for sub in tables["subscription"].by_id.values()}
-    assert {"active", "canceled", "past_due"} <= statuses
+    assert {
+        "active", "canceled", "past_due", "unpaid", "incomplete", "incomplete_expired", "trialing",
+    } <= statuses  # fmt: skip
     for customer in tables["customer"].by_id.values():
         pm_id = customer["invoice_settings"]["default_payment_method"]
         if pm_id is not None:
@@ -60,15 +64,42 @@ def test_seeded_graph_is_consistent() -> None:
         assert charge["customer"] == pi["customer"] == invoice["customer"]
         assert charge["created"] >= invoice["created"]
         assert sum(line["amount"] for line in invoice["lines"]["data"]) == invoice["total"]
-    open_invoices = [inv for inv in tables["invoice"].by_id.values() if inv["status"] == "open"]
-    for invoice in open_invoices:
-        payment = tables["invoice_payment"].by_id[
-            min(tables["invoice_payment"].ids_where("invoice", invoice["id"]))
-        ]
-        charge = tables["charge"].by_id[
-            tables["payment_intent"].by_id[payment["payment"]["payment_intent"]]["latest_charge"]
-        ]
-        assert charge["status"] == "failed" and invoice["amount_paid"] == 0
+    unsettled: Counter[str] = Counter()
+    for invoice in tables["invoice"].by_id.values():
+        if invoice["status"] not in ("open", "uncollectible", "void"):
+            continue
+        assert invoice["amount_paid"] == 0
+        payments = tables["invoice_payment"].ids_where("invoice", invoice["id"])
+        if not payments:  # send_invoice: the customer has yet to pay
+            assert invoice["collection_method"] == "send_invoice" and not invoice["attempted"]
+            unsettled["sent"] += 1
+            continue
+        payment = tables["invoice_payment"].by_id[min(payments)]
+        pi = tables["payment_intent"].by_id[payment["payment"]["payment_intent"]]
+        if invoice["status"] == "void":
+            assert (pi["status"], payment["status"]) == ("canceled", "canceled")
+            unsettled["void"] += 1
+        elif pi["status"] == "requires_action":
+            assert pi["latest_charge"] is None and pi["next_action"] is not None
+            unsettled["action"] += 1
+        else:
+            assert tables["charge"].by_id[pi["latest_charge"]]["status"] == "failed"
+            unsettled[invoice["status"]] += 1
+    assert set(unsettled) == {"sent", "void", "action", "open", "uncollectible"}, unsettled
+    for sub in tables["subscription"].by_id.values():
+        invoice = tables["invoice"].by_id[sub["latest_invoice"]]
+        expected = {"unpaid": "uncollectible", "incomplete_expired": "void", "past_due": "open"}
+        assert invoice["status"] == expected.get(sub["status"], invoice["status"])
+    for refund in tables["refund"].by_id.values():
+        charge = tables["charge"].by_id[refund["charge"]]
+        assert (
+            charge["amount_refunded"] == refund["amount"] and refund["created"] >= charge["created"]
+        )
+        assert charge["refunded"] == (refund["amount"] == charge["amount"])
+    assert {"requires_capture", "canceled", "requires_payment_method"} <= {
+        pi["status"] for pi in tables["payment_intent"].by_id.values()
+    }
+    assert "draft" in {inv["status"] for inv in tables["invoice"].by_id.values()}
 
 
 def test_seed_endpoint_fills_the_running_sandbox(sandbox: SandboxHandle) -> None:

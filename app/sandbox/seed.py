@@ -3,8 +3,14 @@
 Per customer: a card payment method (most customers, set as the invoice default), and for most
 of those a subscription to one or two catalogue prices, billed period by period up to a fixed
 end date — each period an invoice with its lines, an invoice_payment, a payment intent and a
-charge. Some subscriptions are canceled part-way, some trialing, and some have a declined last
-payment (past_due, with an open invoice and a failed charge). Each seeded object of the mirrored
+charge. The statuses are mixed as in a real account: some subscriptions are canceled part-way,
+some trialing; some have a declined last payment (past_due, an open invoice and a failed charge),
+some a declined payment whose retries are over (unpaid, the invoice uncollectible); some paid by
+a card that requires authentication (incomplete, the payment intent in requires_action, or after
+23 hours incomplete_expired, the invoice void and its payment intent canceled); some are billed
+with `send_invoice` (the latest invoice open, awaiting the customer). Some charges are refunded,
+whole or in part; some customers have one-off payment intents (authorized and not captured,
+abandoned, or without a payment method) and draft invoices. Each seeded object of the mirrored
 resources gets the event that announces it (`customer.created`, `payment_method.attached`,
 `charge.succeeded`, …), dated at the object's `created` and holding its final state, so that a
 sync from `/v1/events` (or webhooks) sees every seeded object. The same `seed` on the same
@@ -45,6 +51,9 @@ _GOOD_CARDS = [
     TEST_CARDS[n] for n in ("visa", "visa", "visa", "mastercard", "amex", "discover", "visa_debit")
 ]
 _DECLINING_CARD = TEST_CARDS["chargeDeclinedInsufficientFunds"]
+_AUTHENTICATING_CARD = TEST_CARDS["authenticationRequired"]
+# Stripe expires a subscription whose first payment is still unsettled after 23 hours.
+_INCOMPLETE_HOURS = 23
 # The event that announces each seeded object (Stripe has no `*.created` for these two).
 _CREATED_EVENTS = {
     "product": "product.created",
@@ -55,14 +64,16 @@ _CREATED_EVENTS = {
     "invoice": "invoice.created",
     "payment_intent": "payment_intent.created",
     "charge": "charge.succeeded",
+    "refund": "refund.created",
 }
 
 
 class _Batch:
     """Objects per table, with store sequence numbers, inserted in one sort per table at the end."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, rng: random.Random) -> None:
         self.store = store
+        self.rng = rng
         self.rows: dict[str, list[tuple[Obj, int]]] = {name: [] for name in store.tables}
         self.line_items = 0
 
@@ -157,8 +168,11 @@ def _catalogue(batch: _Batch, ids: IdFactory, rng: random.Random, customers: int
 
 def _bill_period(
     batch: _Batch, ids: IdFactory, cus: Obj, sub: Obj, pm: Obj, *, period_start: int,
-    period_end: int, billing_reason: str, declined: bool, trial: bool,
+    period_end: int, billing_reason: str, outcome: str, trial: bool,
 ) -> Obj:  # fmt: skip
+    """One period's invoice; `outcome`: `paid`, `declined`, `action` (the card requires
+    authentication) or `sent` (a send_invoice invoice the customer has yet to pay)."""
+    rng = batch.rng
     livemode = batch.store.livemode
     invoice_id = ids.new("in")
     lines = []
@@ -177,7 +191,8 @@ def _bill_period(
     inv = objects.invoice(
         invoice_id, period_start, livemode, customer_obj=cus, currency="usd", lines=lines,
         billing_reason=billing_reason, period_start=period_start, period_end=period_start,
-        subscription=sub["id"], auto_advance=True,
+        subscription=sub["id"], auto_advance=True, collection_method=sub["collection_method"],
+        days_until_due=sub["days_until_due"],
     )  # fmt: skip
     sequence = cus["next_invoice_sequence"]
     cus["next_invoice_sequence"] = sequence + 1
@@ -199,22 +214,31 @@ def _bill_period(
             status_transitions={**inv["status_transitions"], "paid_at": finalized},
         )
         return inv
+    if outcome == "sent":
+        return inv
     paid_at = finalized + 5
     pi = objects.payment_intent(
         ids.new("pi"), finalized, livemode, amount=inv["amount_due"], currency="usd",
         customer=cus["id"], payment_method=pm["id"], description="Subscription update"
         if billing_reason == "subscription_cycle" else "Subscription creation",
     )  # fmt: skip
+    declined = outcome == "declined"
+    inpay = objects.invoice_payment(
+        ids.new("inpay"), finalized, livemode, invoice=invoice_id, payment_intent=pi["id"],
+        amount=pi["amount"], currency="usd", paid_at=None if outcome != "paid" else paid_at,
+    )  # fmt: skip
+    batch.add("payment_intent", pi)
+    batch.add("invoice_payment", inpay)
+    if outcome == "action":
+        pi.update(status="requires_action", next_action=objects.three_d_secure_action(pi["id"]))
+        inv.update(attempted=True, attempt_count=1)
+        return inv
     card = _DECLINING_CARD if declined else objects.card_for(pm["card"])
     ch = objects.charge(
         ids.new("ch"), paid_at, livemode, amount=pi["amount"], currency="usd", customer=cus["id"],
         payment_intent=pi["id"], payment_method=pm["id"], card=pm["card"],
         billing=pm["billing_details"], balance_transaction=ids.new("txn"),
         description=pi["description"], declined=card if declined else None,
-    )  # fmt: skip
-    inpay = objects.invoice_payment(
-        ids.new("inpay"), finalized, livemode, invoice=invoice_id, payment_intent=pi["id"],
-        amount=pi["amount"], currency="usd", paid_at=None if declined else paid_at,
     )  # fmt: skip
     if declined:
         pi.update(status="requires_payment_method", latest_charge=ch["id"], payment_method=None)
@@ -226,10 +250,24 @@ def _bill_period(
             attempt_count=1,
             status_transitions={**inv["status_transitions"], "paid_at": paid_at},
         )  # fmt: skip
-    batch.add("payment_intent", pi)
     batch.add("charge", ch)
-    batch.add("invoice_payment", inpay)
+    if not declined and rng.random() < 0.03:
+        _refund(batch, ids, ch, whole=rng.random() < 0.7)
     return inv
+
+
+def _refund(batch: _Batch, ids: IdFactory, ch: Obj, *, whole: bool) -> None:
+    """A refund some days after the charge (before the seed's end), whole or half."""
+    rng = batch.rng
+    created = min(ch["created"] + rng.randrange(3600, 10 * 86400), SEED_END - 1)
+    amount = ch["amount"] if whole else ch["amount"] // 2
+    refund = objects.refund(
+        ids.new("re"), max(created, ch["created"]), batch.store.livemode, charge=ch,
+        amount=amount, balance_transaction=ids.new("txn"),
+        reason=rng.choice(("requested_by_customer", "requested_by_customer", "duplicate", None)),
+    )  # fmt: skip
+    ch.update(amount_refunded=amount, refunded=whole)
+    batch.add("refund", refund)
 
 
 def seed_store(store: Store, *, customers: int, seed: int = 0) -> dict[str, Any]:
@@ -253,7 +291,7 @@ def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
     state = f"{seed}:{store.counts()['customer']}:{store.counts()['product']}"
     rng = random.Random(state)
     ids = IdFactory(int.from_bytes(state.encode(), "big") % (1 << 63))
-    batch = _Batch(store)
+    batch = _Batch(store, rng)
     livemode = store.livemode
     plans = _catalogue(batch, ids, rng, customers)
     history = _HISTORY_DAYS * 86400
@@ -282,6 +320,8 @@ def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
             ),
         )  # fmt: skip
         cus["invoice_settings"] = objects.invoice_settings(pm["id"])
+        if rng.random() < 0.03:
+            _one_off(batch, ids, cus, pm)
         if rng.random() < 0.2:
             continue
         _seed_subscription(batch, ids, rng, cus, pm, plans)
@@ -317,6 +357,15 @@ def _seed_subscription(
     sub_id = ids.new("sub")
     roll = rng.random()
     trial = roll < 0.05 and SEED_END - start < 14 * 86400
+    declines = 0.15 <= roll < 0.2  # past_due
+    unpaid = 0.2 <= roll < 0.22  # declined, retries over
+    authenticates = 0.22 <= roll < 0.24  # incomplete, or incomplete_expired
+    sent = 0.24 <= roll < 0.28  # send_invoice
+    if authenticates:
+        pm["card"] = objects.card_details(_AUTHENTICATING_CARD, pm["card"]["exp_month"],
+                                          pm["card"]["exp_year"])  # fmt: skip
+        if roll < 0.225:  # the customer is still to authenticate: a recent sign-up
+            start = max(start, SEED_END - rng.randrange(_INCOMPLETE_HOURS * 3600))
     period_end = start + 14 * 86400 if trial else objects.add_interval(start, rec["interval"])
     items = [
         objects.subscription_item(
@@ -329,27 +378,51 @@ def _seed_subscription(
         status="trialing" if trial else "active", start_date=start,
         billing_cycle_anchor=period_end if trial else start,
         trial_start=start if trial else None, trial_end=period_end if trial else None,
+        collection_method="send_invoice" if sent else "charge_automatically",
+        days_until_due=30 if sent else None,
     )  # fmt: skip
     cancel_at = SEED_END - rng.randrange(60 * 86400) if 0.05 <= roll < 0.15 else None
-    declines = 0.15 <= roll < 0.2
     period_start, reason = start, "subscription_create"
     inv = _bill_period(
         batch, ids, cus, sub, pm, period_start=start, period_end=period_end,
-        billing_reason=reason, declined=False, trial=trial,
+        billing_reason=reason, outcome="action" if authenticates else "paid", trial=trial,
     )  # fmt: skip
-    while period_end <= SEED_END and not trial and (cancel_at is None or period_end < cancel_at):
+    while (
+        period_end <= SEED_END
+        and not trial
+        and not authenticates
+        and (cancel_at is None or period_end < cancel_at)
+    ):
         period_start = period_end
         period_end = objects.add_interval(period_start, rec["interval"])
         last = period_end > SEED_END
+        outcome = "paid"
+        if last and (declines or unpaid):
+            outcome = "declined"
+        elif last and sent:
+            outcome = "sent"
         inv = _bill_period(
             batch, ids, cus, sub, pm, period_start=period_start, period_end=period_end,
-            billing_reason="subscription_cycle", declined=declines and last, trial=False,
+            billing_reason="subscription_cycle", outcome=outcome, trial=False,
         )  # fmt: skip
     item = {**items[0], "current_period_start": period_start, "current_period_end": period_end}
     # a copy: an update of the stored item must not change the subscription (nor its events)
     sub["items"] = objects.item_list(sub_id, [dict(item)])
     sub["latest_invoice"] = inv["id"]
-    if inv["status"] == "open":
+    if inv["status"] == "open" and authenticates:
+        if SEED_END - start < _INCOMPLETE_HOURS * 3600:
+            sub["status"] = "incomplete"
+        else:
+            _expire(batch, sub, inv, start + _INCOMPLETE_HOURS * 3600)
+    elif inv["status"] == "open" and unpaid and inv["attempted"]:
+        marked = min(inv["created"] + 7 * 86400, SEED_END - 60)
+        inv.update(
+            status="uncollectible",
+            next_payment_attempt=None,
+            status_transitions={**inv["status_transitions"], "marked_uncollectible_at": marked},
+        )
+        sub["status"] = "unpaid"
+    elif inv["status"] == "open" and inv["attempted"]:
         sub["status"] = "past_due"
     if cancel_at is not None and cancel_at > start:
         sub.update(
@@ -359,3 +432,66 @@ def _seed_subscription(
         )  # fmt: skip
     batch.add("subscription_item", item)
     batch.add("subscription", sub)
+
+
+def _expire(batch: _Batch, sub: Obj, inv: Obj, when: int) -> None:
+    """Stripe's end of an incomplete subscription: incomplete_expired, its invoice void and the
+    invoice's payment intent canceled (`void_invoice`)."""
+    inv.update(status="void", status_transitions={**inv["status_transitions"], "voided_at": when})
+    sub.update(status="incomplete_expired", ended_at=when)
+    # the subscription's only period was billed last: its payment intent and invoice payment are
+    # the last ones added
+    for pi, _ in batch.rows["payment_intent"][-1:]:
+        pi.update(status="canceled", canceled_at=when, cancellation_reason="void_invoice",
+                  next_action=None)  # fmt: skip
+    for inpay, _ in batch.rows["invoice_payment"][-1:]:
+        inpay.update(status="canceled",
+                     status_transitions={"canceled_at": when, "paid_at": None})  # fmt: skip
+
+
+def _one_off(batch: _Batch, ids: IdFactory, cus: Obj, pm: Obj) -> None:
+    """A payment outside subscriptions: authorized and not yet captured, abandoned, or waiting
+    for a payment method; or a draft invoice being prepared."""
+    rng, livemode = batch.rng, batch.store.livemode
+    created = max(cus["created"] + 120, SEED_END - rng.randrange(6 * 86400))
+    amount = rng.choice((1500, 2500, 4900, 12000))
+    kind = rng.random()
+    if kind < 0.25:
+        lines = [
+            objects.line_item(
+                ids.new("il"), livemode, invoice="", amount=amount, currency="usd",
+                description="Consulting", period_start=created, period_end=created, quantity=1,
+                price_obj=objects.price("price_sandbox_adhoc", created, livemode,
+                                        product="prod_sandbox_adhoc", currency="usd",
+                                        unit_amount=amount),
+                invoice_item=ids.new("ii"),
+            )
+        ]  # fmt: skip
+        inv = objects.invoice(
+            ids.new("in"), created, livemode, customer_obj=cus, currency="usd", lines=lines,
+            billing_reason="manual", period_start=created, period_end=created,
+        )  # fmt: skip
+        for line in lines:
+            line["invoice"] = inv["id"]
+        batch.line_items += 1
+        batch.add("invoice", inv)
+        return
+    with_pm = kind >= 0.4
+    pi = objects.payment_intent(
+        ids.new("pi"), created, livemode, amount=amount, currency="usd", customer=cus["id"],
+        payment_method=pm["id"] if with_pm else None, description="One-off purchase",
+        capture_method="manual" if kind >= 0.7 else "automatic",
+    )  # fmt: skip
+    if kind >= 0.7 and not objects.card_for(pm["card"]).authentication:
+        ch = objects.charge(
+            ids.new("ch"), created + 5, livemode, amount=amount, currency="usd",
+            customer=cus["id"], payment_intent=pi["id"], payment_method=pm["id"],
+            card=pm["card"], billing=pm["billing_details"], balance_transaction=None,
+            description=pi["description"],
+        )  # fmt: skip
+        ch.update(captured=False, amount_captured=0)
+        pi.update(status="requires_capture", amount_capturable=amount, latest_charge=ch["id"])
+        batch.add("charge", ch)
+    elif with_pm:
+        pi.update(status="canceled", canceled_at=created + 3600, cancellation_reason="abandoned")
+    batch.add("payment_intent", pi)
