@@ -9,7 +9,7 @@ from typing import Any
 from app.sandbox import objects
 from app.sandbox.context import Context
 from app.sandbox.errors import InvalidRequestError
-from app.sandbox.params import Params, as_dict, as_str, param_name
+from app.sandbox.params import Params, as_dict, as_int, as_str, param_name
 from app.sandbox.store import Obj
 
 # Stripe's documented maximum for an amount: eight digits of the currency's smallest unit
@@ -35,6 +35,19 @@ def currency_param(params: Params, *, required: bool = True) -> str | None:
     if not re.fullmatch(r"[a-zA-Z]{3}", value):
         raise InvalidRequestError(f"Invalid currency: {value}", param="currency")
     return value.lower()
+
+
+def collection_terms(params: Params) -> tuple[str, int | None]:
+    """`collection_method` and `days_until_due`, which `send_invoice` requires."""
+    collection_method = as_str(params, "collection_method") or "charge_automatically"
+    days_until_due = as_int(params, "days_until_due", minimum=0)
+    if collection_method == "send_invoice" and days_until_due is None:
+        raise InvalidRequestError(
+            "Missing required param: days_until_due.",
+            code="parameter_missing",
+            param="days_until_due",
+        )
+    return collection_method, days_until_due
 
 
 def plain_changes(params: Params, fields: tuple[str, ...]) -> dict[str, Any]:

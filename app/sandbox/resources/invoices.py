@@ -16,6 +16,7 @@ from app.sandbox.params import (
 )
 from app.sandbox.resources.common import (
     check_amount,
+    collection_terms,
     currency_param,
     customer_of,
     deleted_stub,
@@ -27,14 +28,7 @@ from app.sandbox.store import Obj
 def create_invoice(ctx: Context, params: Params) -> Obj:
     cus = customer_of(ctx, params, required=True)
     assert cus is not None
-    collection_method = as_str(params, "collection_method") or "charge_automatically"
-    days_until_due = as_int(params, "days_until_due", minimum=0)
-    if collection_method == "send_invoice" and days_until_due is None:
-        raise InvalidRequestError(
-            "Missing required param: days_until_due.",
-            code="parameter_missing",
-            param="days_until_due",
-        )
+    collection_method, days_until_due = collection_terms(params)
     pm_id = as_str(params, "default_payment_method") or None
     if pm_id is not None:
         ctx.store.get("payment_method", pm_id, param="default_payment_method")

@@ -20,6 +20,7 @@ from app.sandbox.params import (
 from app.sandbox.resources.common import (
     MAX_TRIAL_DAYS,
     check_amount,
+    collection_terms,
     customer_of,
     plain_changes,
 )
@@ -104,14 +105,7 @@ def create_subscription(ctx: Context, params: Params) -> Obj:
         raise InvalidRequestError(
             f"Invalid payment_behavior: {payment_behavior}", param="payment_behavior"
         )
-    collection_method = as_str(params, "collection_method") or "charge_automatically"
-    days_until_due = as_int(params, "days_until_due", minimum=0)
-    if collection_method == "send_invoice" and days_until_due is None:
-        raise InvalidRequestError(
-            "Missing required param: days_until_due.",
-            code="parameter_missing",
-            param="days_until_due",
-        )
+    collection_method, days_until_due = collection_terms(params)
     pm_id = as_str(params, "default_payment_method") or None
     if pm_id is not None:
         pm = ctx.store.get("payment_method", pm_id, param="default_payment_method")
