@@ -26,12 +26,12 @@ from sqlalchemy import Engine
 
 from app.config import Settings, load_settings
 from app.db.session import get_engine, raw_cursor
+from app.errors import PipelineError
 from app.events import ApplyCounts, drain, store_events, valid_event
-from app.ingest import IngestResult, ingest, stripe_now
+from app.ingest import IngestResult, stripe_now
 from app.progress import ProgressBoard
-from app.rejects import RejectSink
 from app.resources import BY_NAME, Resource, load_order
-from app.sources import complete_embedded, read_api_objects
+from app.sources import complete_embedded
 from app.stripe_api import ApiPager, api_errors, budget_from_env
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def sync_events(
         )
     if report.refresh_reason:
         log.warning("sync: %s", report.refresh_reason)
-        report.refreshed = refresh(engine, settings, api, rejects_dir=rejects_dir, board=board)
+        report.refreshed = refresh(engine, settings, rejects_dir=rejects_dir, board=board)
         write_cursor(engine, settings, now, None, refreshed=True)
     else:
         assert cursor is not None
@@ -232,35 +232,31 @@ def sync_events(
 def refresh(
     engine: Engine,
     settings: Settings,
-    api: StripeApi | None = None,
     names: list[str] | None = None,
     *,
     rejects_dir: Any = None,
     board: ProgressBoard | None = None,
 ) -> list[IngestResult]:
-    """List resources whole from the API, upsert them, and soft-delete what Stripe no longer
-    lists (each resource's sweep runs only after its listing completed)."""
-    results = []
-    with RejectSink(rejects_dir or settings.rejects_dir) as rejects, engine.connect() as conn:
-        for resource in load_order(names):
-            rejects.start(resource.name)
-            listed_at = stripe_now()
-            task = board.task(resource.name) if board is not None else None
-            results.append(
-                ingest(
-                    conn,
-                    resource,
-                    read_api_objects(resource, settings),
-                    api_version=settings.stripe_api_version,
-                    rejects=rejects,
-                    source_name=f"{settings.stripe_api_base} {resource.name}",
-                    state_at=listed_at,
-                    sweep=True,
-                    progress=task,
-                )
-            )
-            if board is not None and task is not None:
-                board.finish(task)
+    """List resources whole from the API and load them as `make ingest-all SOURCE=api SWEEP=1`
+    does (every listing at once inside the request budget; each resource's sweep only after its
+    listing completed). A resource that failed fails the refresh: the cursor must not move."""
+    from app.ingest_command import run
+
+    results = run(
+        engine.url.render_as_string(hide_password=False),
+        load_order(names),
+        settings,
+        source="api",
+        json_dir=settings.json_dir,
+        single_file=None,
+        mode="upsert",
+        rejects_dir=rejects_dir or settings.rejects_dir,
+        sweep=True,
+        board=board,
+    )
+    failed = [f"{r.resource}: {r.error}" for r in results if r.error]
+    if failed:
+        raise PipelineError("the full load failed: " + "; ".join(failed))
     return results
 
 

@@ -462,3 +462,15 @@ def test_items_of_an_older_version_take_their_subscriptions_period(db):
         legacy["current_period_start"], UTC
     )
     assert item["current_period_end"] is not None
+
+
+def test_a_full_load_that_fails_starts_no_cursor(db, settings, sandbox_factory):
+    from app.errors import PipelineError
+    from app.sync import read_cursor
+
+    down = sandbox_factory()
+    down.stop()
+    offline = dataclasses.replace(settings, stripe_api_base=down.url)
+    with pytest.raises(PipelineError, match="cannot reach the Stripe API"):
+        sync_events(db, offline)
+    assert read_cursor(db, offline) is None  # the next pass loads everything again
