@@ -14,6 +14,7 @@ traceback too. Secrets are masked either way.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -26,6 +27,13 @@ from app.errors import PipelineError, first_line
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "STRIPE_MIRROR_DEBUG"
+
+
+def log_to_stderr(*, quiet: bool) -> None:
+    """The commands' log: messages alone on stderr; `-q` keeps warnings and errors only."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
 
 
 def add_debug_option(parser: argparse.ArgumentParser) -> None:

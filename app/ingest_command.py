@@ -19,7 +19,7 @@ import orjson
 import psycopg2
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.cli import add_debug_option
+from app.cli import add_debug_option, log_to_stderr
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
@@ -104,11 +104,7 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, resources: list[str] | None = None) -> int:
     args = build_parser(resources).parse_args(argv)
     fewer_malloc_arenas()
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     try:
         settings = load_settings()
         names = resources or parse_names(args.resources) or None

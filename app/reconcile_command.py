@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
-from app.cli import add_debug_option
+from app.cli import add_debug_option, log_to_stderr
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import sqlalchemy_url
@@ -109,11 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     try:
         settings = load_settings()
         chosen = load_order(parse_names(args.resources) or None)

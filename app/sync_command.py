@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import OperationalError
 
-from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option
+from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
 from app.config import load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
@@ -90,11 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     if args.interval <= 0 or args.overlap < 0 or args.retention_days <= 0:
         print("error: --interval and --retention-days must be positive", file=sys.stderr)
         return EXIT_FAILED

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cli import add_debug_option, run_command  # noqa: E402
+from app.cli import add_debug_option, log_to_stderr, run_command  # noqa: E402
 from app.config import PROJECT_ROOT, load_settings, mask_key, mask_secrets  # noqa: E402
 from app.errors import PipelineError  # noqa: E402
 from app.populate import check_allowed, load_fixtures, populate  # noqa: E402
@@ -43,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     add_debug_option(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     # the SDK logs every request at INFO: keep our own progress lines readable
     logging.getLogger("stripe").setLevel(logging.WARNING)
     try:
