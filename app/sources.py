@@ -126,9 +126,11 @@ _HEADER_LINES = 50
 
 
 def _one_per_line_or_split(handle: IO[bytes], path: Path, envelope: bool) -> Iterator[Any]:
-    """Fast path for the layout the fetchers write (one object per line inside the array): each
-    line is one object. Any other layout (pretty-printed, everything on one line…) goes to the
-    array splitter, skipping the objects the fast path has already yielded."""
+    """Fast path for the layouts the fetchers write and Stripe exports use: one object per line
+    inside the array, the comma between two objects at the end of a line or at the start of the
+    next (the fetchers write `,{…}`). Anything else (pretty-printed, everything on one line, a
+    missing or doubled comma…) goes to the array splitter, which names what is wrong, skipping
+    the objects the fast path has already yielded."""
     yielded = 0
     header = b""
     for number in range(_HEADER_LINES + 1):
@@ -137,15 +139,23 @@ def _one_per_line_or_split(handle: IO[bytes], path: Path, envelope: bool) -> Ite
         if not line or _OPENING[envelope].search(line.rstrip()) or number == _HEADER_LINES:
             break
     if _OPENING[envelope].search(header.rstrip()):
+        comma = None  # before the first object: None; then whether a comma followed the last
         for line in iter(lambda: handle.readline(strict_json.MAX_OBJECT_BYTES + 2), b""):
             text = line.strip()
-            if text.startswith(b"]"):
+            if text.startswith(b"]") and comma is not True:
                 _check_trailer(
                     header, text + handle.read(strict_json.MAX_OBJECT_BYTES), path, yielded
                 )
                 return
-            if text.endswith(b","):
-                text = text[:-1]
+            if text.startswith(b","):
+                if comma is not False:
+                    break  # a comma with no object before it, or a second one
+                text = text[1:].lstrip()
+            elif comma is False:
+                break  # two objects with no comma between them
+            comma = text.endswith(b",")
+            if comma:
+                text = text[:-1].rstrip()
             if not (text.startswith(b"{") and text.endswith(b"}")):
                 break  # not one object per line after all
             try:
