@@ -146,16 +146,40 @@ def too_deep(obj: Any, text: bytes | None = None) -> str | None:
 
 def depth_exceeds(obj: Any, limit: int) -> bool:
     """Whether objects and arrays nest deeper than `limit`: iterative, so any depth is safe."""
+    return _walk(obj, limit, finite=False) is not None
+
+
+_INFINITIES = (float("inf"), float("-inf"))
+
+
+def api_object_problem(obj: Any) -> str | None:
+    """Why an object decoded from an API answer cannot be stored exactly, or None: nested
+    deeper than MAX_DEPTH, or holding NaN or Infinity, which Python's json reader (the stripe
+    SDK's) accepts though they are not JSON, and which orjson would write as `null`."""
+    problem = _walk(obj, MAX_DEPTH, finite=True)
+    if problem == "deep":
+        return f"nested deeper than {MAX_DEPTH} levels (the limit; Stripe's objects stay under 20)"
+    if problem == "not finite":
+        return "holds NaN or Infinity, which JSON has no number for"
+    return None
+
+
+def _walk(obj: Any, limit: int, *, finite: bool) -> str | None:
+    """One pass over every container: "deep", "not finite" (with `finite`) or None."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value
+        value, depth = pop()
         if not isinstance(value, dict | list):
             continue
         if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+            return "deep"
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                push((child, depth + 1))
+            elif finite and child.__class__ is float and (child != child or child in _INFINITIES):
+                return "not finite"
+    return None
 
 
 # strings whole (or a lone quote: a string that goes on past the buffer), and structure

@@ -219,3 +219,21 @@ def test_check_db_reads_input_as_strictly_as_the_ingest(conn, tmp_path):
     assert customers.failures == 2  # the two set aside, named; nothing else differs
     named = {s["id"] for s in customers.findings["unreadable"].samples}
     assert named == {"cus_00000000000002", "cus_00000000000003"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_infinity_from_the_api_is_set_aside_never_written_as_null(value):
+    # Python's json reader (the stripe SDK's) accepts NaN and Infinity; orjson writes null
+    problem = strict_json.api_object_problem({"id": "cus_1", "metadata": {}, "x": [{"y": value}]})
+    assert problem is not None and "NaN or Infinity" in problem
+    assert strict_json.api_object_problem({"id": "cus_1", "x": [{"y": 1.5, "z": -0.0}]}) is None
+
+
+def test_an_api_object_nested_too_deeply_is_named():
+    deep: dict = {"id": "cus_1"}
+    inner = deep
+    for _ in range(strict_json.MAX_DEPTH):
+        inner["a"] = {}
+        inner = inner["a"]
+    problem = strict_json.api_object_problem(deep)
+    assert problem is not None and "nested deeper than 64" in problem

@@ -37,6 +37,20 @@ def test_spool_keeps_the_order_through_memory_and_file():
     assert rest[0]["big"] == 2**70 and rest[0]["text"] == "\ud800"  # exactly as listed
 
 
+def test_spooled_chunks_come_back_exactly_whichever_way_they_were_written():
+    spool = ListingSpool(memory_chunks=0)  # everything through the file
+    plain = {"id": "p", "f": 0.1, "z": -0.0, "u": 2**64 - 1, "n": None, "l": [{"b": True}]}
+    odd = {"id": "o", "big": -(2**70), "text": "a\udfffb"}  # JSON cannot hold these
+    chunks = [[plain], [odd, plain], [plain]]
+    for chunk in chunks:
+        spool.put(chunk)
+    spool.finish()
+    got = list(spool)
+    assert got == [plain, odd, plain, plain]
+    assert [list(o) for o in got] == [list(o) for o in [plain, odd, plain, plain]]  # key order
+    assert str(got[0]["z"]) == "-0.0" and type(got[0]["u"]) is int
+
+
 def test_spool_raises_the_listing_error_after_its_objects():
     spool = ListingSpool()
     spool.put([{"id": "a"}, {"id": "b"}])
