@@ -479,14 +479,9 @@ def _api_text(obj: Any) -> str:
 
 
 def api_client(settings: Any) -> stripe.StripeClient:
-    import stripe
+    from app.stripe_api import stripe_client
 
-    return stripe.StripeClient(
-        settings.stripe_secret_key,
-        base_addresses={"api": settings.stripe_api_base},
-        stripe_version=settings.stripe_api_version,
-        max_network_retries=3,
-    )
+    return stripe_client(settings)
 
 
 def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:

@@ -56,6 +56,35 @@ MAX_WORKERS = 64
 MAX_WAITING_PAGES = 16
 
 
+def stripe_client(settings: Any) -> stripe.StripeClient:
+    """The SDK's client for the configured account (STRIPE_ACCOUNT: a connected account),
+    retrying network errors, on an HTTP session that reads the environment once.
+
+    requests looks up ~/.netrc, the proxy variables and the CA bundle variables on every request
+    (a third of its CPU per request, 9% of a backfill's). The proxies for the API are read once
+    here (no_proxy honoured); the CA bundle is the SDK's own either way; and a ~/.netrc entry is
+    never wanted: requests would send it in place of the key's Authorization header.
+    """
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=MAX_WORKERS)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    base = settings.stripe_api_base
+    proxy = requests.utils.get_environ_proxies(base).get(base.split(":", 1)[0]) or None
+    return stripe.StripeClient(
+        settings.stripe_secret_key,
+        base_addresses={"api": settings.stripe_api_base},
+        stripe_version=settings.stripe_api_version,
+        stripe_account=settings.stripe_account or None,
+        max_network_retries=3,
+        http_client=stripe.RequestsClient(session=session, proxy=proxy),
+    )
+
+
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst` (a little slack for late wake-ups)."""
 

@@ -32,7 +32,7 @@ from app.ingest import IngestResult, stripe_now
 from app.progress import ProgressBoard
 from app.resources import BY_NAME, Resource, load_order
 from app.sources import complete_embedded
-from app.stripe_api import ApiPager, api_errors, budget_from_env
+from app.stripe_api import ApiPager, api_errors, budget_from_env, stripe_client
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,7 @@ class StripeApi:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = stripe.StripeClient(
-            settings.stripe_secret_key,
-            base_addresses={"api": settings.stripe_api_base},
-            stripe_version=settings.stripe_api_version,
-            stripe_account=settings.stripe_account or None,
-            max_network_retries=3,
-        )
+        self.client = stripe_client(settings)
         self.pager = ApiPager(budget_from_env())
 
     @property

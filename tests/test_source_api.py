@@ -153,3 +153,36 @@ def test_an_unreachable_api_says_what_to_start(settings):
     nowhere = dataclasses.replace(settings, stripe_api_base="http://127.0.0.1:1")
     with pytest.raises(FetchError, match="cannot reach the Stripe API at http://127.0.0.1:1"):
         list(read_api_objects(load_order(["products"])[0], nowhere))
+
+
+def test_a_connected_account_is_listed_not_the_platform(sandbox_factory, settings):
+    # STRIPE_ACCOUNT names the account to mirror: every listing request carries it, as every
+    # request of `make sync` does (a mirror of two accounts mixed would be wrong)
+    served = sandbox_factory()
+    served.seed(customers=3)
+    seen: list[str | None] = []
+    answer = served.sandbox.handle
+
+    def recording(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+        seen.append({k.lower(): v for k, v in headers.items()}.get("stripe-account"))
+        return answer(method, target, headers, body)
+
+    served.sandbox.handle = recording  # type: ignore[method-assign]
+    connected = dataclasses.replace(
+        settings, stripe_api_base=served.url, stripe_account="acct_1Connected"
+    )
+    from app.resources import BY_NAME
+
+    assert list(read_api_objects(BY_NAME["payment_methods"], connected))
+    assert seen and set(seen) == {"acct_1Connected"}
+
+
+def test_proxy_variables_are_honoured(settings, monkeypatch):
+    # requests no longer reads the environment per request: the proxies are read once
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(FetchError, match="cannot reach the Stripe API"):
+        list(read_api_objects(load_order(["products"])[0], settings))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert list(read_api_objects(load_order(["products"])[0], settings)) == []
