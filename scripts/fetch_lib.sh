@@ -3,13 +3,18 @@
 #
 # Layout while a fetch runs, under $JSON_DIR/.partial/ (kept when a fetch stops, so the next run
 # resumes; removed per resource once its file is written):
-#   <resource>/state            fingerprint line, then "pages objects cursor has_more"
-#   <resource>/page-00001.jsonl one object per line, each page written atomically
-#   <resource>/page-00001.needs the page's embedded lists that have more (none: empty)
+#   <resource>/list             fingerprint line: which list, page size, API version and key
+#   <resource>/ranges           the list's page chains, newest first: "chain gte lt" ("-": no bound)
+#   <resource>/c0001/state      one chain's "pages objects cursor has_more"
+#   <resource>/c0001/page-00001.jsonl  one object per line, each page written atomically
+#   <resource>/c0001/page-00001.needs  the page's embedded lists that have more (none: empty)
 #   payment_methods/done/<cus>.json    one file per customer whose methods are all fetched
 #   payment_methods/work/<worker>/     a batch's pages in flight (dropped when a fetch starts)
 #   budget.next, budget.lock    the request budget shared by every worker of this fetch
-#   requests.log                one status per HTTP attempt, for the closing request tally
+#   budget-<endpoint>.next/.lock       each endpoint's budget (FETCH_ENDPOINT_RATE)
+#   requests.log                "status sent-at endpoint" per HTTP attempt (sent-at: epoch
+#                               seconds; for a batch of several, when its answer came), for
+#                               the closing request tally
 #   run.lock                    flock'ed by the running fetch; its line says who holds it:
 #                               "pid start-ticks epoch-seconds command"
 #
@@ -21,7 +26,9 @@
 # ---- settings ---------------------------------------------------------------------------------
 
 FETCH_RATE=${FETCH_RATE:-25}                 # requests/s for the whole fetch; 0 = no budget
+FETCH_ENDPOINT_RATE=${FETCH_ENDPOINT_RATE:-} # requests/s per endpoint (default: load_setup)
 FETCH_CONCURRENCY=${FETCH_CONCURRENCY:-8}    # per-customer payment-method workers
+FETCH_RANGES=${FETCH_RANGES:-8}              # page chains one global list runs at once; 1 = one
 FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-8}
 FETCH_PAGE_LIMIT=${FETCH_PAGE_LIMIT:-100}    # Stripe's maximum; smaller only for tests
 FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}
@@ -116,6 +123,14 @@ load_setup() {
   fi
   [[ $FETCH_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
     || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_USAGE"; }
+  # Stripe's default per-endpoint limit, 25/s, unless set; none when FETCH_RATE=0 (no budget at
+  # all: the local sandbox, a benchmark) and FETCH_ENDPOINT_RATE is not set
+  if [[ -z $FETCH_ENDPOINT_RATE ]]; then
+    if [[ $FETCH_RATE =~ ^0*([.]0*)?$ ]]; then FETCH_ENDPOINT_RATE=0; else FETCH_ENDPOINT_RATE=25; fi
+  fi
+  [[ $FETCH_ENDPOINT_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
+    || { log "error: FETCH_ENDPOINT_RATE must be a number of requests per second (0: none)"; exit "$EXIT_USAGE"; }
+  [[ $FETCH_RANGES =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_RANGES must be a positive number"; exit "$EXIT_USAGE"; }
   exec {SLEEP_FD}<> <(:)
   # the fetch itself: every worker stops when it is gone ($$ is the same in every subshell)
   LEADER_PID=$$
@@ -125,8 +140,9 @@ load_setup() {
   OUT_DIR=$JSON_DIR
   WORK_DIR=$OUT_DIR/.partial
   mkdir -p "$WORK_DIR"
-  # the budget in µs between two requests, whoever sends them
+  # the budgets in µs between two requests, whoever sends them (in all; to one endpoint)
   BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
+  ENDPOINT_GAP_US=$(awk -v r="$FETCH_ENDPOINT_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
   [[ $FETCH_BATCH =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_BATCH must be a positive number"; exit "$EXIT_USAGE"; }
   curl_features
 }
@@ -135,6 +151,8 @@ load_setup() {
 # (curl 7.75) and, to pace a batch inside the budget, --rate (7.84): without --rate a batch holds
 # one request while a budget is set. CURL_RATE is the budget gap as curl's "N/h" (whole ms, never
 # shorter than BUDGET_GAP_US: a batch's requests start no earlier than the slots it claimed).
+# Under an endpoint budget a batch holds one request: a batch paced at the endpoint's rate would
+# hold a run of slots in all that it then sends slowly, while other endpoints could use them.
 curl_features() {
   local version major minor gap_ms
   version=$(curl --version 2>/dev/null | head -n 1) || true
@@ -146,7 +164,7 @@ curl_features() {
     exit "$EXIT_USAGE"
   fi
   CURL_RATE=""
-  if (( BUDGET_GAP_US > 0 )) && (( major > 7 || minor >= 84 )); then
+  if (( BUDGET_GAP_US > 0 && ENDPOINT_GAP_US == 0 )) && (( major > 7 || minor >= 84 )); then
     gap_ms=$(( (BUDGET_GAP_US + 999) / 1000 ))
     CURL_RATE="$(( 3600000 / gap_ms ))/h"
   fi
@@ -213,6 +231,7 @@ take_run_lock() {
   fi
   [[ -f $WORK_DIR/run.started ]] || date -u +%Y-%m-%dT%H:%M:%SZ >"$WORK_DIR/run.started"
   touch "$WORK_DIR/completed"
+  rm -f "$WORK_DIR"/budget-*
   : >"$WORK_DIR/budget.next"
   : >"$WORK_DIR/requests.log"
   # the key reaches curl on its stdin (a here-string, no file left behind), never on a command
@@ -234,7 +253,7 @@ on_interrupt() {
 }
 
 finish_run() {
-  rm -f "$WORK_DIR/budget.next" "$WORK_DIR/budget.lock"
+  rm -f "$WORK_DIR/budget.next" "$WORK_DIR/budget.lock" "$WORK_DIR"/budget-*
   local total r429 r5xx net
   total=$(wc -l <"$WORK_DIR/requests.log")
   r429=$(grep -c '^429 ' "$WORK_DIR/requests.log" || true)
@@ -305,24 +324,46 @@ pause() {  # seconds, may be fractional
   if (( us > 0 )); then read -r -t "$seconds" -u "$SLEEP_FD" _ || true; fi
 }
 
-# Claim the next free send slot under a lock shared by every worker, then sleep until it. Slots
-# are BUDGET_GAP_US apart; at most FETCH_BURST unused slots are banked while every worker was
-# busy, so the average stays at FETCH_RATE and no burst exceeds FETCH_BURST requests — far
-# inside Stripe's (and the sandbox's) one-second bucket.
-budget_wait() {  # [N]: N slots in a row (a batch sent by one curl at the budget's pace)
-  (( BUDGET_GAP_US > 0 )) || return 0
-  local n=${1:-1} fd now slot wait_us floor
-  exec {fd}>>"$WORK_DIR/budget.lock"
-  flock "$fd"
-  now=$(now_us)
-  read -r slot <"$WORK_DIR/budget.next" || slot=0
-  floor=$(( now - FETCH_BURST * BUDGET_GAP_US ))
-  if (( ${slot:-0} < floor )); then slot=$floor; fi
-  printf '%s\n' $(( slot + n * BUDGET_GAP_US )) >"$WORK_DIR/budget.next"
-  exec {fd}>&-
-  wait_us=$(( slot - now ))
+# pause_until SLOT: sleep until SLOT (µs since the epoch; no sleep when it is past)
+pause_until() {
+  local wait_us=$(( $1 - ${EPOCHREALTIME//[.,]/} ))
   if (( wait_us > 0 )); then
     pause "$(printf '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000)))"
+  fi
+}
+
+# claim_slots FILE GAP_US N: under FILE's lock (shared by every worker), take the next N send
+# slots of that budget, GAP_US apart; SLOT is the first. At most FETCH_BURST unused slots are
+# banked while every worker was busy, so the average stays at the rate and no burst exceeds
+# FETCH_BURST requests — far inside Stripe's (and the sandbox's) one-second bucket.
+claim_slots() {
+  local file=$1 gap=$2 n=$3 fd now slot=0 floor
+  exec {fd}>>"$file.lock"
+  flock "$fd"
+  now=${EPOCHREALTIME//[.,]/}
+  { read -r slot <"$file"; } 2>/dev/null || true
+  floor=$(( now - FETCH_BURST * gap ))
+  if (( ${slot:-0} < floor )); then slot=$floor; fi
+  printf '%s\n' $(( slot + n * gap )) >"$file"
+  exec {fd}>&-
+  SLOT=$slot
+}
+
+# budget_wait ENDPOINT [N]: wait for the turn of N requests (a batch one curl sends at the
+# budget's pace; N > 1 only without an endpoint budget) to ENDPOINT, a list path with its ids as
+# placeholders (`/v1/customers/{customer}/payment_methods`: one endpoint for every customer).
+# Every request takes a slot of its endpoint's budget, then, once that slot has come, one of the
+# budget in all. In that order: a request held back by its endpoint never holds a slot in all
+# that requests to other endpoints could have used.
+budget_wait() {
+  local endpoint=${1%%\?*} n=${2:-1}
+  if (( ENDPOINT_GAP_US > 0 )) && [[ -n $endpoint ]]; then
+    claim_slots "$WORK_DIR/budget-${endpoint//[^A-Za-z0-9]/_}.next" "$ENDPOINT_GAP_US" "$n"
+    pause_until "$SLOT"
+  fi
+  if (( BUDGET_GAP_US > 0 )); then
+    claim_slots "$WORK_DIR/budget.next" "$BUDGET_GAP_US" "$n"
+    pause_until "$SLOT"
   fi
 }
 
@@ -386,21 +427,23 @@ retry_wait() {
   log "$what: $REASON; retry $attempt/$FETCH_MAX_RETRIES in ${WAIT_S}s"
 }
 
-# http_get URL OUT what → 0 with the body in OUT on 200; 4 on "No such …" 404s (the caller decides);
-# anything else fatal after the retries it deserves.
+# http_get URL OUT WHAT ENDPOINT → 0 with the body in OUT on 200; 4 on "No such …" 404s (the
+# caller decides); anything else fatal after the retries it deserves. ENDPOINT (URL's path with
+# its ids as placeholders) names the budget the request draws from beside the budget in all.
 http_get() {
-  local url=$1 out=$2 what=$3 attempt=0 status rc judged
+  local url=$1 out=$2 what=$3 endpoint=$4 attempt=0 status rc judged sent
   local headers=$out.headers
   while true; do
     check_abort
-    budget_wait
+    budget_wait "$endpoint"
     rc=0
+    sent=$EPOCHREALTIME
     status=$(curl --silent --show-error --output "$out" --dump-header "$headers" \
       --write-out '%{http_code}' --connect-timeout 10 --max-time "$FETCH_TIMEOUT" \
       --header @- --header "Stripe-Version: $STRIPE_API_VERSION" \
       "$url" 2>"$out.curlerr" <<<"$AUTH_HEADER") || rc=$?
     if (( rc != 0 )); then status=000; fi
-    printf '%s %s\n' "$status" "$EPOCHREALTIME" >>"$WORK_DIR/requests.log"
+    printf '%s %s %s\n' "$status" "$sent" "${endpoint%%\?*}" >>"$WORK_DIR/requests.log"
     if [[ $status == 200 ]]; then return 0; fi
     judged=0
     judge_failure "$status" "$out" "$what" "$url" "$(head -c 200 "$out.curlerr")" || judged=$?
@@ -436,28 +479,24 @@ split_page() {  # $1 response, $2 objects out [$3 envelopes, $4 needs out] → e
   printf '%s' "${head:-not-json}"
 }
 
-# fetch_pages NAME PATH QUERY [ENVELOPES]: every page of one list into
-# $WORK_DIR/NAME/page-*.jsonl (with ENVELOPES, the embedded lists to complete in page-*.needs),
-# resuming from the state a stopped run left. Sets PAGES, OBJECTS.
-fetch_pages() {
-  local name=$1 path=$2 query=$3 envelopes=${4:-} page_file
-  local dir=$WORK_DIR/$name fingerprint state_line head has_more=true count last cursor="" url
-  fingerprint="$STRIPE_API_BASE$path?$query limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
-  PAGES=0 OBJECTS=0
-  if [[ -f $dir/state && $(head -n 1 "$dir/state") == "$fingerprint" ]]; then
-    state_line=$(sed -n 2p "$dir/state")
-    read -r PAGES OBJECTS cursor has_more <<<"$state_line"
+# fetch_chain NAME DIR PATH QUERY FILTER ENVELOPES [MAX_PAGES]: the pages of one chain into
+# DIR/page-*.jsonl (with ENVELOPES, the embedded lists to complete in page-*.needs), going on from
+# DIR/state; FILTER (the chain's `created` bounds, URL-encoded) applies to every page it reads
+# from here on. Stops after MAX_PAGES pages in all when given; logs every 10th page when
+# LOG_PAGES=1 (the list is one chain).
+fetch_chain() {
+  local name=$1 dir=$2 path=$3 query=$4 filter=$5 envelopes=$6 max=${7:-0}
+  local pages=0 objects=0 cursor="" has_more=true head count last url page_file
+  mkdir -p "$dir"
+  if [[ -f $dir/state ]]; then
+    read -r pages objects cursor has_more <"$dir/state"
     [[ $cursor == - ]] && cursor=""
-    log "$name: resuming after page $PAGES ($OBJECTS objects already fetched)"
-  else
-    [[ -d $dir ]] && log "$name: earlier partial fetch is for other settings; starting over"
-    rm -rf "$dir"
-    mkdir -p "$dir"
   fi
-  while [[ $has_more == true ]]; do
-    url="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor:+&starting_after=$cursor}"
-    http_get "$url" "$dir/response" "$name" || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
-    printf -v page_file '%s/page-%05d' "$dir" $(( PAGES + 1 ))
+  while [[ $has_more == true ]] && (( max == 0 || pages < max )); do
+    url="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${filter:+&$filter}${cursor:+&starting_after=$cursor}"
+    http_get "$url" "$dir/response" "$name" "$path" \
+      || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
+    printf -v page_file '%s/page-%05d' "$dir" $(( pages + 1 ))
     # a page refetched after a kill rewrites its .needs; a .needs without its page is unused
     head=$(split_page "$dir/response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page_file.needs}")
     read -r has_more count last <<<"$head"
@@ -467,51 +506,244 @@ fetch_pages() {
     if [[ $has_more == true && $last == - ]]; then
       fatal "$name: has_more is true on an empty page; cannot paginate"
     fi
-    PAGES=$(( PAGES + 1 )) OBJECTS=$(( OBJECTS + count ))
+    pages=$(( pages + 1 )) objects=$(( objects + count ))
     mv "$dir/page.tmp" "$page_file.jsonl"
     # the page is on disk before the state says so: a kill in between refetches one page, no more
     [[ $last != - ]] && cursor=$last
-    printf '%s\n%s %s %s %s\n' "$fingerprint" "$PAGES" "$OBJECTS" "${cursor:--}" "$has_more" \
-      >"$dir/state.tmp"
+    printf '%s %s %s %s\n' "$pages" "$objects" "${cursor:--}" "$has_more" >"$dir/state.tmp"
     mv "$dir/state.tmp" "$dir/state"
-    if (( PAGES % 10 == 0 )) || [[ $has_more == false && $PAGES -gt 1 ]]; then
-      log "$name: page $PAGES, $OBJECTS objects"
+    if [[ ${LOG_PAGES:-0} == 1 ]] && { (( pages % 10 == 0 )) || [[ $has_more == false && $pages -gt 1 ]]; }; then
+      log "$name: page $pages, $objects objects"
     fi
   done
   rm -f "$dir/response" "$dir/response.headers" "$dir/response.curlerr"
 }
 
+# A large list is paged by several chains at once, each over its own `created` range, as the
+# API path does (app/stripe_api.py): the first page is read; when it has more, probes find the
+# second of the oldest object, and [oldest, edge) — edge: the second of the first page's last
+# object — is cut into ranges `[gte, lt)` on whole seconds, newest first, the oldest open below
+# (no gaps, no overlaps). Chain 0 goes on from the first page within its last second
+# (`created[gte]=edge&starting_after=<last id>`: the objects of that second not on it). The
+# chains' pages in range order are the objects in the order one sequential listing gives them,
+# so the file is the same byte for byte; each chain keeps its own state, so a stopped fetch
+# resumes every range where it stopped.
+
+# fetch_pages NAME PATH QUERY [EMBEDDED]: every page of one list into $WORK_DIR/NAME/c*/page-*.jsonl,
+# FETCH_RANGES chains at once, each chain's embedded lists completed after its pages (EMBEDDED as
+# in complete_embedded), resuming what a stopped run left. Sets PAGES, OBJECTS.
+fetch_pages() {
+  local name=$1 path=$2 query=$3 embedded=${4:--}
+  local dir=$WORK_DIR/$1 fingerprint envelopes="" spec line chain gte lt filter chain_dir
+  local running=0 finished=0 lists=0 count
+  local -a specs=() plan=()
+  [[ $embedded == - ]] || IFS=, read -r -a specs <<<"$embedded"
+  for spec in "${specs[@]}"; do envelopes+=${envelopes:+,}${spec%%|*}; done
+  fingerprint="$STRIPE_API_BASE$path?$query limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
+  if [[ -f $dir/list && $(<"$dir/list") == "$fingerprint" ]]; then
+    chain_totals "$dir"
+    log "$name: resuming after $PAGES pages ($OBJECTS objects already fetched)"
+    rm -f "$dir"/c*/embedded.log
+  else
+    [[ -d $dir ]] && log "$name: earlier partial fetch is for other settings; starting over"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    printf '%s\n' "$fingerprint" >"$dir/list"
+  fi
+  [[ -f $dir/ranges ]] || plan_ranges "$name" "$dir" "$path" "$query" "$envelopes"
+  mapfile -t plan <"$dir/ranges"
+  LOG_PAGES=$(( ${#plan[@]} == 1 ))
+  for line in "${plan[@]}"; do
+    read -r chain gte lt <<<"$line"
+    filter=""
+    [[ $gte == - ]] || filter="created%5Bgte%5D=$gte"
+    [[ $lt == - ]] || filter+="${filter:+&}created%5Blt%5D=$lt"
+    printf -v chain_dir '%s/c%04d' "$dir" "$chain"
+    check_abort
+    run_chain "$name" "$chain_dir" "$path" "$query" "$filter" "$envelopes" "$embedded" &
+    running=$(( running + 1 ))
+    if (( running >= FETCH_RANGES )); then
+      wait -n || { check_abort; fatal "$name: a page chain failed"; }
+      running=$(( running - 1 )) finished=$(( finished + 1 ))
+      ranges_progress
+    fi
+  done
+  while (( running > 0 )); do
+    wait -n || { check_abort; fatal "$name: a page chain failed"; }
+    running=$(( running - 1 )) finished=$(( finished + 1 ))
+    ranges_progress
+  done
+  check_abort
+  chain_totals "$dir"
+  for line in "$dir"/c*/embedded.log; do
+    [[ -f $line ]] || continue
+    while read -r count; do lists=$(( lists + count )); done <"$line"
+  done
+  if (( lists > 0 )); then
+    log "$name: completed $lists embedded lists that had more than their first page"
+  fi
+}
+
+ranges_progress() {  # after a chain of fetch_pages ended (its plan, finished, name, dir): at
+  # most ten lines a list
+  local total=${#plan[@]}
+  if (( total > 1 && finished < total && finished * 10 / total > (finished - 1) * 10 / total )); then
+    chain_totals "$dir"
+    log "$name: $finished/$total ranges done, $PAGES pages, $OBJECTS objects"
+  fi
+}
+
+# run_chain NAME DIR PATH QUERY FILTER ENVELOPES EMBEDDED: a chain's pages, then their embedded
+# lists (a worker of fetch_pages)
+run_chain() {
+  fetch_chain "$1" "$2" "$3" "$4" "$5" "$6"
+  complete_embedded "$1" "$2" "$7"
+  if (( EMBEDDED_DONE > 0 )); then printf '%s\n' "$EMBEDDED_DONE" >>"$2/embedded.log"; fi
+}
+
+chain_totals() {  # DIR → PAGES, OBJECTS: the sums over the list's chains
+  local state pages objects
+  PAGES=0 OBJECTS=0
+  for state in "$1"/c*/state; do
+    [[ -f $state ]] || continue
+    read -r pages objects _ <"$state"
+    PAGES=$(( PAGES + pages )) OBJECTS=$(( OBJECTS + objects ))
+  done
+}
+
+# plan_ranges NAME DIR PATH QUERY ENVELOPES: the list's first page (chain 0), then DIR/ranges —
+# one chain when that page is the whole list or FETCH_RANGES=1; else chain 0 within the first
+# page's last second, then ranges, as many as the first page's density says the rest fills
+# pages, at most 2 × FETCH_RANGES: a chain that ends early finds another range to take, and each
+# range costs at most one partial page more than one sequential chain would read.
+plan_ranges() {
+  local name=$1 dir=$2 path=$3 query=$4 envelopes=$5 has_more count newest edge
+  local span n expected seconds i upper lower ranges
+  fetch_chain "$name" "$dir/c0000" "$path" "$query" "" "$envelopes" 1
+  read -r _ count _ has_more <"$dir/c0000/state"
+  ranges="0 - -"
+  if [[ $has_more == true ]] && (( FETCH_RANGES > 1 )); then
+    { read -r newest && read -r edge; } < <(jq -s -r '.[0].created, .[-1].created' "$dir/c0000/page-00001.jsonl")
+    [[ $newest =~ ^[0-9]+$ && $edge =~ ^[0-9]+$ ]] \
+      || fatal "$name: the first page's objects have no created time ($newest, $edge)"
+    oldest_created "$name" "$dir" "$path" "$query" "$edge"
+    ranges="0 $edge -"
+    if [[ $OLDEST != - ]]; then
+      span=$(( edge - OLDEST ))
+      seconds=$(( (newest - edge + 1) * FETCH_PAGE_LIMIT ))
+      expected=$(( (count * span + seconds - 1) / seconds ))
+      n=$(( 2 * FETCH_RANGES ))
+      (( expected < n )) && n=$expected
+      (( span < n )) && n=$span
+      (( n < 1 )) && n=1
+      for (( i = 0; i < n; i++ )); do
+        upper=$(( edge - span * i / n )) lower=$(( edge - span * (i + 1) / n ))
+        if (( i == n - 1 )); then lower=-; fi
+        ranges+=$'\n'"$(( i + 1 )) $lower $upper"
+      done
+      log "$name: first page read; the rest in $n created ranges, $FETCH_RANGES at a time"
+    fi
+  fi
+  printf '%s\n' "$ranges" >"$dir/ranges.tmp"
+  mv "$dir/ranges.tmp" "$dir/ranges"
+}
+
+# oldest_created NAME DIR PATH QUERY EDGE → OLDEST: a second no later than the oldest object
+# created before EDGE, within an eighth of how far back it lies ("-": there is none). The
+# probes are one-object pages (`limit=1&created[lt]=…`), sent several at once: 1 hour, 4 hours,
+# … ~30 years back, then eight steps across the span where the oldest lies.
+oldest_created() {
+  local name=$1 dir=$2 path=$3 query=$4 edge=$5 k deepest=-1 low high step point
+  local -a spans=() moments=() points=()
+  OLDEST=-
+  for (( k = 0; k < 10; k++ )); do
+    spans+=( $(( 3600 * 4 ** k )) )
+    moments+=( $(( edge - 3600 * 4 ** k )) )
+  done
+  # the first probe says whether there is anything before the edge at all
+  probe_before "$name" "$dir" "$path" "$query" "$edge" "${moments[@]}"
+  (( FOUND[0] )) || return 0
+  for (( k = 0; k < 10; k++ )); do
+    if (( FOUND[k + 1] )); then deepest=$k; fi
+  done
+  if (( deepest < 0 )); then
+    low=$(( edge - spans[0] )) high=$edge
+  else
+    if (( deepest + 1 < 10 )); then low=$(( edge - spans[deepest + 1] )); else low=$(( edge - 2 * spans[deepest] )); fi
+    high=$(( edge - spans[deepest] ))
+  fi
+  step=$(( (high - low) / 8 ))
+  (( step < 1 )) && step=1
+  for (( point = low + step; point < high; point += step )); do points+=( "$point" ); done
+  OLDEST=$low
+  (( ${#points[@]} == 0 )) || OLDEST=${points[-1]}
+  if (( ${#points[@]} > 0 )); then
+    probe_before "$name" "$dir" "$path" "$query" "${points[@]}"
+    for (( k = 0; k < ${#points[@]}; k++ )); do
+      if (( FOUND[k] )); then OLDEST=$(( points[k] - step )); break; fi
+    done
+  fi
+  (( OLDEST >= 0 )) || OLDEST=0
+}
+
+# probe_before NAME DIR PATH QUERY MOMENT…: FOUND[i] is 1 when the list has an object created
+# before the i-th MOMENT, else 0; the probes run at once, each inside the budgets.
+probe_before() {
+  local name=$1 dir=$2 path=$3 query=$4 i answer
+  shift 4
+  local -a moments=("$@") pids=()
+  FOUND=()
+  for i in "${!moments[@]}"; do
+    pids[i]=""
+    (( moments[i] > 0 )) || continue
+    http_get "$STRIPE_API_BASE$path?limit=1${query:+&$query}&created%5Blt%5D=${moments[i]}" \
+      "$dir/probe-$i" "$name (probe)" "$path" &
+    pids[i]=$!
+  done
+  for i in "${!moments[@]}"; do
+    FOUND[i]=0
+    [[ -n ${pids[i]} ]] || continue
+    wait "${pids[i]}" || { check_abort; fatal "$name: GET $path?created[lt]=${moments[i]} failed"; }
+    answer=$(jq -r 'if .object == "list" then (.data | length > 0) else "not-a-list" end' \
+      "$dir/probe-$i" 2>/dev/null) || answer=not-json
+    case $answer in
+      true) FOUND[i]=1 ;;
+      false) ;;
+      *) fatal "$name: GET $path?created[lt]=${moments[i]} did not answer a Stripe list ($answer)" ;;
+    esac
+    rm -f "$dir/probe-$i" "$dir/probe-$i.headers" "$dir/probe-$i.curlerr"
+  done
+}
+
 # ---- lists embedded in objects ----------------------------------------------------------------
 
 # Stripe embeds only the first page of an object's lists (an invoice's lines, a subscription's
-# items), with `has_more: true` when there is more. complete_embedded NAME EMBEDDED pages the rest
-# of each such list through its own endpoint (EMBEDDED: the `envelope|path` pairs of
-# list_resources.py) and rewrites each saved page with its lists whole and `has_more: false`, one
-# page file at a time through a temp file: a stopped run resumes with the lists not yet complete.
-# Sets EMBEDDED_DONE (lists completed).
+# items), with `has_more: true` when there is more. complete_embedded NAME DIR EMBEDDED pages the
+# rest of each such list in the pages of DIR (one chain of the list) through its own endpoint
+# (EMBEDDED: the `envelope|path` pairs of list_resources.py) and rewrites each saved page with its
+# lists whole and `has_more: false`, one page file at a time through a temp file: a stopped run
+# resumes with the lists not yet complete. Sets EMBEDDED_DONE (lists completed).
 complete_embedded() {
-  local name=$1 embedded=$2 page spec
+  local name=$1 dir=$2 embedded=$3 page spec
   local -a specs
   EMBEDDED_DONE=0
   [[ -n $embedded && $embedded != - ]] || return 0
   IFS=, read -r -a specs <<<"$embedded"
-  for page in "$WORK_DIR/$name"/page-*.jsonl; do
+  for page in "$dir"/page-*.jsonl; do
     [[ -f $page ]] || continue
     # the page's jq run found no list with more (a page saved by an older fetch has no .needs)
     [[ -f ${page%.jsonl}.needs && ! -s ${page%.jsonl}.needs ]] && continue
     for spec in "${specs[@]}"; do
-      complete_page_lists "$name" "$page" "${spec%%|*}" "${spec#*|}"
+      complete_page_lists "$name" "$dir" "$page" "${spec%%|*}" "${spec#*|}"
     done
   done
-  if (( EMBEDDED_DONE > 0 )); then
-    log "$name: completed $EMBEDDED_DONE embedded lists that had more than their first page"
-  fi
 }
 
-# complete_page_lists NAME PAGE ENVELOPE ENDPOINT: ENVELOPE is the list's dotted path in each
-# object ("lines"), ENDPOINT its GET path with {id} for the object's id.
+# complete_page_lists NAME DIR PAGE ENVELOPE ENDPOINT: ENVELOPE is the list's dotted path in each
+# object ("lines"), ENDPOINT its GET path with {id} for the object's id (and the budget it draws
+# from: one endpoint for every parent).
 complete_page_lists() {
-  local name=$1 page=$2 envelope=$3 endpoint=$4 dir=$WORK_DIR/$1
+  local name=$1 dir=$2 page=$3 envelope=$4 endpoint=$5
   local more=$dir/embedded.jsonl parent cursor path sep url status head has_more count last n=0
   : >"$more"
   while read -r parent cursor; do
@@ -523,7 +755,7 @@ complete_page_lists() {
     while [[ $has_more == true ]]; do
       url="$STRIPE_API_BASE$path${sep}limit=$FETCH_PAGE_LIMIT${cursor:+&starting_after=$cursor}"
       status=0
-      http_get "$url" "$dir/response" "$name ($parent $envelope)" || status=$?
+      http_get "$url" "$dir/response" "$name ($parent $envelope)" "$endpoint" || status=$?
       if (( status == 4 )); then
         # the object went away after its page was read: keep the first page it came with
         log "$name: $parent: $(error_message "$dir/response"); its $envelope stay a first page"
@@ -603,19 +835,14 @@ closing_line() {  # NAME OBJECTS PAGES SECONDS
 }
 
 # fetch_resource NAME PATH QUERY [EMBEDDED]: one global list, every page, with the lists embedded in
-# its objects completed, into $OUT_DIR/NAME.json.
+# its objects completed, into $OUT_DIR/NAME.json: the chains' pages in range order (the chain
+# directories' fixed-width numbers sort in that order).
 fetch_resource() {
-  local name=$1 path=$2 query=$3 embedded=${4:--} start
+  local name=$1 path=$2 query=$3 embedded=${4:--} start seconds
   start=$(now_us)
-  local envelopes="" spec
-  local -a specs=()
-  [[ $embedded == - ]] || IFS=, read -r -a specs <<<"$embedded"
-  for spec in "${specs[@]}"; do envelopes+=${envelopes:+,}${spec%%|*}; done
-  fetch_pages "$name" "$path" "$query" "$envelopes"
-  complete_embedded "$name" "$embedded"
-  local seconds
+  fetch_pages "$name" "$path" "$query" "$embedded"
   seconds=$(seconds_since "$start")
-  cat "$WORK_DIR/$name"/page-*.jsonl 2>/dev/null | write_list "$name" "$path" "$PAGES" "$OBJECTS" "$seconds"
+  cat "$WORK_DIR/$name"/c*/page-*.jsonl 2>/dev/null | write_list "$name" "$path" "$PAGES" "$OBJECTS" "$seconds"
   rm -rf "${WORK_DIR:?}/$name"
   mark_fetched "$name"
   closing_line "$name" "$OBJECTS" "$PAGES" "$seconds"
@@ -650,7 +877,7 @@ fetch_methods_batch() {
   local -a pending=("$@") retrying finished urls moves
   local -A cursor=() attempts=() pages=() seen=()
   local common cus url i config idx code exitcode errmsg body head has_more count last judged
-  local wait_us longest log_fd err_file=$work/curl.err status what
+  local wait_us longest log_fd err_file=$work/curl.err status what sent
   mkdir -p "$work"
   common=$'silent\nshow-error\n'
   [[ -n $CURL_RATE ]] && common+="rate = \"$CURL_RATE\""$'\n'
@@ -661,7 +888,8 @@ fetch_methods_batch() {
   version="header = $QUOTED"
   while (( ${#pending[@]} > 0 )); do
     check_abort
-    budget_wait "${#pending[@]}"
+    budget_wait "$path" "${#pending[@]}"
+    sent=$EPOCHREALTIME
     config=$common
     urls=()
     for i in "${!pending[@]}"; do
@@ -691,7 +919,8 @@ write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
       cus=${pending[idx]}
       status=$code
       [[ $exitcode == 0 ]] || status=000
-      printf '%s %s\n' "$status" "$EPOCHREALTIME" >&"$log_fd"
+      (( ${#pending[@]} == 1 )) || sent=$EPOCHREALTIME
+      printf '%s %s %s\n' "$status" "$sent" "$path" >&"$log_fd"
       what="payment_methods ($cus)"
       if [[ $status == 200 ]]; then
         attempts[$cus]=0
@@ -741,7 +970,7 @@ write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
     for i in "${!pending[@]}"; do
       [[ -n ${seen[$i]:-} ]] && continue
       cus=${pending[i]}
-      printf '000 %s\n' "$EPOCHREALTIME" >>"$WORK_DIR/requests.log"
+      printf '000 %s %s\n' "$EPOCHREALTIME" "$path" >>"$WORK_DIR/requests.log"
       REASON="network error: curl stopped: $(head -c 200 "$err_file")"
       attempts[$cus]=$(( ${attempts[$cus]:-0} + 1 ))
       retry_wait "${attempts[$cus]}" "" "" "payment_methods ($cus)"
@@ -795,14 +1024,15 @@ fetch_payment_methods() {
     [[ -n $cus && ! -f $dir/done/$cus.json ]] && todo+=("$cus")
   done
   # a batch per worker when no budget paces them (the fewer curls the better, but short enough
-  # that a killed fetch's workers notice within a second); with a budget, about half a second of
-  # the worker's share, so the workers' batches interleave and none holds the budget long
-  if (( BUDGET_GAP_US == 0 )); then
+  # that a killed fetch's workers notice within a second); with a budget in all only, about half
+  # a second of the worker's share, so the workers' batches interleave and none holds the budget
+  # long; under an endpoint budget one request per slot (see curl_features)
+  if (( BUDGET_GAP_US == 0 && ENDPOINT_GAP_US == 0 )); then
     batch=$(( (${#todo[@]} + FETCH_CONCURRENCY - 1) / FETCH_CONCURRENCY ))
   elif [[ -n $CURL_RATE ]]; then
     batch=$(( 500000 / BUDGET_GAP_US / FETCH_CONCURRENCY ))
   else
-    batch=1  # a curl without --rate cannot pace a batch
+    batch=1  # an endpoint budget, or a curl without --rate: one request per claimed slot
   fi
   (( batch > FETCH_BATCH )) && batch=$FETCH_BATCH
   (( batch < 1 )) && batch=1
@@ -856,7 +1086,7 @@ customer_ids() {
     return 0
   fi
   fetch_pages _customer_ids /v1/customers ""
-  cat "$WORK_DIR/_customer_ids"/page-*.jsonl 2>/dev/null | jq -r '.id' >"$out"
+  cat "$WORK_DIR/_customer_ids"/c*/page-*.jsonl 2>/dev/null | jq -r '.id' >"$out"
   rm -rf "${WORK_DIR:?}/_customer_ids"
 }
 

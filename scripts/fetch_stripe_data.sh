@@ -8,13 +8,23 @@
 # Environment (defaults from .env.dev / .env.local via app.config): STRIPE_SECRET_KEY,
 # STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), JSON_DIR, RESOURCES;
 # FETCH_RATE (requests/s for the whole fetch, default 25 = Stripe's test-mode limit; 0 = none),
-# FETCH_CONCURRENCY (payment-method workers, default 8), FETCH_MAX_RETRIES (8),
-# FETCH_PAGE_LIMIT (100), FETCH_BATCH (most payment-method requests one curl sends over one
-# connection, 50), FETCH_RESTART=1 (same as --restart: drop what a stopped fetch left). Needs
-# curl 7.75 or newer (7.84 to send batches inside a budget).
+# FETCH_ENDPOINT_RATE (requests/s to any one endpoint, default 25 = Stripe's default per-endpoint
+# limit; 0 = none; with FETCH_RATE=0 none unless set), FETCH_CONCURRENCY (payment-method workers,
+# default 8), FETCH_RANGES (page chains one global list runs at once, default 8; 1 = one
+# sequential chain), FETCH_MAX_RETRIES (8), FETCH_PAGE_LIMIT (100), FETCH_BATCH (most
+# payment-method requests one curl sends over one connection, 50), FETCH_RESTART=1 (same as
+# --restart: drop what a stopped fetch left). Needs curl 7.75 or newer (7.84 to send batches
+# inside a budget).
 #
-# Global lists run concurrently, one page chain each; payment methods are listed per customer by
-# FETCH_CONCURRENCY workers once customers.json is written. All share one request budget.
+# Global lists run concurrently. A list longer than one page is split into `created` ranges
+# after its first page (its oldest second found by a few one-object probes), each range paged by
+# its own chain, FETCH_RANGES chains at once; the file is the same, byte for byte, as one
+# sequential listing writes (its .meta.json counts a few more pages: each range ends with a
+# partial one). Payment methods are listed per customer by FETCH_CONCURRENCY workers once
+# customers.json is written. Every request takes a turn of its endpoint's budget
+# (`/v1/customers/{customer}/payment_methods` is one endpoint for all customers), then one of the
+# budget in all: at Stripe's live limits (FETCH_RATE=100) several endpoints run at 25/s each.
+# Under an endpoint budget payment methods go one request per curl.
 # Exit: 0 all written; 1 a fetch failed (earlier files untouched); 2 bad usage; 130 interrupted
 # (run again to resume).
 set -euo pipefail
@@ -28,7 +38,7 @@ RUN_START=$(now_us)
 load_setup
 take_run_lock
 trap on_interrupt INT TERM
-log "fetching from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(mask_key "$STRIPE_SECRET_KEY"), budget ${FETCH_RATE} req/s) into $OUT_DIR"
+log "fetching from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(mask_key "$STRIPE_SECRET_KEY"), budget ${FETCH_RATE} req/s, ${FETCH_ENDPOINT_RATE} per endpoint) into $OUT_DIR"
 
 declare -A pid_of=()
 pm_path="" pm_query=""

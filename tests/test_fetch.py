@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from app.resources import BY_NAME, RESOURCES
 from tests.fetch_helpers import (
@@ -123,7 +124,8 @@ def test_429s_and_500s_are_retried_to_the_same_files(sandbox_factory, tmp_path):
     # a bucket of 4 is less than the 7 lists that start at once: 429s even on a slow machine
     flaky = sandbox_factory(rate_limit=True, test_rate=4, error_rate=0.1, fault_seed=7)
     flaky.seed(customers=6)
-    result = run_fetch(flaky.url, tmp_path / "flaky", FETCH_PAGE_LIMIT="5")
+    # one chain a list: at 4 requests/s the probes of created ranges would take half a minute
+    result = run_fetch(flaky.url, tmp_path / "flaky", FETCH_PAGE_LIMIT="5", FETCH_RANGES="1")
     assert result.returncode == 0, result.stderr
     tally = result.stderr.strip().splitlines()[-1]
     assert "429: 0," not in tally and "5xx: 0," not in tally, tally  # both kinds were met
@@ -159,30 +161,146 @@ def test_budget_keeps_the_fetch_under_the_rate_limit(sandbox_factory, tmp_path):
     assert stamps[-1] - stamps[0] >= (len(stamps) - 1 - 3) * 0.05 * 0.95
 
 
+def chain_pages(state: Path) -> int:
+    """The pages a chain of a stopped fetch has on disk (its state's first field)."""
+    return int(state.read_text().split()[0]) if state.exists() else 0
+
+
 def test_interrupted_fetch_resumes_where_it_stopped(sandbox, tmp_path):
     sandbox.seed(customers=30)
-    process = start_fetch(
-        sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", FETCH_RATE="40", RESOURCES="customers"
-    )
-    state = tmp_path / ".partial" / "customers" / "state"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if state.exists() and int(state.read_text().splitlines()[1].split()[0]) >= 4:
-            break
-        time.sleep(0.02)
+    settings = {"FETCH_PAGE_LIMIT": "2", "FETCH_RANGES": "1", "RESOURCES": "customers"}
+    process = start_fetch(sandbox.url, tmp_path, FETCH_RATE="40", **settings)
+    state = tmp_path / ".partial" / "customers" / "c0000" / "state"
+    wait_for(lambda: chain_pages(state) >= 4)
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
     assert process.returncode != 0
     assert not (tmp_path / "customers.json").exists()
-    done_pages = int(state.read_text().splitlines()[1].split()[0])
+    done_pages = chain_pages(state)
     assert 4 <= done_pages < 15
 
-    result = run_fetch(sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", RESOURCES="customers")
+    result = run_fetch(sandbox.url, tmp_path, **settings)
     assert result.returncode == 0, result.stderr
-    assert f"customers: resuming after page {done_pages}" in result.stderr
+    assert f"customers: resuming after {done_pages} pages" in result.stderr
     requests = int(result.stderr.split("requests: ")[1].split()[0])
     assert requests == 15 - done_pages  # 30 customers, 2 a page: only the missing pages
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
+
+
+def create_customers_at_once(url: str, count: int) -> None:
+    """Customers created within a second or so: ties on `created`, which ranges must not split."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {TEST_KEY}"
+        for n in range(count):
+            response = session.post(
+                url + "/v1/customers", data={"email": f"tie{n}@example.com"}, timeout=10
+            )
+            assert response.status_code == 200, response.text
+
+
+def test_ranges_write_the_files_one_sequential_listing_writes(sandbox, tmp_path):
+    sandbox.seed(customers=40)
+    create_long_lists(sandbox.url, invoice_lines=25, items=12)  # embedded lists to complete
+    create_customers_at_once(sandbox.url, 5)  # the first page ends inside a second
+    lists = ("customers", "subscriptions", "invoices")  # invoices, subscriptions: embedded lists
+    settings = {"FETCH_PAGE_LIMIT": "3", "RESOURCES": " ".join(lists)}
+    ranged = run_fetch(sandbox.url, tmp_path / "ranged", FETCH_RANGES="3", **settings)
+    assert ranged.returncode == 0, ranged.stderr
+    sequential = run_fetch(sandbox.url, tmp_path / "sequential", FETCH_RANGES="1", **settings)
+    assert sequential.returncode == 0, sequential.stderr
+    for name in lists:
+        assert f"{name}: first page read; the rest in " in ranged.stderr, name
+    assert "created ranges" not in sequential.stderr
+    assert "invoices: completed 2 embedded lists" in ranged.stderr
+    assert_files_match_sandbox(tmp_path / "ranged", sandbox.store, tuple(BY_NAME[n] for n in lists))
+    for name in lists:
+        ranged_bytes = (tmp_path / "ranged" / f"{name}.json").read_bytes()
+        assert ranged_bytes == (tmp_path / "sequential" / f"{name}.json").read_bytes(), name
+    # the ranges end with partial pages: more pages, the same objects
+    meta = {
+        run: json.loads((tmp_path / run / "customers.meta.json").read_text())
+        for run in ("ranged", "sequential")
+    }
+    assert meta["ranged"]["objects"] == meta["sequential"]["objects"] == 46
+    assert meta["ranged"]["pages"] > meta["sequential"]["pages"] == 16
+    assert not (tmp_path / "ranged" / ".partial" / "customers").exists()
+
+
+def test_interrupted_ranged_fetch_resumes_to_the_same_file(sandbox, tmp_path):
+    sandbox.seed(customers=60)
+    settings = {"FETCH_PAGE_LIMIT": "2", "RESOURCES": "customers"}
+    process = start_fetch(
+        sandbox.url, tmp_path / "ranged", FETCH_RATE="40", FETCH_RANGES="3", **settings
+    )
+    partial = tmp_path / "ranged" / ".partial" / "customers"
+    wait_for(lambda: sum(chain_pages(s) for s in partial.glob("c*/state")) >= 8)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    plan = (partial / "ranges").read_text().splitlines()
+    assert len(plan) > 3  # chain 0 and its ranges, more than run at once
+    done_pages = sum(chain_pages(s) for s in partial.glob("c*/state"))
+    assert 8 <= done_pages < 30
+
+    result = run_fetch(sandbox.url, tmp_path / "ranged", FETCH_RANGES="3", **settings)
+    assert result.returncode == 0, result.stderr
+    assert f"customers: resuming after {done_pages} pages" in result.stderr
+    assert "probe" not in result.stderr and "first page read" not in result.stderr
+    requests = int(result.stderr.split("requests: ")[1].split()[0])
+    # 60 customers are 30 pages in one chain; each range may end with one more, partial page
+    assert requests <= 30 + len(plan) - done_pages
+    sequential = run_fetch(sandbox.url, tmp_path / "sequential", FETCH_RANGES="1", **settings)
+    assert sequential.returncode == 0, sequential.stderr
+    assert (tmp_path / "ranged" / "customers.json").read_bytes() == (
+        tmp_path / "sequential" / "customers.json"
+    ).read_bytes()
+
+
+def sent_at(json_dir: Path) -> dict[str, list[float]]:
+    """requests.log of a fetch: when each request was sent, per endpoint (and "*": all)."""
+    stamps: dict[str, list[float]] = {"*": []}
+    for line in (json_dir / ".partial" / "requests.log").read_text().splitlines():
+        _, stamp, endpoint = line.split()
+        stamps.setdefault(endpoint, []).append(float(stamp))
+        stamps["*"].append(float(stamp))
+    return {endpoint: sorted(times) for endpoint, times in stamps.items()}
+
+
+def test_endpoint_budget_keeps_every_endpoint_under_its_limit(sandbox_factory, tmp_path):
+    # the sandbox answers 429 above 40 requests/s in all or 8/s to one endpoint
+    limited = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=8)
+    limited.seed(customers=16)
+    result = run_fetch(
+        limited.url,
+        tmp_path,
+        FETCH_RATE="40",
+        FETCH_ENDPOINT_RATE="8",
+        FETCH_PAGE_LIMIT="5",
+        RESOURCES="customers payment_methods invoices charges",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "budget 40 req/s, 8 per endpoint" in result.stderr
+    assert "(429: 0," in result.stderr
+    stamps = sent_at(tmp_path)
+    methods = stamps["/v1/customers/{customer}/payment_methods"]
+    assert len(methods) == 16  # one endpoint for every customer
+    for endpoint, times in stamps.items():
+        gap = 1 / 40 if endpoint == "*" else 1 / 8
+        # never closer than the budget allows, but for FETCH_BURST (3) banked slots
+        assert times[-1] - times[0] >= (len(times) - 1 - 3) * gap * 0.95, endpoint
+    # several endpoints at once: the fetch as a whole ran faster than one endpoint may
+    assert len(stamps["*"]) / (stamps["*"][-1] - stamps["*"][0]) > 1.5 * 8
+
+
+def test_endpoint_budget_follows_fetch_rate_unless_set(sandbox, tmp_path):
+    for extra, said in (
+        ({"FETCH_RATE": "0"}, "budget 0 req/s, 0 per endpoint"),
+        ({"FETCH_RATE": "50"}, "budget 50 req/s, 25 per endpoint"),
+        ({"FETCH_RATE": "0", "FETCH_ENDPOINT_RATE": "7"}, "budget 0 req/s, 7 per endpoint"),
+    ):
+        result = run_fetch(sandbox.url, tmp_path, RESOURCES="products", **extra)
+        assert result.returncode == 0, result.stderr
+        assert said in result.stderr, result.stderr
 
 
 def test_payment_methods_script_merges_every_customer(sandbox, tmp_path):
@@ -272,7 +390,12 @@ def test_killed_fetch_takes_its_workers_with_it(sandbox, tmp_path):
 
 def test_second_fetch_names_the_one_holding_the_lock(sandbox, tmp_path):
     sandbox.seed(customers=12)
-    settings = {"FETCH_RATE": "5", "FETCH_PAGE_LIMIT": "1", "RESOURCES": "customers"}
+    settings = {
+        "FETCH_RATE": "5",
+        "FETCH_PAGE_LIMIT": "1",
+        "FETCH_RANGES": "1",  # one chain: slow on purpose, without the probes of ranges
+        "RESOURCES": "customers",
+    }
     first = start_fetch(sandbox.url, tmp_path, **settings)
     lock = tmp_path / ".partial" / "run.lock"
     wait_for(lambda: lock.exists() and lock.read_text().strip())
