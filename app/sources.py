@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from app.progress import ProgressBoard
     from app.resources import Child, Resource
-    from app.stripe_api import ApiPager
+    from app.stripe_api import ApiPager, ParallelLister
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +231,20 @@ def read_api_objects(resource: Any, settings: Any) -> Generator[Any, None, None]
     writes while the fetch goes on. Stripe's errors become a FetchError that says what to do,
     with the key masked.
     """
-    from app.stripe_api import api_errors
+    from app.stripe_api import ParallelLister, api_errors, budget_from_env
+
+    def complete(lister: ParallelLister, obj: dict[str, Any]) -> None:
+        for child in resource.children:
+            complete_listed(lister, obj, child)
 
     with api_errors(settings, resource.name):
-        for position, obj in enumerate(_api_pages(resource, settings), start=1):
-            problem = api_object_problem(obj)
+        lister = ParallelLister(
+            api_client(settings),
+            budget_from_env(),
+            complete=complete if resource.children else None,
+        )
+        for position, obj in enumerate(_api_pages(resource, settings, lister), start=1):
+            problem = None if lister.plain else api_object_problem(obj)
             yield Unreadable(position, problem, _api_text(obj)) if problem else obj
 
 
@@ -484,18 +493,9 @@ def api_client(settings: Any) -> stripe.StripeClient:
     return stripe_client(settings)
 
 
-def _api_pages(resource: Any, settings: Any) -> Iterator[dict[str, Any]]:
-    from app.stripe_api import ListSpec, ParallelLister, budget_from_env
+def _api_pages(resource: Any, settings: Any, lister: ParallelLister) -> Iterator[dict[str, Any]]:
+    from app.stripe_api import ListSpec
 
-    def complete(lister: ParallelLister, obj: dict[str, Any]) -> None:
-        for child in resource.children:
-            complete_listed(lister, obj, child)
-
-    lister = ParallelLister(
-        api_client(settings),
-        budget_from_env(),
-        complete=complete if resource.children else None,
-    )
     params: dict[str, Any] = dict(resource.list_params)
     expand = resource.expand_for(settings.stripe_api_version)
     if expand:

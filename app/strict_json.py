@@ -164,6 +164,33 @@ def api_object_problem(obj: Any) -> str | None:
     return None
 
 
+# every byte but the structure: what `plain_answer` keeps of a text, its brackets as parentheses
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"')
+_AS_PARENTHESES = bytes.maketrans(b"{}[]", b"()()")
+
+
+def plain_answer(text: str) -> bool:
+    """Whether no object in this API answer can be nested deeper than MAX_DEPTH // 2 or hold
+    NaN or Infinity, told from its text at C speed (a third of the walk in `api_object_problem`):
+    the brackets outside strings, innermost pairs dropped level by level. False means "not
+    sure" (a string holding a bracket, say) and the caller walks each object. Half the limit,
+    because an object's embedded lists are completed from answers of their own, nested one
+    level of the object deeper. `text` was decoded as JSON already: its brackets match."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if b"NaN" in raw or b"Infinity" in raw:
+        return False
+    if b"\\" in raw:  # escaped backslashes, then escaped quotes: left to right, as JSON reads
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = raw.translate(_AS_PARENTHESES, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        return False  # a string holds a bracket or a quote
+    for _ in range(MAX_DEPTH // 2):
+        if not brackets:
+            return True
+        brackets = brackets.replace(b"()", b"")  # one level: a pair it leaves behind stays
+    return not brackets
+
+
 def _walk(obj: Any, limit: int, *, finite: bool) -> str | None:
     """One pass over every container: "deep", "not finite" (with `finite`) or None."""
     stack: list[tuple[Any, int]] = [(obj, 1)]

@@ -40,6 +40,7 @@ import stripe
 
 from app.config import mask_key, mask_secrets
 from app.errors import FetchError
+from app.strict_json import plain_answer
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,9 @@ class ParallelLister:
         self.complete = complete
         self.requests = 0
         self.rate_limited = 0
+        # every answer so far was plain (app.strict_json.plain_answer): no object listed can be
+        # nested too deeply or hold NaN, and the objects need no walk of their own
+        self.plain = True
         self._lock = threading.Lock()
         self._stop = threading.Event()
         quiet_sdk_logging()
@@ -328,7 +332,10 @@ class ParallelLister:
                 self.requests += 1
             try:
                 with self.budget.in_flight:
-                    return self.client.raw_request("get", url, **params).data
+                    response = self.client.raw_request("get", url, **params)
+                if self.plain and not plain_answer(response.body):
+                    self.plain = False  # set before its objects are handed on
+                return response.data
             except stripe.RateLimitError as exc:
                 with self._lock:
                     self.rate_limited += 1

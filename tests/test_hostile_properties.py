@@ -189,3 +189,41 @@ def _encodable(value: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+structure_text = st.text(st.sampled_from('ab{}[]"\\:,\n\u00e9\U0001f600'), max_size=6)
+nested = st.recursive(
+    structure_text | st.integers() | st.floats() | st.booleans() | st.none(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(structure_text, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=1000 if SLOW else 300, deadline=None)
+@given(value=nested, wrap=st.integers(min_value=0, max_value=32), ascii_only=st.booleans())
+def test_a_plain_answer_never_hides_a_deep_or_non_finite_object(value, wrap, ascii_only):
+    # an API answer the quick text check calls plain needs no walk: it must never be wrong
+    for _ in range(wrap):  # near the limit, where a bracket in a string could tip the count
+        value = [value]
+    text = json.dumps({"object": "list", "data": [value]}, ensure_ascii=ascii_only)
+    if strict_json.plain_answer(text):
+        assert _depth(value) <= strict_json.MAX_DEPTH // 2 - 2
+        assert "NaN" not in text and "Infinity" not in text
+
+
+def test_deep_answers_are_not_plain_and_a_sandbox_page_is():
+    deep: object = "x"
+    for _ in range(strict_json.MAX_DEPTH // 2):
+        deep = {"a": [deep]} if len(str(deep)) % 2 else [deep]
+    assert not strict_json.plain_answer(json.dumps({"data": [deep]}))
+    assert not strict_json.plain_answer('{"data": [{"x": NaN}]}')
+    # Stripe's objects stay under 20 levels: the check saves the walk for them
+    assert strict_json.plain_answer(json.dumps({"object": "list", "data": SAMPLE["invoices"]}))
