@@ -1001,11 +1001,16 @@ seconds_to_us() {  # "1.500" or "2" → µs
   printf '%d' $(( 10#${whole:-0} * 1000000 + 10#${frac:0:6} ))
 }
 
-# fetch_payment_methods PATH QUERY CUSTOMER_IDS_FILE: every customer's methods, FETCH_CONCURRENCY
-# at a time inside the shared budget, merged into one payment_methods.json in customer order.
+# fetch_payment_methods PATH QUERY CUSTOMER_IDS_FILE [follow]: every customer's methods,
+# FETCH_CONCURRENCY at a time inside the shared budgets, merged into one payment_methods.json in
+# the order of CUSTOMER_IDS_FILE. With `follow` (customers are being fetched by this run) the ids
+# are taken from the customers' pages as they are written, so the payment methods — the longest
+# listing under an endpoint budget — start with the customers' first page; once customers.json
+# is written, its ids are the list (and written to CUSTOMER_IDS_FILE).
 fetch_payment_methods() {
-  local path=$1 query=$2 ids_file=$3 dir=$WORK_DIR/payment_methods start total n=0 running=0
-  local fingerprint="$STRIPE_API_BASE$path?$query version=$STRIPE_API_VERSION key=$KEY_ID"
+  local path=$1 query=$2 ids_file=$3 follow=0 dir=$WORK_DIR/payment_methods start total="" n=0
+  local running=0 fingerprint="$STRIPE_API_BASE$path?$query version=$STRIPE_API_VERSION key=$KEY_ID"
+  [[ ${4:-} == follow ]] && follow=1
   start=$(now_us)
   if [[ -f $dir/state && $(cat "$dir/state") == "$fingerprint" ]]; then
     log "payment_methods: resuming ($(find "$dir/done" -name '*.json' | wc -l) customers already done)"
@@ -1016,43 +1021,70 @@ fetch_payment_methods() {
   fi
   rm -rf "$dir/work"
   mkdir -p "$dir/work"
-  local -a listed todo
-  local cus batch i
-  mapfile -t listed <"$ids_file"
-  total=${#listed[@]}
-  for cus in "${listed[@]}"; do
-    [[ -n $cus && ! -f $dir/done/$cus.json ]] && todo+=("$cus")
-  done
-  # a batch per worker when no budget paces them (the fewer curls the better, but short enough
-  # that a killed fetch's workers notice within a second); with a budget in all only, about half
-  # a second of the worker's share, so the workers' batches interleave and none holds the budget
-  # long; under an endpoint budget one request per slot (see curl_features)
-  if (( BUDGET_GAP_US == 0 && ENDPOINT_GAP_US == 0 )); then
-    batch=$(( (${#todo[@]} + FETCH_CONCURRENCY - 1) / FETCH_CONCURRENCY ))
-  elif [[ -n $CURL_RATE ]]; then
-    batch=$(( 500000 / BUDGET_GAP_US / FETCH_CONCURRENCY ))
-  else
-    batch=1  # an endpoint budget, or a curl without --rate: one request per claimed slot
+  local -a todo=() listed
+  local -A queued=() read_pages=() size_of=()
+  local cus batch next=0 page polled=0 pid
+  if (( follow )); then
+    log "payment_methods: following the customers as they are listed, $FETCH_CONCURRENCY at a time"
   fi
-  (( batch > FETCH_BATCH )) && batch=$FETCH_BATCH
-  (( batch < 1 )) && batch=1
-  log "payment_methods: $total customers, $FETCH_CONCURRENCY at a time"
-  # progress counts finished batches (about `batch` customers each), not started ones
-  n=$(( total - ${#todo[@]} ))
-  for (( i = 0; i < ${#todo[@]}; i += batch )); do
+  while true; do
     check_abort
-    fetch_methods_batch "$path" "$query" "${todo[@]:i:batch}" &
+    if (( follow && ${EPOCHREALTIME//[.,]/} - polled > 200000 )); then
+      polled=${EPOCHREALTIME//[.,]/}
+      if was_completed customers; then
+        jq -r '.data[].id' "$OUT_DIR/customers.json" >"$ids_file.tmp" \
+          || fatal "payment_methods: cannot read the customer ids of $OUT_DIR/customers.json"
+        mv "$ids_file.tmp" "$ids_file"
+        follow=0
+      else
+        # pages are written whole (mv); the customers' folder goes once customers.json is written
+        for page in "$WORK_DIR"/customers/c*/page-*.jsonl; do
+          [[ -f $page && -z ${read_pages[$page]:-} ]] || continue
+          read_pages[$page]=1
+          mapfile -t listed < <(jq -r '.id' "$page" 2>/dev/null || true)
+          for cus in "${listed[@]}"; do queue_customer "$cus"; done
+        done
+      fi
+    fi
+    if (( ! follow )) && [[ -z $total ]]; then
+      mapfile -t listed <"$ids_file"
+      total=${#listed[@]}
+      for cus in "${listed[@]}"; do queue_customer "$cus"; done
+      n=$(( total - ${#todo[@]} + next ))
+      log "payment_methods: $total customers, $FETCH_CONCURRENCY at a time"
+    fi
+    if (( next >= ${#todo[@]} )); then
+      (( follow )) || break
+      pause 0.1
+      continue
+    fi
+    # a batch per worker when no budget paces them (the fewer curls the better, but short enough
+    # that a killed fetch's workers notice within a second); with a budget in all only, about
+    # half a second of the worker's share, so the workers' batches interleave and none holds the
+    # budget long; under an endpoint budget one request per slot (see curl_features)
+    if (( BUDGET_GAP_US == 0 && ENDPOINT_GAP_US == 0 )); then
+      batch=$(( (${#todo[@]} - next + FETCH_CONCURRENCY - 1) / FETCH_CONCURRENCY ))
+    elif [[ -n $CURL_RATE ]]; then
+      batch=$(( 500000 / BUDGET_GAP_US / FETCH_CONCURRENCY ))
+    else
+      batch=1  # an endpoint budget, or a curl without --rate: one request per claimed slot
+    fi
+    if (( batch > FETCH_BATCH )); then batch=$FETCH_BATCH; fi
+    if (( batch < 1 )); then batch=1; fi
+    fetch_methods_batch "$path" "$query" "${todo[@]:next:batch}" &
+    size_of[$!]=$(( ${#todo[@]} - next < batch ? ${#todo[@]} - next : batch ))
+    next=$(( next + batch ))
     running=$(( running + 1 ))
     if (( running >= FETCH_CONCURRENCY )); then
-      wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
+      wait -n -p pid || { check_abort; fatal "payment_methods: a worker failed"; }
       running=$(( running - 1 ))
-      methods_progress
+      methods_progress "${size_of[$pid]:-0}"
     fi
   done
   while (( running > 0 )); do
-    wait -n || { check_abort; fatal "payment_methods: a worker failed"; }
+    wait -n -p pid || { check_abort; fatal "payment_methods: a worker failed"; }
     running=$(( running - 1 ))
-    methods_progress
+    methods_progress "${size_of[$pid]:-0}"
   done
   check_abort
   local pages objects seconds
@@ -1070,31 +1102,34 @@ fetch_payment_methods() {
   closing_line payment_methods "$objects" "$pages" "$seconds"
 }
 
-methods_progress() {  # after a batch of fetch_payment_methods ended (its n, batch, total)
-  n=$(( n + batch ))
-  if (( n / 200 > (n - batch) / 200 && n < total )); then
-    log "payment_methods: $(( n / 200 * 200 ))/$total customers"
+queue_customer() {  # CUSTOMER: to fetch, unless queued already or done by an interrupted run
+  if [[ -n $1 && -z ${queued[$1]:-} && ! -f $dir/done/$1.json ]]; then
+    queued[$1]=1
+    todo+=("$1")
   fi
 }
 
-# customer_ids FILE: the customers whose payment methods to fetch — from customers.json when this
-# run wrote it, else listed from the API (ids only, nothing else is written).
-customer_ids() {
-  local out=$1 use_file=$2
-  if [[ $use_file == 1 ]]; then
-    jq -r '.data[].id' "$OUT_DIR/customers.json" >"$out"
-    return 0
+methods_progress() {  # SIZE: a batch of fetch_payment_methods ended (its n, total)
+  n=$(( n + $1 ))
+  if (( n / 200 > (n - $1) / 200 )) && [[ $n != "$total" ]]; then
+    log "payment_methods: $(( n / 200 * 200 ))${total:+/$total} customers"
   fi
-  fetch_pages _customer_ids /v1/customers ""
-  cat "$WORK_DIR/_customer_ids"/c*/page-*.jsonl 2>/dev/null | jq -r '.id' >"$out"
-  rm -rf "${WORK_DIR:?}/_customer_ids"
 }
 
-# run_payment_methods PATH QUERY USE_CUSTOMERS_FILE(0|1)
+# run_payment_methods PATH QUERY FROM: FROM says where the customer ids come from — `follow`:
+# the customers this run is fetching, as their pages come; `file`: the customers.json an
+# interrupted run wrote; `api`: listed from the API here (ids only, nothing else is written).
 run_payment_methods() {
   local ids=$WORK_DIR/customer_ids
-  customer_ids "$ids.tmp" "$3"
-  mv "$ids.tmp" "$ids"
-  fetch_payment_methods "$1" "$2" "$ids"
+  case $3 in
+    file) jq -r '.data[].id' "$OUT_DIR/customers.json" >"$ids.tmp" ;;
+    api)
+      fetch_pages _customer_ids /v1/customers ""
+      cat "$WORK_DIR/_customer_ids"/c*/page-*.jsonl 2>/dev/null | jq -r '.id' >"$ids.tmp"
+      rm -rf "${WORK_DIR:?}/_customer_ids"
+      ;;
+  esac
+  if [[ $3 != follow ]]; then mv "$ids.tmp" "$ids"; fi
+  fetch_payment_methods "$1" "$2" "$ids" "$3"
   rm -f "$ids"
 }

@@ -25,7 +25,7 @@ IFS=$'\t' read -r _ pm_path pm_query _ <<<"$RESOURCE_LINES"
 [[ $pm_query == - ]] && pm_query=""
 failed=0
 if ! already_fetched payment_methods; then
-  run_payment_methods "$pm_path" "$pm_query" 0 || failed=1
+  run_payment_methods "$pm_path" "$pm_query" api || failed=1
 fi
 finish_run
 if (( failed )) || [[ -e $WORK_DIR/abort ]]; then

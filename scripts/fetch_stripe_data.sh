@@ -20,8 +20,8 @@
 # after its first page (its oldest second found by a few one-object probes), each range paged by
 # its own chain, FETCH_RANGES chains at once; the file is the same, byte for byte, as one
 # sequential listing writes (its .meta.json counts a few more pages: each range ends with a
-# partial one). Payment methods are listed per customer by FETCH_CONCURRENCY workers once
-# customers.json is written. Every request takes a turn of its endpoint's budget
+# partial one). Payment methods are listed per customer by FETCH_CONCURRENCY workers, starting
+# with the customers' first page. Every request takes a turn of its endpoint's budget
 # (`/v1/customers/{customer}/payment_methods` is one endpoint for all customers), then one of the
 # budget in all: at Stripe's live limits (FETCH_RATE=100) several endpoints run at 25/s each.
 # Under an endpoint budget payment methods go one request per curl.
@@ -55,19 +55,16 @@ done <<<"$RESOURCE_LINES"
 
 failed=0
 if [[ -n $pm_path ]] && ! already_fetched payment_methods; then
-  from_file=0
+  # payment methods are listed per customer: the ids of the customers this run lists, as their
+  # pages come (a customers fetch that fails stops them too), else of those already written
+  from="api"
   if [[ -n ${pid_of[customers]:-} ]]; then
-    # payment methods are listed per customer: take the ids from the customers just written
-    wait "${pid_of[customers]}" || failed=1
-    unset 'pid_of[customers]'
-    from_file=1
+    from="follow"
   elif was_completed customers; then
-    from_file=1
+    from="file"
   fi
-  if (( ! failed )); then
-    run_payment_methods "$pm_path" "$pm_query" "$from_file" &
-    pid_of[payment_methods]=$!
-  fi
+  run_payment_methods "$pm_path" "$pm_query" "$from" &
+  pid_of[payment_methods]=$!
 fi
 for name in "${!pid_of[@]}"; do
   wait "${pid_of[$name]}" || failed=1

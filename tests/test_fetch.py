@@ -284,6 +284,8 @@ def test_endpoint_budget_keeps_every_endpoint_under_its_limit(sandbox_factory, t
     stamps = sent_at(tmp_path)
     methods = stamps["/v1/customers/{customer}/payment_methods"]
     assert len(methods) == 16  # one endpoint for every customer
+    # the payment methods started with the customers' first page, not once all were listed
+    assert methods[0] < stamps["/v1/customers"][-1]
     for endpoint, times in stamps.items():
         gap = 1 / 40 if endpoint == "*" else 1 / 8
         # never closer than the budget allows, but for FETCH_BURST (3) banked slots
