@@ -6,8 +6,8 @@ endpoint (default 100 and 25: Stripe's live-mode limit and its default per-endpo
 the fetch told the same; (2) no limit, no budget — and each path:
 
   api   `ingest_all.py --source api`: the API read concurrently, streamed into the bulk load;
-  curl  `fetch_stripe_data.sh` then `ingest_all.py` on its files (the curl path has one budget,
-        FETCH_RATE, and no per-endpoint one: under the limit it runs at ENDPOINT_RATE);
+  curl  `fetch_stripe_data.sh` then `ingest_all.py` on its files (large lists paged in
+        `created` ranges; FETCH_RATE and FETCH_ENDPOINT_RATE as for the api path);
 
 prints objects/s for the whole backfill, requests/s (overall, and the busiest second) against
 the budget, the share of 429s, and the peak memory of the backfill's processes. The sandbox
@@ -15,7 +15,7 @@ runs in a process of its own (as `make sandbox` does), counting every request it
 Each backfill loads a fresh scratch database (`stripe_db_bench_fetch` beside DATABASE_URL's;
 BENCH_DB names another, so two benchmarks never share one).
 
-BENCH_CUSTOMERS=20000 is the issue's size (~158,000 objects; at 25 payment-method requests/s
+BENCH_CUSTOMERS=20000 is the issue's size (~239,000 objects; at 25 payment-method requests/s
 the limited run needs ~15 minutes per path). The default is small enough for a few minutes.
 """
 
@@ -168,9 +168,6 @@ def backfill(path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: 
         fetch_seconds = None
     else:
         with tempfile.TemporaryDirectory(prefix="bench_fetch_") as tmp:
-            # the curl path has no per-endpoint budget: under a limit it keeps to the lesser
-            if rate and endpoint_rate:
-                env["FETCH_RATE"] = str(min(rate, endpoint_rate))
             env["JSON_DIR"] = tmp
             fetch_seconds, fetch_peak, _ = timed(["bash", str(FETCH)], env)
             ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
