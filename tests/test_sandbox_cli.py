@@ -92,3 +92,18 @@ def test_webhook_options_reach_the_server() -> None:
         retry_base=0.2, max_attempts=8, shuffle=True, duplicate_rate=0.1, seed=3
     )
     assert _webhook_config(build_parser().parse_args(["serve"])) == WebhookConfig()
+
+
+def test_seed_draws_its_progress_as_plain_lines_when_stderr_is_a_pipe(cli: Cli) -> None:
+    assert cli("start").returncode == 0
+    os.environ["PROGRESS_INTERVAL"] = "0.1"
+    try:
+        seeded = cli("seed", "--customers", "3000")
+        quiet = cli("seed", "--customers", "10", "-q")
+    finally:
+        del os.environ["PROGRESS_INTERVAL"]
+    assert seeded.returncode == 0, seeded.stderr
+    assert "seed customers: 3,000 customers in" in seeded.stderr  # each step's closing line
+    assert "\x1b[" not in seeded.stderr  # no terminal escapes in a pipe
+    assert "objects/s" in seeded.stdout
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -117,3 +117,23 @@ def test_seed_endpoint_fills_the_running_sandbox(sandbox: SandboxHandle) -> None
     assert health["counts"]["customer"] == 150
     requests.post(f"{sandbox.url}/_sandbox/reset")
     assert requests.get(f"{sandbox.url}/_sandbox/health").json()["counts"]["customer"] == 0
+
+
+def test_seed_progress_is_told_while_and_after_it_runs(sandbox: SandboxHandle) -> None:
+    from app.sandbox.seed import seed_store
+
+    seen: list[tuple[str, int, int]] = []
+    report = seed_store(
+        Store(), customers=1_200, progress=lambda *step: seen.append(step)
+    )  # fmt: skip
+    customers = [done for step, done, total in seen if step == "customers"]
+    events = [(done, total) for step, done, total in seen if step == "events"]
+    assert customers == sorted(customers) and customers[0] == 0 and customers[-1] == 1_200
+    assert len(customers) >= 3  # told along the way, not only at the end
+    assert events[-1] == (report["events"], report["events"])
+    # the running sandbox tells how far its last seed got
+    requests.post(f"{sandbox.url}/_sandbox/seed", data={"customers": "30"})
+    state = requests.get(f"{sandbox.url}/_sandbox/seed").json()
+    assert state["running"] is False
+    assert state["customers"] == {"done": 30, "total": 30}
+    assert state["events"]["done"] == state["events"]["total"] > 30

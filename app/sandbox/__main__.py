@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from app.sandbox.errors import SandboxError, SandboxNotRunning
 from app.sandbox.limits import FaultConfig
@@ -234,7 +235,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     if _refuse_in_prod("seed the sandbox"):
         return 1
     data = f"customers={args.customers}&seed={args.seed}".encode()
-    report = _call(_url(args), "/_sandbox/seed", method="POST", data=data, timeout=3600)
+    report = _seed_with_progress(_url(args), data, args.customers, quiet=args.quiet)
     counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
     print(
         f"seeded {report['objects']} objects ({counts}, line items {report['line_items']}) "
@@ -242,6 +243,50 @@ def cmd_seed(args: argparse.Namespace) -> int:
         f"in {report['seconds']}s: {report['objects_per_second']} objects/s"
     )
     return 0
+
+
+def _seed_with_progress(url: str, data: bytes, customers: int, *, quiet: bool) -> dict:
+    """POST the seed and, while the sandbox works, draw how far it is (customers generated,
+    then the events announcing them), asking it four times a second."""
+    import threading
+
+    from app.progress import ProgressBoard
+
+    outcome: dict[str, Any] = {}
+
+    def post() -> None:
+        try:
+            outcome["report"] = _call(url, "/_sandbox/seed", method="POST", data=data, timeout=3600)
+        except BaseException as exc:  # noqa: BLE001 — raised in the command's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=post, name="seed", daemon=True)
+    with ProgressBoard(enabled=not quiet) as board:
+        tasks = {"customers": board.task("seed customers", total=customers, unit="customers")}
+        worker.start()
+        while True:
+            running = worker.is_alive()
+            try:
+                state = _call(url, "/_sandbox/seed")
+            except SandboxError:
+                state = {}  # the answer to the POST says what went wrong, if anything did
+            for step in ("customers", "events"):
+                if not isinstance(state.get(step), dict):
+                    continue
+                if step not in tasks:  # its total is known once the customers are made
+                    tasks[step] = board.task(f"seed {step}", total=state[step]["total"], unit=step)
+                task = tasks[step]
+                task(state[step]["done"] - task.count)
+                if task.total is not None and task.count >= task.total:
+                    board.finish(task)
+            if not running:
+                break
+            worker.join(0.25)
+        for task in tasks.values():
+            board.finish(task)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]
 
 
 def _webhook_config(args: argparse.Namespace) -> WebhookConfig:
@@ -471,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument(
         "--customers", type=int, required=True, help="number of customers to generate"
+    )
+    seed.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display, only the closing line"
     )
     seed.add_argument(
         "--seed", type=int, default=0, help="generator seed (same seed, same objects)"

@@ -23,6 +23,7 @@ import gc
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.sandbox import objects
@@ -68,12 +69,20 @@ _CREATED_EVENTS = {
 }
 
 
+# how far a seed is: (step, done, total), step "customers" then "events"
+SeedProgress = Callable[[str, int, int], None]
+_PROGRESS_EVERY = 500  # customers (or events) between two reports
+
+
 class _Batch:
     """Objects per table, with store sequence numbers, inserted in one sort per table at the end."""
 
-    def __init__(self, store: Store, rng: random.Random) -> None:
+    def __init__(
+        self, store: Store, rng: random.Random, progress: SeedProgress | None = None
+    ) -> None:
         self.store = store
         self.rng = rng
+        self.progress = progress
         self.rows: dict[str, list[tuple[Obj, int]]] = {name: [] for name in store.tables}
         self.line_items = 0
 
@@ -102,9 +111,12 @@ class _Batch:
         livemode, api_version = store.livemode, store.api_version
         next_seq = store.next_seq
         new_id = ids.new
-        events = []
+        events: list[tuple[Obj, int]] = []
+        total = sum(len(self.rows[resource]) for resource in _CREATED_EVENTS)
         for resource, event_type in _CREATED_EVENTS.items():
             for obj, _ in self.rows[resource]:
+                if self.progress is not None and len(events) % _PROGRESS_EVERY == 0:
+                    self.progress("events", len(events), total)
                 kind = event_type
                 if resource == "charge" and obj["status"] == "failed":
                     kind = "charge.failed"
@@ -121,6 +133,8 @@ class _Batch:
                     "type": kind,
                 }
                 events.append((evt, next_seq()))
+        if self.progress is not None:
+            self.progress("events", len(events), total)
         return events
 
 
@@ -270,14 +284,18 @@ def _refund(batch: _Batch, ids: IdFactory, ch: Obj, *, whole: bool) -> None:
     batch.add("refund", refund)
 
 
-def seed_store(store: Store, *, customers: int, seed: int = 0) -> dict[str, Any]:
-    """Generate `customers` customers and their graph into `store`; returns counts and speed."""
+def seed_store(
+    store: Store, *, customers: int, seed: int = 0, progress: SeedProgress | None = None
+) -> dict[str, Any]:
+    """Generate `customers` customers and their graph into `store`; returns counts and speed.
+    `progress(step, done, total)` is told how far it is, every few hundred customers, then
+    events."""
     # The cyclic GC would rescan the growing heap of new dicts again and again (they hold no
     # cycles): pausing it more than doubles the speed.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _seed(store, customers=customers, seed=seed)
+        return _seed(store, customers=customers, seed=seed, progress=progress)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -285,17 +303,21 @@ def seed_store(store: Store, *, customers: int, seed: int = 0) -> dict[str, Any]
         gc.freeze()
 
 
-def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
+def _seed(
+    store: Store, *, customers: int, seed: int, progress: SeedProgress | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     # Keyed by the store's size too, so that seeding twice adds new objects instead of clashing ids.
     state = f"{seed}:{store.counts()['customer']}:{store.counts()['product']}"
     rng = random.Random(state)
     ids = IdFactory(int.from_bytes(state.encode(), "big") % (1 << 63))
-    batch = _Batch(store, rng)
+    batch = _Batch(store, rng, progress)
     livemode = store.livemode
     plans = _catalogue(batch, ids, rng, customers)
     history = _HISTORY_DAYS * 86400
     for index in range(customers):
+        if progress is not None and index % _PROGRESS_EVERY == 0:
+            progress("customers", index, customers)
         first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
         city, country, postal_code = rng.choice(_CITIES)
         created = SEED_END - rng.randrange(history)
@@ -325,6 +347,8 @@ def _seed(store: Store, *, customers: int, seed: int) -> dict[str, Any]:
         if rng.random() < 0.2:
             continue
         _seed_subscription(batch, ids, rng, cus, pm, plans)
+    if progress is not None:
+        progress("customers", customers, customers)
     counts, events = batch.commit(ids)
     elapsed = time.perf_counter() - started
     total = sum(counts.values()) + batch.line_items

@@ -142,6 +142,8 @@ class Sandbox:
         # Bumped under the store's lock by every request that may change state: the persister
         # snapshots when it moves.
         self.generation = 0
+        # how far the last (or running) seed got: {"running": bool, step: {"done", "total"}}
+        self.seeding: dict[str, Any] = {"running": False}
         # Every event either store records is delivered to its webhook endpoints.
         self.webhooks = WebhookDispatcher(self.config.webhooks)
         for store in self.stores.values():
@@ -382,16 +384,27 @@ class Sandbox:
         if path == "/_sandbox/reset" and method == "POST":
             self.reset()
             return Response(200, orjson.dumps({"ok": True}))
+        if path == "/_sandbox/seed" and method == "GET":
+            # how far the seed under way is (read without the store's lock, which it holds)
+            return Response(200, orjson.dumps(self.seeding))
         if path == "/_sandbox/seed" and method == "POST":
             from app.sandbox.seed import seed_store
 
             customers = as_int(params, "customers", required=True, minimum=0) or 0
             seed = as_int(params, "seed") or 0
+
+            def progress(step: str, done: int, total: int) -> None:
+                self.seeding = {**self.seeding, step: {"done": done, "total": total}}
+
             with self.store.lock:
+                self.seeding = {"running": True}
                 try:
-                    report = seed_store(self.store, customers=customers, seed=seed)
+                    report = seed_store(
+                        self.store, customers=customers, seed=seed, progress=progress
+                    )
                 finally:
                     self.generation += 1
+                    self.seeding = {**self.seeding, "running": False}
             return Response(200, orjson.dumps(report))
         raise InvalidRequestError(f"Unrecognized request URL ({method}: {path}).")
 
