@@ -214,12 +214,56 @@ class ProgressBoard:
                 task.shown = True
                 self._write(task.line())
 
+    def note(self, line: str) -> None:
+        """A line for the person, above the bars on a terminal (a log line of a process that
+        cannot print there itself)."""
+        if self._rich is not None:
+            self.console.print(line, markup=False, highlight=False, emoji=False)
+        else:
+            self._write(line)
+
     def _write(self, line: str) -> None:
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
         except (OSError, ValueError):  # a closed pipe: the work goes on without its progress
             pass
+
+
+def follow_feed(lines: Iterable[str], board: ProgressBoard) -> None:
+    """Draw the progress another process reports, one tab-separated line at a time (the curl
+    fetch does; short lines written at once to a pipe never interleave):
+
+        count <TAB> task <TAB> n [<TAB> unit]    n more done (the task appears at its first)
+        total <TAB> task <TAB> total <TAB> unit  how many there are, when something says
+        done <TAB> task                          the task ended
+        log <TAB> text                           a line for the person (any other line too)
+    """
+    tasks: dict[str, ProgressTask] = {}
+
+    def task(name: str, unit: str = "objects") -> ProgressTask:
+        if name not in tasks:
+            tasks[name] = board.task(name, unit=unit)
+        return tasks[name]
+
+    for line in lines:
+        kind, _, rest = line.rstrip("\n").partition("\t")
+        fields = rest.split("\t")
+        try:
+            if kind == "count" and len(fields) >= 2:
+                task(fields[0], *fields[2:3])(int(fields[1]))
+            elif kind == "total" and len(fields) == 3:
+                task(fields[0], fields[2]).set_total(int(fields[1]))
+            elif kind == "done" and len(fields) == 1:
+                board.finish(task(fields[0]))
+            elif kind == "log":
+                board.note(rest)
+            elif line.strip():
+                board.note(line.rstrip("\n"))
+        except ValueError:  # not a number where one belongs: shown, not lost
+            board.note(line.rstrip("\n"))
+    for name in tasks:
+        board.finish(tasks[name])
 
 
 class _ConsoleLines:

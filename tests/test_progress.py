@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.config import PROJECT_ROOT
-from app.progress import ProgressBoard
+from app.progress import ProgressBoard, follow_feed
 from app.synthetic import customer
 
 INGEST_ALL = PROJECT_ROOT / "scripts" / "ingest_all.py"
@@ -179,3 +179,33 @@ def test_check_db_into_a_pipe_prints_plain_progress_lines(database_url, tmp_path
     assert result.returncode in (0, 1), result.stderr  # the test database may lack them
     assert ESCAPE not in result.stderr
     assert re.search(r"check customers: [\d,]+ of 3,000 objects", result.stderr), result.stderr
+
+
+def test_a_feed_from_another_process_is_drawn_and_its_log_lines_kept():
+    # the curl fetch reports through scripts/fetch_progress.py; nothing it writes is lost
+    feed = (
+        "total\tfetch payment_methods\t200\tcustomers\n"
+        "count\tfetch payment_methods\t50\n"
+        "log\tcustomers:  100 objects  1 pages  0.20 s\n"
+        "count\tfetch payment_methods\t25\n"
+        "count\tfetch payment_methods\tmany\n"
+        "an unexpected line\n"
+    )
+    drawer = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "fetch_progress.py")],
+        input=feed, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PROGRESS_INTERVAL": "0.05"},
+    )  # fmt: skip
+    lines = drawer.stderr.splitlines()
+    assert drawer.returncode == 0 and ESCAPE not in drawer.stderr
+    assert "customers:  100 objects  1 pages  0.20 s" in lines
+    assert "an unexpected line" in lines and "count\tfetch payment_methods\tmany" in lines
+
+
+def test_a_fed_task_counts_up_to_its_total():
+    out = io.StringIO()
+    with ProgressBoard(stream=out, terminal=False, interval=0.05) as board:
+        follow_feed(iter(["total\tpm\t4\tcustomers\n", "count\tpm\t3\n"]), board)
+        running = board.tasks[0]
+        assert (running.count, running.total, running.unit) == (3, 4, "customers")
+        assert running.ended is not None  # the feed ended: so did its tasks
