@@ -44,7 +44,42 @@ PROJECT_ROOT=$(dirname "$SCRIPT_DIR")
 PYTHON=${PYTHON:-$PROJECT_ROOT/.venv/bin/python}
 [[ -x $PYTHON ]] || PYTHON=python3
 
-log() { printf '%s\n' "$*" >&2; }
+# While the progress drawer runs (start_progress), log lines go through it: it prints them above
+# its bars on a terminal. A line shorter than the pipe's buffer is written at once, so lines of
+# workers writing together never interleave.
+log() {
+  if [[ -n ${PROGRESS_FD:-} ]]; then
+    printf 'log\t%s\n' "${*//$'\n'/ }" >&"$PROGRESS_FD" 2>/dev/null && return 0
+  fi
+  printf '%s\n' "$*" >&2
+}
+
+# progress KIND TASK [VALUE [UNIT]]: tell the drawer (app.progress.follow_feed reads these lines)
+# — `count` VALUE more done, `total` how many there are, `done` — and nothing when it is off
+progress() {
+  [[ -n ${PROGRESS_FD:-} ]] || return 0
+  local IFS=$'\t'
+  printf '%s\n' "$*" >&"$PROGRESS_FD" 2>/dev/null || true
+}
+
+# The drawer, scripts/fetch_progress.py, on a pipe of its own (FETCH_PROGRESS=0: none, the log
+# lines then go to stderr as they are). It ends when every worker has closed the pipe.
+start_progress() {
+  [[ ${FETCH_PROGRESS:-1} != 0 ]] || return 0
+  exec {PROGRESS_FD}> >(exec "$PYTHON" "$SCRIPT_DIR/fetch_progress.py")
+  PROGRESS_PID=$!
+}
+
+stop_progress() {  # the fetch's own exit: close its end, give the drawer a moment to draw the end
+  [[ -n ${PROGRESS_FD:-} ]] || return 0
+  exec {PROGRESS_FD}>&-
+  PROGRESS_FD=""
+  local waited=0
+  while (( waited < 30 )) && kill -0 "$PROGRESS_PID" 2>/dev/null; do
+    read -r -t 0.1 -u "$SLEEP_FD" _ || true
+    waited=$(( waited + 1 ))
+  done
+}
 
 # Stripe keys must never reach a terminal or a log: keep a prefix and the last four characters,
 # for the configured key whatever its shape and for anything that looks like a Stripe key.
@@ -136,7 +171,11 @@ load_setup() {
   LEADER_PID=$$
   LEADER_START=$(process_start "$$")
   # which account the saved pages came from, without keeping the key itself in state files
-  KEY_ID=$(printf '%s' "$STRIPE_SECRET_KEY" | sha256sum | cut -c1-12)
+  # (and which connected account: pages of two accounts never meet in one file)
+  KEY_ID=$(printf '%s' "$STRIPE_SECRET_KEY${STRIPE_ACCOUNT:+|$STRIPE_ACCOUNT}" | sha256sum | cut -c1-12)
+  # STRIPE_ACCOUNT: a connected account to mirror, sent as Stripe-Account on every request
+  ACCOUNT_HEADER=()
+  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then ACCOUNT_HEADER=(--header "Stripe-Account: $STRIPE_ACCOUNT"); fi
   OUT_DIR=$JSON_DIR
   WORK_DIR=$OUT_DIR/.partial
   mkdir -p "$WORK_DIR"
@@ -241,6 +280,7 @@ take_run_lock() {
 
 release_run_lock() {  # the fetch's own exit, however it ends (subshells do not run this trap)
   : >"$WORK_DIR/run.lock" 2>/dev/null || true
+  stop_progress
 }
 
 on_interrupt() {
@@ -440,7 +480,7 @@ http_get() {
     sent=$EPOCHREALTIME
     status=$(curl --silent --show-error --output "$out" --dump-header "$headers" \
       --write-out '%{http_code}' --connect-timeout 10 --max-time "$FETCH_TIMEOUT" \
-      --header @- --header "Stripe-Version: $STRIPE_API_VERSION" \
+      --header @- --header "Stripe-Version: $STRIPE_API_VERSION" "${ACCOUNT_HEADER[@]}" \
       "$url" 2>"$out.curlerr" <<<"$AUTH_HEADER") || rc=$?
     if (( rc != 0 )); then status=000; fi
     printf '%s %s %s\n' "$status" "$sent" "${endpoint%%\?*}" >>"$WORK_DIR/requests.log"
@@ -508,11 +548,12 @@ fetch_chain() {
     fi
     pages=$(( pages + 1 )) objects=$(( objects + count ))
     mv "$dir/page.tmp" "$page_file.jsonl"
+    [[ $name == _* ]] || progress count "fetch $name" "$count"
     # the page is on disk before the state says so: a kill in between refetches one page, no more
     [[ $last != - ]] && cursor=$last
     printf '%s %s %s %s\n' "$pages" "$objects" "${cursor:--}" "$has_more" >"$dir/state.tmp"
     mv "$dir/state.tmp" "$dir/state"
-    if [[ ${LOG_PAGES:-0} == 1 ]] && { (( pages % 10 == 0 )) || [[ $has_more == false && $pages -gt 1 ]]; }; then
+    if [[ ${LOG_PAGES:-0} == 1 && -z ${PROGRESS_FD:-} ]] && { (( pages % 10 == 0 )) || [[ $has_more == false && $pages -gt 1 ]]; }; then
       log "$name: page $pages, $objects objects"
     fi
   done
@@ -543,6 +584,7 @@ fetch_pages() {
   if [[ -f $dir/list && $(<"$dir/list") == "$fingerprint" ]]; then
     chain_totals "$dir"
     log "$name: resuming after $PAGES pages ($OBJECTS objects already fetched)"
+    [[ $name == _* ]] || progress count "fetch $name" "$OBJECTS"
     rm -f "$dir"/c*/embedded.log
   else
     [[ -d $dir ]] && log "$name: earlier partial fetch is for other settings; starting over"
@@ -587,6 +629,7 @@ fetch_pages() {
 ranges_progress() {  # after a chain of fetch_pages ended (its plan, finished, name, dir): at
   # most ten lines a list
   local total=${#plan[@]}
+  [[ -z ${PROGRESS_FD:-} ]] || return 0
   if (( total > 1 && finished < total && finished * 10 / total > (finished - 1) * 10 / total )); then
     chain_totals "$dir"
     log "$name: $finished/$total ranges done, $PAGES pages, $OBJECTS objects"
@@ -830,8 +873,11 @@ write_list() {
   mv "$meta_tmp" "$meta"
 }
 
-closing_line() {  # NAME OBJECTS PAGES SECONDS
-  printf '%-16s %8d objects %6d pages %8s s\n' "$1:" "$2" "$3" "$4" >&2
+closing_line() {  # NAME OBJECTS PAGES SECONDS: the resource's last line, its task ended
+  local line
+  printf -v line '%-16s %8d objects %6d pages %8s s' "$1:" "$2" "$3" "$4"
+  log "$line"
+  progress done "fetch $1"
 }
 
 # fetch_resource NAME PATH QUERY [EMBEDDED]: one global list, every page, with the lists embedded in
@@ -886,6 +932,10 @@ fetch_methods_batch() {
   auth="header = $QUOTED"
   config_string "Stripe-Version: $STRIPE_API_VERSION"
   version="header = $QUOTED"
+  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then
+    config_string "Stripe-Account: $STRIPE_ACCOUNT"
+    version+=$'\n'"header = $QUOTED"
+  fi
   while (( ${#pending[@]} > 0 )); do
     check_abort
     budget_wait "$path" "${#pending[@]}"
@@ -1050,6 +1100,9 @@ fetch_payment_methods() {
       mapfile -t listed <"$ids_file"
       total=${#listed[@]}
       for cus in "${listed[@]}"; do queue_customer "$cus"; done
+      progress total "fetch payment_methods" "$total" customers
+      # done by an interrupted run (the batches of this one count themselves as they end)
+      progress count "fetch payment_methods" $(( total - ${#todo[@]} )) customers
       n=$(( total - ${#todo[@]} + next ))
       log "payment_methods: $total customers, $FETCH_CONCURRENCY at a time"
     fi
@@ -1111,6 +1164,8 @@ queue_customer() {  # CUSTOMER: to fetch, unless queued already or done by an in
 
 methods_progress() {  # SIZE: a batch of fetch_payment_methods ended (its n, total)
   n=$(( n + $1 ))
+  progress count "fetch payment_methods" "$1" customers
+  [[ -z ${PROGRESS_FD:-} ]] || return 0
   if (( n / 200 > (n - $1) / 200 )) && [[ $n != "$total" ]]; then
     log "payment_methods: $(( n / 200 * 200 ))${total:+/$total} customers"
   fi

@@ -6,7 +6,9 @@
 #   RESOURCES="customers charges" scripts/fetch_stripe_data.sh
 #
 # Environment (defaults from .env.dev / .env.local via app.config): STRIPE_SECRET_KEY,
-# STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), JSON_DIR, RESOURCES;
+# STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), STRIPE_ACCOUNT (a connected
+# account, sent as Stripe-Account), JSON_DIR, RESOURCES; FETCH_PROGRESS=0 (no progress drawer:
+# the log lines as they are, without bars or rate and ETA lines);
 # FETCH_RATE (requests/s for the whole fetch, default 25 = Stripe's test-mode limit; 0 = none),
 # FETCH_ENDPOINT_RATE (requests/s to any one endpoint, default 25 = Stripe's default per-endpoint
 # limit; 0 = none; with FETCH_RATE=0 none unless set), FETCH_CONCURRENCY (payment-method workers,
@@ -37,6 +39,7 @@ parse_fetch_args "${BASH_SOURCE[0]}" "$@"
 RUN_START=$(now_us)
 load_setup
 take_run_lock
+start_progress
 trap on_interrupt INT TERM
 log "fetching from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $(mask_key "$STRIPE_SECRET_KEY"), budget ${FETCH_RATE} req/s, ${FETCH_ENDPOINT_RATE} per endpoint) into $OUT_DIR"
 

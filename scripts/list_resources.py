@@ -50,6 +50,7 @@ def settings_lines() -> list[str]:
         "STRIPE_SECRET_KEY": settings.stripe_secret_key,
         "STRIPE_API_BASE": settings.stripe_api_base,
         "STRIPE_API_VERSION": settings.stripe_api_version,
+        "STRIPE_ACCOUNT": settings.stripe_account,
         "JSON_DIR": str(settings.json_dir),
     }
     return [f"{key}={shlex.quote(value)}" for key, value in values.items()]

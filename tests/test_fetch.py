@@ -451,3 +451,50 @@ def test_key_never_appears_on_a_command_line(sandbox, tmp_path):
     assert process.returncode == 0, stderr
     assert any(" curl " in f" {line} " for line in seen), "no curl was seen running"
     assert not [line for line in seen if TEST_KEY in line]
+
+
+def test_progress_in_a_pipe_is_plain_lines_with_counts_and_totals(sandbox, tmp_path):
+    sandbox.seed(customers=120)
+    done = run_fetch(
+        sandbox.url, tmp_path, FETCH_PAGE_LIMIT="10", FETCH_RATE="150", PROGRESS_INTERVAL="0.2",
+        RESOURCES="customers payment_methods",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "\x1b[" not in done.stderr  # a pipe gets no terminal escapes
+    # a list gives no total: a count and a rate; payment methods count customers of all
+    assert any(line.startswith("fetch customers: ") for line in lines), lines
+    assert any(" of 120 customers (" in line for line in lines), lines
+    assert any(line.startswith("fetch payment_methods: 120 customers in ") for line in lines)
+    # the fetch's own lines still come, through the drawer
+    assert any(line.startswith("customers:") and "objects" in line for line in lines), lines
+    assert done.stderr.rstrip().splitlines()[-1].startswith("requests: ")
+
+
+def test_no_progress_drawer_leaves_the_log_lines_as_they_are(sandbox, tmp_path):
+    sandbox.seed(customers=30)
+    done = run_fetch(
+        sandbox.url, tmp_path, FETCH_PROGRESS="0", FETCH_PAGE_LIMIT="5", FETCH_RANGES="1",
+        PROGRESS_INTERVAL="0.05", RESOURCES="customers",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "customers: page 6, 30 objects" in done.stderr
+    assert "fetch customers:" not in done.stderr
+
+
+def test_a_connected_account_goes_with_every_request(sandbox, tmp_path, monkeypatch):
+    sandbox.seed(customers=12)
+    accounts: list[str | None] = []
+    answer = sandbox.sandbox.handle
+
+    def recording(method: str, target: str, headers: dict[str, str], body: bytes):
+        accounts.append({k.lower(): v for k, v in headers.items()}.get("stripe-account"))
+        return answer(method, target, headers, body)
+
+    monkeypatch.setattr(sandbox.sandbox, "handle", recording)
+    done = run_fetch(
+        sandbox.url, tmp_path, STRIPE_ACCOUNT="acct_1Connected", FETCH_PAGE_LIMIT="5",
+        RESOURCES="customers payment_methods invoices",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(accounts) > 12 and set(accounts) == {"acct_1Connected"}
