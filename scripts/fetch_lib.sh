@@ -49,7 +49,7 @@ PYTHON=${PYTHON:-$PROJECT_ROOT/.venv/bin/python}
 # workers writing together never interleave.
 log() {
   if [[ -n ${PROGRESS_FD:-} ]]; then
-    printf 'log\t%s\n' "${*//$'\n'/ }" >&"$PROGRESS_FD" 2>/dev/null && return 0
+    printf 'log\t%s\n' "${*//$'\n'/ }" 1>&"$PROGRESS_FD" 2>/dev/null && return 0
   fi
   printf '%s\n' "$*" >&2
 }
@@ -59,7 +59,7 @@ log() {
 progress() {
   [[ -n ${PROGRESS_FD:-} ]] || return 0
   local IFS=$'\t'
-  printf '%s\n' "$*" >&"$PROGRESS_FD" 2>/dev/null || true
+  printf '%s\n' "$*" 1>&"$PROGRESS_FD" 2>/dev/null || true
 }
 
 # The drawer, scripts/fetch_progress.py, on a pipe of its own (FETCH_PROGRESS=0: none, the log
@@ -877,7 +877,7 @@ closing_line() {  # NAME OBJECTS PAGES SECONDS: the resource's last line, its ta
   local line
   printf -v line '%-16s %8d objects %6d pages %8s s' "$1:" "$2" "$3" "$4"
   log "$line"
-  progress done "fetch $1"
+  progress "done" "fetch $1"
 }
 
 # fetch_resource NAME PATH QUERY [EMBEDDED]: one global list, every page, with the lists embedded in
