@@ -148,7 +148,11 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, stderr
 
 
-def backfill(path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: float) -> str:
+def backfill(
+    path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: float
+) -> tuple[str, dict[str, tuple[int, str]]]:
+    """One backfill into a fresh database: its line of figures, and the rows it loaded
+    (`rows_digest`)."""
     fresh_database(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCH_", "STRIPE_"))}
     env.update(
@@ -173,9 +177,57 @@ def backfill(path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: 
             ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
         seconds, peak = fetch_seconds + ingest_seconds, max(fetch_peak, ingest_peak)
     requests = sandbox.tally()
-    return describe(
+    line = describe(
         path, sandbox.objects, seconds, fetch_seconds, peak, requests, rate, endpoint_rate
     )
+    return line, rows_digest(url)
+
+
+# bookkeeping of the load, not data from Stripe: when the row was written, and the Stripe time
+# its state was read at (the start of the API listing, or of the fetch that wrote the file)
+BOOKKEEPING = {"synced_at", "state_at"}
+
+
+def rows_digest(url: str) -> dict[str, tuple[int, str]]:
+    """Each table's row count and an md5 of its rows in id order, bookkeeping left out: two
+    backfills that loaded the same rows have the same digests."""
+    from sqlalchemy import create_engine, pool, text
+
+    import app.resources  # noqa: F401  (the models)
+    from app.db.base import Base
+    from app.db.session import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    digests = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if "id" not in table.columns or table.name in ("stripe_events", "sync_state"):
+                continue
+            columns = ", ".join(f'"{c.name}"' for c in table.columns if c.name not in BOOKKEEPING)
+            count, digest = conn.execute(
+                text(
+                    f"SELECT count(*), md5(coalesce(string_agg(row_text, E'\\n' ORDER BY id), '')) "
+                    f'FROM (SELECT id, ({columns})::text AS row_text FROM "{table.name}") AS r'
+                )
+            ).one()
+            digests[table.name] = (count, digest)
+    engine.dispose()
+    return digests
+
+
+def compare_rows(loaded: dict[str, dict[str, tuple[int, str]]]) -> str:
+    """`rows: identical …` when every path loaded the same rows, else which tables differ."""
+    first, *others = loaded
+    differ = sorted(
+        table
+        for other in others
+        for table in loaded[first]
+        if loaded[other].get(table) != loaded[first][table]
+    )
+    rows = sum(count for count, _ in loaded[first].values())
+    if differ:
+        return f"  rows: DIFFERENT between {' and '.join(loaded)} in {', '.join(differ)}"
+    return f"  rows: identical from {' and '.join(loaded)} ({len(loaded[first])} tables, {rows:,} rows)"
 
 
 def describe(
@@ -279,8 +331,12 @@ def main() -> int:
                 else "unlimited: no rate limit, no budget"
             )
             print(f"{title} ({sandbox.objects:,} objects)", flush=True)
+            loaded = {}
             for path in paths:
-                print(backfill(path, sandbox, url, rate, endpoint_rate), flush=True)
+                line, loaded[path] = backfill(path, sandbox, url, rate, endpoint_rate)
+                print(line, flush=True)
+            if len(loaded) > 1:
+                print(compare_rows(loaded), flush=True)
         finally:
             sandbox.stop()
     from app.db.schema import drop_database
