@@ -270,9 +270,9 @@ class ListingSpool:
     file, so the listing runs at its full rate while memory stays flat. A chunk is written as
     JSON (orjson: seven times faster to write and read back than pickle), or pickled when
     JSON cannot hold it exactly (integers beyond 64 bits, lone surrogates, an object already
-    set aside), so the load still sees, and sets aside, exactly what was listed. A chunk goes to memory only
-    when the file holds nothing, so the load reads the memory's chunks (older) first, then the
-    file's, and order is kept.
+    set aside), so the load still sees, and sets aside, exactly what was listed. A chunk goes
+    to memory only when the file holds nothing, so the load reads the memory's chunks (older)
+    first, then the file's, and order is kept.
     """
 
     def __init__(self, memory_chunks: int = SPOOL_MEMORY_CHUNKS) -> None:
