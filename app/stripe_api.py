@@ -155,6 +155,14 @@ class RequestBudget:
             return UNLIMITED_WORKERS
         return max(4, min(MAX_WORKERS, math.ceil(self.rate * SECONDS_PER_REQUEST)))
 
+    def endpoint_workers(self) -> int:
+        """Requests worth having in flight to one endpoint (what one listing sends to): no more
+        than its own budget can use. More would only hold parsed pages waiting for their turn:
+        at 100 requests/s with 25 per endpoint, six listings of 50 workers held 500 MB."""
+        if not self.endpoint_rate:
+            return self.workers()
+        return max(4, min(self.workers(), math.ceil(self.endpoint_rate * SECONDS_PER_REQUEST)))
+
 
 def _rate_from_env(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
@@ -308,7 +316,7 @@ class ParallelLister:
     ) -> None:
         self.client = client
         self.budget = budget
-        self.workers = max(1, workers or budget.workers())
+        self.workers = max(1, workers or budget.endpoint_workers())
         self.complete = complete
         self.requests = 0
         self.rate_limited = 0
@@ -465,8 +473,13 @@ class ParallelLister:
     def _run(
         self, jobs: list[Callable[[], Iterable[list[dict[str, Any]]]]]
     ) -> Iterator[list[dict[str, Any]]]:
-        """The pages of all `jobs`, in the order they arrive; a bounded number wait."""
-        pages: queue.Queue[Any] = queue.Queue(maxsize=min(2 * self.workers, MAX_WAITING_PAGES))
+        """The pages of all `jobs`, in the order they arrive. At most MAX_WAITING_PAGES pages
+        are asked for and not yet taken: a worker takes a turn before it asks for the next page,
+        not after, so a consumer slower than the budget (the load, on a busy machine) holds the
+        workers back instead of each holding a parsed page (a few MB for 100 invoices) while
+        it waits."""
+        pages: queue.Queue[Any] = queue.Queue()
+        room = threading.BoundedSemaphore(min(2 * self.workers, MAX_WAITING_PAGES))
         todo: queue.SimpleQueue[Callable[[], Iterable[list[dict[str, Any]]]]] = queue.SimpleQueue()
         for job in jobs:
             todo.put(job)
@@ -478,8 +491,15 @@ class ParallelLister:
                         job = todo.get_nowait()
                     except queue.Empty:
                         return
-                    for page in job():
-                        self._put(pages, page)
+                    chain = iter(job())
+                    while True:
+                        self._take(room)
+                        try:
+                            page = next(chain)
+                        except StopIteration:
+                            room.release()
+                            break
+                        pages.put(page)
             except _Stopped:
                 return
             except BaseException as exc:  # noqa: BLE001 — handed to the consumer, raised there
@@ -502,6 +522,7 @@ class ParallelLister:
                 elif isinstance(item, BaseException):
                     raise item
                 else:
+                    room.release()
                     yield item
         finally:
             if running:
@@ -565,6 +586,16 @@ class ParallelLister:
         for item, result in zip(items, results, strict=True):
             threading.Thread(target=one, args=(item, result), daemon=True).start()
         return [result.get() for result in results]
+
+    def _take(self, room: threading.BoundedSemaphore) -> None:
+        """A turn to ask for a page, waiting while the consumer has enough; _Stopped once it
+        went away."""
+        while not room.acquire(timeout=0.1):
+            if self._stop.is_set():
+                raise _Stopped
+        if self._stop.is_set():
+            room.release()
+            raise _Stopped
 
     def _put(self, pages: queue.Queue[Any], item: Any, *, force: bool = False) -> None:
         while True:

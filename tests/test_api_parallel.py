@@ -209,3 +209,34 @@ def test_budget_spaces_requests_per_endpoint_without_holding_back_others():
     # the other (~2 s)
     assert all(0.9 <= seconds < 1.6 for seconds in took.values()), took
     assert budget.requests == 24
+
+
+def test_a_slow_consumer_holds_the_workers_back_before_they_ask():
+    # pages asked for and not yet taken stay bounded: a worker waits for its turn before it
+    # asks for a page, instead of holding a parsed page while the consumer is busy
+    from app.stripe_api import MAX_WAITING_PAGES, RequestBudget
+
+    asked = 0
+    lock = threading.Lock()
+
+    def job():
+        nonlocal asked
+        for n in range(100):
+            with lock:
+                asked += 1
+            yield [{"id": f"x{n}"}]
+
+    lister = ParallelLister(None, RequestBudget(0), workers=8)  # type: ignore[arg-type]
+    pages = lister._run([job for _ in range(8)])
+    next(pages)
+    time.sleep(0.5)  # the consumer is busy: the workers may only fill the room
+    assert asked <= MAX_WAITING_PAGES + 1
+    assert sum(1 for _ in pages) == 8 * 100 - 1  # and nothing is lost
+
+
+def test_a_listing_has_as_many_workers_as_its_endpoint_can_use():
+    from app.stripe_api import RequestBudget
+
+    assert RequestBudget(100, 25).endpoint_workers() == 13  # 25/s at half a second each
+    assert RequestBudget(100, 0).endpoint_workers() == 50
+    assert ParallelLister(None, RequestBudget(100, 25)).workers == 13  # type: ignore[arg-type]
