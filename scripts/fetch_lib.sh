@@ -280,6 +280,7 @@ take_run_lock() {
 
 release_run_lock() {  # the fetch's own exit, however it ends (subshells do not run this trap)
   : >"$WORK_DIR/run.lock" 2>/dev/null || true
+  stop_splitter
   stop_progress
 }
 
@@ -497,11 +498,66 @@ http_get() {
 
 # ---- pages of one list ------------------------------------------------------------------------
 
-# Split a list page into "has_more count last_id" (first line) and its objects, one per line.
-# With ENVELOPES (dotted paths of lists embedded in each object, comma-separated), the same jq
-# run writes to NEEDS the "envelope id last_item_id" of each embedded list that has more, so
-# completing them reads no page again.
-split_page() {  # $1 response, $2 objects out [$3 envelopes, $4 needs out] → echoes the head line
+# split_page RESPONSE OBJECTS_OUT [ENVELOPES NEEDS_OUT]: a list page's objects, one per line, into
+# OBJECTS_OUT; with ENVELOPES (dotted paths of lists embedded in each object, comma-separated),
+# the "envelope id last_item_id" of each embedded list that has more into NEEDS_OUT, so
+# completing them reads no page again. Sets SPLIT_HEAD: "has_more count last_id", or
+# "not-a-list" / "not-json". The fetch's splitter process does it (start_splitter: 3 ms a page
+# of 100 invoices, and numbers kept as sent); jq when it is off (FETCH_SPLITTER=jq) or stopped.
+split_page() {
+  if [[ -n ${SPLIT_FD:-} ]] && split_by_splitter "$@"; then return 0; fi
+  SPLIT_HEAD=$(split_page_jq "$@")
+}
+
+# The splitter (scripts/split_pages.py) reads requests from one FIFO; each worker reads its
+# answers from a FIFO of its own, opened read-write so that neither side ever blocks on open.
+start_splitter() {
+  [[ ${FETCH_SPLITTER:-python} != jq ]] || return 0
+  local requests=$WORK_DIR/split/requests
+  rm -rf "$WORK_DIR/split"
+  mkdir -p "$WORK_DIR/split"
+  mkfifo "$requests" || { log "note: cannot make a FIFO in $WORK_DIR: pages are split with jq"; return 0; }
+  "$PYTHON" "$SCRIPT_DIR/split_pages.py" "$requests" </dev/null &
+  SPLIT_PID=$!
+  exec {SPLIT_FD}<>"$requests"
+}
+
+stop_splitter() {  # its requests FIFO closed: it ends once the workers have let go of it too
+  [[ -n ${SPLIT_FD:-} ]] || return 0
+  exec {SPLIT_FD}>&-
+  SPLIT_FD=""
+  rm -rf "$WORK_DIR/split"
+}
+
+split_by_splitter() {  # split_page's arguments → 0 with SPLIT_HEAD set, 1: use jq instead
+  local reply=$WORK_DIR/split/$BASHPID.reply out=$2 needs=${4:-}
+  [[ $1$2${3:-}${4:-} != *[$'\t\n']* ]] || return 1
+  if [[ ${SPLIT_REPLY_PID:-} != "$BASHPID" ]]; then  # this worker's first page
+    rm -f "$reply"
+    mkfifo "$reply" 2>/dev/null || return 1
+    exec {SPLIT_REPLY_FD}<>"$reply"
+    SPLIT_REPLY_PID=$BASHPID
+  fi
+  # written beside the outputs, then moved: an answer that comes too late changes nothing
+  [[ $out == /dev/null ]] || out=$2.split
+  [[ -z $needs ]] || needs=$4.split
+  printf '%s\t%s\t%s\t%s\t%s\n' "$reply" "$1" "$out" "${3:-}" "$needs" 1>&"$SPLIT_FD" 2>/dev/null \
+    || return 1
+  local waited=0
+  until IFS= read -r -t 1 -u "$SPLIT_REPLY_FD" SPLIT_HEAD; do
+    waited=$(( waited + 1 ))
+    if ! process_alive "$SPLIT_PID" || (( waited >= FETCH_TIMEOUT )); then
+      log "note: the page splitter stopped answering; this worker splits pages with jq"
+      SPLIT_FD=""
+      return 1
+    fi
+  done
+  if [[ $SPLIT_HEAD == not-readable* ]]; then return 1; fi
+  [[ $out == "$2" ]] || mv -f "$out" "$2"
+  [[ -z $needs ]] || mv -f "$needs" "$4"
+}
+
+split_page_jq() {  # split_page with jq: echoes the head line
   local head n=0 line
   { IFS= read -r head && if [[ -n ${4:-} ]]; then
       IFS= read -r n
@@ -538,7 +594,8 @@ fetch_chain() {
       || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
     printf -v page_file '%s/page-%05d' "$dir" $(( pages + 1 ))
     # a page refetched after a kill rewrites its .needs; a .needs without its page is unused
-    head=$(split_page "$dir/response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page_file.needs}")
+    split_page "$dir/response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page_file.needs}"
+    head=$SPLIT_HEAD
     read -r has_more count last <<<"$head"
     if [[ $has_more != true && $has_more != false ]]; then
       fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
@@ -804,7 +861,8 @@ complete_page_lists() {
         log "$name: $parent: $(error_message "$dir/response"); its $envelope stay a first page"
         continue 2
       fi
-      head=$(split_page "$dir/response" "$dir/items.page")
+      split_page "$dir/response" "$dir/items.page"
+      head=$SPLIT_HEAD
       read -r has_more count last <<<"$head"
       if [[ $has_more != true && $has_more != false ]]; then
         fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
@@ -983,7 +1041,8 @@ write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
           finished+=("$cus")
           continue
         fi
-        head=$(split_page "$work/$cus.page" /dev/null)
+        split_page "$work/$cus.page" /dev/null
+        head=$SPLIT_HEAD
         read -r has_more count last <<<"$head"
         [[ $has_more == true || $has_more == false ]] \
           || fatal "payment_methods: $cus: not a Stripe list ($head)"

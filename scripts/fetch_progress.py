@@ -8,6 +8,7 @@ when the fetch closes the pipe; Ctrl-C is the fetch's to handle, not this drawer
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from app.progress import ProgressBoard, follow_feed  # noqa: E402
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the fetch stops, then closes the pipe
+    # the fetch's other pipes stay the fetch's: holding them would keep their readers waiting
+    os.closerange(3, 1024)
     with ProgressBoard() as board:
         follow_feed(sys.stdin, board)
     return 0

@@ -498,3 +498,45 @@ def test_a_connected_account_goes_with_every_request(sandbox, tmp_path, monkeypa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(accounts) > 12 and set(accounts) == {"acct_1Connected"}
+
+
+def data_files(folder: Path) -> dict[str, str]:
+    """The digests of the resource files (their .meta.json say when, so they differ)."""
+    return {name: d for name, d in digest(folder).items() if not name.endswith(".meta.json")}
+
+
+def python_that_logs(tmp_path: Path, *, splitter_crashes: bool = False) -> Path:
+    """A PYTHON for the fetch that notes each script it runs (and can make the splitter die
+    at once, as a crash would)."""
+    import sys
+
+    log = tmp_path / "python.log"
+    wrapper = tmp_path / "python"
+    crash = 'case "$1" in *split_pages.py) exit 3 ;; esac\n' if splitter_crashes else ""
+    wrapper.write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$1" >>"{log}"\n{crash}exec "{sys.executable}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_pages_are_split_by_the_splitter_exactly_as_jq_splits_them(sandbox, tmp_path):
+    sandbox.seed(customers=60)
+    create_long_lists(sandbox.url, invoice_lines=12, items=3)
+    python = python_that_logs(tmp_path)
+    split = run_fetch(sandbox.url, tmp_path / "split", FETCH_PAGE_LIMIT="7", PYTHON=str(python))
+    with_jq = run_fetch(sandbox.url, tmp_path / "jq", FETCH_PAGE_LIMIT="7", FETCH_SPLITTER="jq")
+    assert split.returncode == with_jq.returncode == 0, split.stderr + with_jq.stderr
+    assert sum("split_pages.py" in line for line in (tmp_path / "python.log").open()) == 1
+    assert data_files(tmp_path / "split") == data_files(tmp_path / "jq")
+    assert "splits pages with jq" not in split.stderr
+
+
+def test_a_splitter_that_dies_leaves_the_pages_to_jq(sandbox, tmp_path):
+    sandbox.seed(customers=40)
+    python = python_that_logs(tmp_path, splitter_crashes=True)
+    crashed = run_fetch(sandbox.url, tmp_path / "a", FETCH_PAGE_LIMIT="9", PYTHON=str(python))
+    plain = run_fetch(sandbox.url, tmp_path / "b", FETCH_PAGE_LIMIT="9", FETCH_SPLITTER="jq")
+    assert crashed.returncode == plain.returncode == 0, crashed.stderr
+    assert "the page splitter stopped answering" in crashed.stderr
+    assert data_files(tmp_path / "a") == data_files(tmp_path / "b")
