@@ -15,8 +15,9 @@
 # default 8), FETCH_RANGES (page chains one global list runs at once, default 8; 1 = one
 # sequential chain), FETCH_MAX_RETRIES (8), FETCH_PAGE_LIMIT (100), FETCH_BATCH (most
 # payment-method requests one curl sends over one connection, 50), FETCH_RESTART=1 (same as
-# --restart: drop what a stopped fetch left). Needs curl 7.75 or newer (7.84 to send batches
-# inside a budget).
+# --restart: drop what a stopped fetch left), FETCH_SPLITTER=jq (pages split by a jq per page
+# instead of the fetch's one splitter process, scripts/split_pages.py). Needs curl 7.75 or newer
+# (7.84 to send batches inside a budget), and jq.
 #
 # Global lists run concurrently. A list longer than one page is split into `created` ranges
 # after its first page (its oldest second found by a few one-object probes), each range paged by
