@@ -12,6 +12,7 @@
 #   payment_methods/work/<worker>/     a batch's pages in flight (dropped when a fetch starts)
 #   budget.next, budget.lock    the request budget shared by every worker of this fetch
 #   budget-<endpoint>.next/.lock       each endpoint's budget (FETCH_ENDPOINT_RATE)
+#   split/requests, split/<pid>.reply  the page splitter's FIFOs (start_splitter), while it runs
 #   requests.log                "status sent-at endpoint" per HTTP attempt (sent-at: epoch
 #                               seconds; for a batch of several, when its answer came), for
 #                               the closing request tally
