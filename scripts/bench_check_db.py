@@ -29,8 +29,7 @@ from sqlalchemy import create_engine, pool
 from app import synthetic
 from app.cli import run_command
 from app.config import PROJECT_ROOT, load_settings, mask_secrets, refuse_in_prod
-from app.db.base import Base
-from app.db.schema import create_database, drop_database
+from app.db.schema import drop_database, recreate_database
 from app.db.session import sqlalchemy_url
 from app.errors import PipelineError
 from app.resources import RESOURCES, load_order
@@ -96,10 +95,8 @@ def peak_mb() -> float:
 def phase_ingest(url: str, directory: Path) -> dict[str, Any]:
     from app.ingest import ingest_file
 
-    drop_database(url)
-    create_database(url)
+    recreate_database(url)
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
-    Base.metadata.create_all(engine)
     started = time.monotonic()
     rows = 0
     with engine.connect() as conn:

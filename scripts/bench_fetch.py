@@ -117,21 +117,6 @@ def bench_url() -> str:
     return url.render_as_string(hide_password=False)
 
 
-def fresh_database(url: str) -> None:
-    from sqlalchemy import create_engine, pool
-
-    import app.resources  # noqa: F401  (the models, so that their tables are created)
-    from app.db.base import Base
-    from app.db.schema import create_database, drop_database
-    from app.db.session import sqlalchemy_url
-
-    drop_database(url)
-    create_database(url)
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-
-
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Run `command`; its seconds, its peak memory in MB (the largest process: itself, or the
     largest of its children) and its stderr."""
@@ -153,7 +138,9 @@ def backfill(
 ) -> tuple[str, dict[str, tuple[int, str]]]:
     """One backfill into a fresh database: its line of figures, and the rows it loaded
     (`rows_digest`)."""
-    fresh_database(url)
+    from app.db.schema import recreate_database
+
+    recreate_database(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCH_", "STRIPE_"))}
     env.update(
         ENV="DEV",

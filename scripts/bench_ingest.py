@@ -25,8 +25,7 @@ from sqlalchemy import create_engine, pool, text
 
 from app.cli import run_command
 from app.config import PROJECT_ROOT, load_settings, refuse_in_prod
-from app.db.base import Base
-from app.db.schema import create_database, drop_database
+from app.db.schema import drop_database, recreate_database
 from app.db.session import sqlalchemy_url
 from app.ingest import TableLoader, ingest_file
 from app.resources import BY_NAME
@@ -89,14 +88,6 @@ def bench_url(settings) -> str:
         .set(database=BENCH_DB)
         .render_as_string(hide_password=False)
     )
-
-
-def fresh_database(url: str) -> None:
-    drop_database(url)
-    create_database(url)
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
-    Base.metadata.create_all(engine)
-    engine.dispose()
 
 
 def copy_baseline(url: str, paths: dict[str, Path]) -> dict:
@@ -177,7 +168,7 @@ def main() -> int:
     url = bench_url(settings)
     if args.child:
         paths = write_files(args.n)
-        fresh_database(url)
+        recreate_database(url)
         measure = copy_baseline if args.child == "copy" else run_ingest
         print(json.dumps(measure(url, paths)))
         return 0

@@ -96,6 +96,21 @@ def drop_database(url: str) -> None:
         admin.dispose()
 
 
+def recreate_database(url: str) -> None:
+    """An empty database at `url` with the models' tables (a benchmark's scratch database):
+    dropped if it exists, created, its tables made from the models."""
+    import app.resources  # noqa: F401  (the models, so that their tables are created)
+    from app.db.base import Base
+
+    drop_database(url)
+    create_database(url)
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
 def require_tables(conn: Connection, resources: list[Any]) -> None:
     """Fail with what to do when a resource's table, or a child table, is not there."""
     tables = [r.name for r in resources] + [c.name for r in resources for c in r.children]
