@@ -14,6 +14,7 @@ import stat
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
@@ -480,11 +481,26 @@ def _list_into(
 
 
 def _api_text(obj: Any) -> str:
-    """An API object as text for the rejects file (only objects nested too deeply need it)."""
+    """An API object set aside, as text for the rejects file: NaN and Infinity as Python's
+    json writes them, a decimal no double holds as it was sent."""
+    from app.strict_json import InexactNumber
+
+    inexact: list[str] = []
+    marker = uuid.uuid4().hex  # no string of the object's can be taken for a number's place
+
+    def default(value: Any) -> Any:
+        if isinstance(value, InexactNumber):
+            inexact.append(value.text)
+            return f"{marker}:{len(inexact) - 1}"
+        return repr(value)
+
     try:
-        return json.dumps(obj, ensure_ascii=True, default=repr)
+        text = json.dumps(obj, ensure_ascii=True, default=default)
     except RecursionError:
         return reprlib.repr(obj)
+    for n, token in enumerate(inexact):
+        text = text.replace(f'"{marker}:{n}"', token, 1)
+    return text
 
 
 def api_client(settings: Any) -> stripe.StripeClient:

@@ -14,6 +14,7 @@ line), holding at most one element in memory.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
@@ -152,15 +153,47 @@ def depth_exceeds(obj: Any, limit: int) -> bool:
 _INFINITIES = (float("inf"), float("-inf"))
 
 
+class InexactNumber:
+    """A decimal of an API answer that a double cannot hold (`loads_keeping_inexact`): its
+    text, kept for the reason the object is set aside. Never stored: nothing can write it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"InexactNumber({self.text!r})"
+
+
+def _float_or_inexact(token: str) -> float | InexactNumber:
+    if len(token) < 16 or _exact(token.encode()):
+        return float(token)
+    return InexactNumber(token)
+
+
+def loads_keeping_inexact(text: str | bytes) -> Any:
+    """Python's json reader, as the stripe SDK decodes (NaN, Infinity, integers of any size and
+    lone surrogates taken), except that a decimal a double cannot hold becomes an
+    InexactNumber instead of the nearest float, for `api_object_problem` to refuse."""
+    return json.loads(text, parse_float=_float_or_inexact)
+
+
 def api_object_problem(obj: Any) -> str | None:
     """Why an object decoded from an API answer cannot be stored exactly, or None: nested
-    deeper than MAX_DEPTH, or holding NaN or Infinity, which Python's json reader (the stripe
-    SDK's) accepts though they are not JSON, and which orjson would write as `null`."""
+    deeper than MAX_DEPTH, holding NaN or Infinity, which Python's json reader (the stripe
+    SDK's) accepts though they are not JSON, and which orjson would write as `null`, or a
+    decimal no double holds (an InexactNumber)."""
     problem = _walk(obj, MAX_DEPTH, finite=True)
     if problem == "deep":
         return f"nested deeper than {MAX_DEPTH} levels (the limit; Stripe's objects stay under 20)"
     if problem == "not finite":
         return "holds NaN or Infinity, which JSON has no number for"
+    if isinstance(problem, InexactNumber):
+        return (
+            f"the number {problem.text[:40]} cannot be stored exactly "
+            "(decimals are kept to double precision)"
+        )
     return None
 
 
@@ -169,15 +202,17 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"')
 _AS_PARENTHESES = bytes.maketrans(b"{}[]", b"()()")
 
 
-def plain_answer(text: str) -> bool:
+def plain_answer(text: str | bytes, *, finite: bool = False) -> bool:
     """Whether no object in this API answer can be nested deeper than MAX_DEPTH // 2 or hold
     NaN or Infinity, told from its text at C speed (a third of the walk in `api_object_problem`):
     the brackets outside strings, innermost pairs dropped level by level. False means "not
     sure" (a string holding a bracket, say) and the caller walks each object. Half the limit,
     because an object's embedded lists are completed from answers of their own, nested one
-    level of the object deeper. `text` was decoded as JSON already: its brackets match."""
-    raw = text.encode("utf-8", "surrogatepass")
-    if b"NaN" in raw or b"Infinity" in raw:
+    level of the object deeper. `text` was decoded as JSON already: its brackets match; with
+    `finite`, by a strict reader (orjson), which refuses NaN and Infinity, so they are not
+    looked for (a third of the check's time)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if not finite and (b"NaN" in raw or b"Infinity" in raw):
         return False
     if b"\\" in raw:  # escaped backslashes, then escaped quotes: left to right, as JSON reads
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
@@ -191,8 +226,9 @@ def plain_answer(text: str) -> bool:
     return not brackets
 
 
-def _walk(obj: Any, limit: int, *, finite: bool) -> str | None:
-    """One pass over every container: "deep", "not finite" (with `finite`) or None."""
+def _walk(obj: Any, limit: int, *, finite: bool) -> str | InexactNumber | None:
+    """One pass over every container: "deep", "not finite" or the first InexactNumber (with
+    `finite`), or None."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -206,6 +242,8 @@ def _walk(obj: Any, limit: int, *, finite: bool) -> str | None:
                 push((child, depth + 1))
             elif finite and child.__class__ is float and (child != child or child in _INFINITIES):
                 return "not finite"
+            elif finite and child.__class__ is InexactNumber:
+                return child
     return None
 
 

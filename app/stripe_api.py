@@ -36,11 +36,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import stripe
 
 from app.config import mask_key, mask_secrets
 from app.errors import FetchError
-from app.strict_json import plain_answer
+from app.strict_json import inexact_number, loads_keeping_inexact, plain_answer
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,61 @@ def stripe_client(settings: Any) -> stripe.StripeClient:
         max_network_retries=3,
         http_client=stripe.RequestsClient(session=session, proxy=proxy),
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer: `data` decoded from `body`. `strict` when orjson decoded it: no
+    NaN, Infinity, lone surrogate, integer beyond 64 bits or decimal beyond a double in it;
+    otherwise its objects need `api_object_problem`'s walk."""
+
+    data: Any
+    body: bytes | str
+    strict: bool
+
+
+def get_json(client: stripe.StripeClient, url: str, params: dict[str, Any]) -> Answer:
+    """GET `url` through the SDK: its key, version and account headers, its network retries,
+    its exceptions for every error.
+
+    The SDK decodes every answer with `json.loads(object_pairs_hook=OrderedDict)`: 7 ms for a
+    page of 100 invoices, two thirds of a listing's CPU, so on two cores a backfill could not
+    keep 100 requests/s busy. A successful answer is taken from the SDK's requestor (which
+    `raw_request` itself calls) and decoded here: by orjson (2 ms, the same values, plain
+    dicts) unless it holds a number orjson would read inexactly or something orjson refuses
+    (never sent by Stripe); those go to Python's reader as before, decimals beyond a double
+    kept apart so the object is set aside rather than rounded. Errors get the SDK's
+    exceptions. An SDK without that requestor gets `raw_request`, its body decoded the same."""
+    requestor: Any = getattr(client, "_requestor", None)
+    if not hasattr(requestor, "request_raw") or not hasattr(requestor, "_interpret_response"):
+        return decode_answer(client.raw_request("get", url, **params).body)
+    rbody, rcode, rheaders = requestor.request_raw(
+        "get",
+        url,
+        params=params,
+        options={},
+        base_address="api",
+        api_mode="V1",
+        usage=["raw_request"],
+    )
+    if 200 <= rcode < 300 and isinstance(rbody, bytes | str):
+        try:
+            return decode_answer(rbody)
+        except ValueError:
+            pass  # not JSON: the SDK's APIError says so
+    # every error status: the SDK's exception (RateLimitError, AuthenticationError, …)
+    response = requestor._interpret_response(rbody, rcode, rheaders, "V1")
+    return decode_answer(response.body)
+
+
+def decode_answer(body: bytes | str) -> Answer:
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if inexact_number(raw) is None:
+        try:
+            return Answer(orjson.loads(raw), raw, strict=True)
+        except orjson.JSONDecodeError:
+            pass
+    return Answer(loads_keeping_inexact(raw), raw, strict=False)
 
 
 class TokenBucket:
@@ -340,10 +396,10 @@ class ParallelLister:
                 self.requests += 1
             try:
                 with self.budget.in_flight:
-                    response = self.client.raw_request("get", url, **params)
-                if self.plain and not plain_answer(response.body):
+                    answer = get_json(self.client, url, params)
+                if self.plain and not (answer.strict and plain_answer(answer.body, finite=True)):
                     self.plain = False  # set before its objects are handed on
-                return response.data
+                return answer.data
             except stripe.RateLimitError as exc:
                 with self._lock:
                     self.rate_limited += 1

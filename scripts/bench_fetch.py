@@ -134,10 +134,15 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 
 def backfill(
-    path: str, sandbox: Sandbox, url: str, rate: float, endpoint_rate: float
+    path: str,
+    sandbox: Sandbox,
+    url: str,
+    rate: float,
+    endpoint_rate: float,
+    timeline: Path | None = None,
 ) -> tuple[str, dict[str, tuple[int, str]]]:
     """One backfill into a fresh database: its line of figures, and the rows it loaded
-    (`rows_digest`)."""
+    (`rows_digest`); with `timeline`, the requests of each second by endpoint as CSV there."""
     from app.db.schema import recreate_database
 
     recreate_database(url)
@@ -164,10 +169,30 @@ def backfill(
             ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
         seconds, peak = fetch_seconds + ingest_seconds, max(fetch_peak, ingest_peak)
     requests = sandbox.tally()
+    if timeline is not None:
+        write_timeline(timeline, requests)
     line = describe(
         path, sandbox.objects, seconds, fetch_seconds, peak, requests, rate, endpoint_rate
     )
     return line, rows_digest(url)
+
+
+def write_timeline(path: Path, requests: list[tuple[float, int, str]]) -> None:
+    """`second,endpoint,requests,429s` rows, seconds counted from the first request."""
+    start = min((stamp for stamp, _, _ in requests), default=0.0)
+    counts: Counter[tuple[int, str, bool]] = Counter(
+        (int(stamp - start), endpoint, status == 429) for stamp, status, endpoint in requests
+    )
+    rows = sorted({(second, endpoint) for second, endpoint, _ in counts})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write("second,endpoint,requests,429s\n")
+        for second, endpoint in rows:
+            limited = counts[(second, endpoint, True)]
+            out.write(
+                f"{second},{endpoint},{counts[(second, endpoint, False)] + limited},{limited}\n"
+            )
+    print(f"  timeline: {path}", file=sys.stderr, flush=True)
 
 
 # bookkeeping of the load, not data from Stripe: when the row was written, and the Stripe time
@@ -300,6 +325,12 @@ def main() -> int:
     parser.add_argument(
         "--budgets", default="limited,unlimited", help="limited, unlimited or both (default)"
     )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        metavar="DIR",
+        help="write each backfill's requests per second and endpoint to DIR/<budget>-<path>.csv",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -320,7 +351,8 @@ def main() -> int:
             print(f"{title} ({sandbox.objects:,} objects)", flush=True)
             loaded = {}
             for path in paths:
-                line, loaded[path] = backfill(path, sandbox, url, rate, endpoint_rate)
+                timeline = args.timeline / f"{budget}-{path}.csv" if args.timeline else None
+                line, loaded[path] = backfill(path, sandbox, url, rate, endpoint_rate, timeline)
                 print(line, flush=True)
             if len(loaded) > 1:
                 print(compare_rows(loaded), flush=True)

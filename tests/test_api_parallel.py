@@ -240,3 +240,89 @@ def test_a_listing_has_as_many_workers_as_its_endpoint_can_use():
     assert RequestBudget(100, 25).endpoint_workers() == 13  # 25/s at half a second each
     assert RequestBudget(100, 0).endpoint_workers() == 50
     assert ParallelLister(None, RequestBudget(100, 25)).workers == 13  # type: ignore[arg-type]
+
+
+def test_answers_decode_to_what_the_sdk_decodes(sandbox, unlimited):
+    # successful answers are decoded by orjson, not the SDK's OrderedDict reader: the same
+    # values, for every list the backfill reads
+    from app.stripe_api import get_json
+
+    sandbox.seed(customers=30)
+    client = api_client(settings_for(sandbox.url))
+    customer = next(iter(sandbox_ids(sandbox.store, BY_NAME["customers"])))
+    for resource in load_order():
+        path = resource.list_path.replace("{customer}", customer)
+        params = {**resource.list_params, "limit": 100}
+        answer = get_json(client, path, params)
+        assert answer.strict, resource.name
+        assert answer.data["data"], resource.name
+        assert answer.data == client.raw_request("get", path, **params).data, resource.name
+
+
+def serve_body(body: bytes) -> Any:
+    """An HTTP server on a free port answering every GET with `body` (200, JSON)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 — http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(
+    "value, kept",
+    [
+        (b"NaN", lambda v: v != v),
+        (b"-Infinity", lambda v: v == float("-inf")),
+        (b"1180591620717411303424", lambda v: v == 2**70),  # beyond 64 bits: orjson rounds it
+        (b'"\\ud800"', lambda v: v == "\ud800"),  # a lone surrogate
+        (b"0.10000000000000000000001", lambda v: v.text == "0.10000000000000000000001"),
+    ],
+)
+def test_what_orjson_would_refuse_or_round_is_decoded_exactly_and_walked(unlimited, value, kept):
+    # Python's reader takes them (decimals beyond a double kept apart), and the listing then
+    # walks each object, so the ingest sets it aside by name instead of storing another value
+    from app.stripe_api import get_json
+
+    body = b'{"object": "list", "has_more": false, "data": [{"id": "cus_1", "x": ' + value + b"}]}"
+    server = serve_body(body)
+    try:
+        settings = settings_for(f"http://127.0.0.1:{server.server_address[1]}")
+        answer = get_json(api_client(settings), "/v1/customers", {"limit": 100})
+        assert not answer.strict
+        assert kept(answer.data["data"][0]["x"])
+        lister = ParallelLister(api_client(settings), RequestBudget(0))
+        assert [o["id"] for o in lister.objects(ListSpec("/v1/customers", {}))] == ["cus_1"]
+        assert lister.plain is False
+    finally:
+        server.shutdown()
+
+
+def test_a_decimal_no_double_holds_is_set_aside_by_name_not_rounded(unlimited):
+    from app.strict_json import Unreadable
+
+    body = (
+        b'{"object": "list", "has_more": false, "data": ['
+        b'{"id": "cus_ok", "created": 2, "balance": 0},'
+        b'{"id": "cus_bad", "created": 1, "x": 0.10000000000000000000001}]}'
+    )
+    server = serve_body(body)
+    try:
+        settings = settings_for(f"http://127.0.0.1:{server.server_address[1]}")
+        listed = list(read_api_objects(BY_NAME["customers"], settings))
+    finally:
+        server.shutdown()
+    assert listed[0]["id"] == "cus_ok"
+    assert isinstance(listed[1], Unreadable)
+    assert '"x": 0.10000000000000000000001}' in listed[1].text  # as sent, for the rejects file
+    assert "0.10000000000000000000001 cannot be stored exactly" in listed[1].reason
