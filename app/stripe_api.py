@@ -54,6 +54,8 @@ PAGE = 100  # objects per list request: Stripe's largest page
 UNLIMITED_WORKERS = 8
 SECONDS_PER_REQUEST = 0.5
 MAX_WORKERS = 64
+# the budget's buckets hold this many seconds of requests (see TokenBucket)
+BURST_SECONDS = 0.2
 # pages fetched but not yet taken by the consumer, at most (memory stays flat)
 MAX_WAITING_PAGES = 16
 
@@ -143,11 +145,16 @@ def decode_answer(body: bytes | str) -> Answer:
 
 
 class TokenBucket:
-    """`rate` tokens per second, holding at most `burst` (a little slack for late wake-ups)."""
+    """`rate` tokens per second, holding at most BURST_SECONDS of them (at least 2).
 
-    def __init__(self, rate: float, burst: float = 2.0) -> None:
+    The slack is for late wake-ups: a thread that wants the GIL while another parses a page
+    claims its token late, and a bucket of 2 at 100/s is full again in 20 ms, so every late
+    claim lost budget for good (a backfill at 100 requests/s sent 90). Stripe's limiter, a
+    token bucket too (the sandbox's holds a second's worth), takes such a burst."""
+
+    def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, min(burst, rate))
+        self.capacity = max(1.0, min(max(2.0, rate * BURST_SECONDS), rate))
         self.tokens = self.capacity
         self.stamp = time.monotonic()
 
@@ -171,6 +178,7 @@ class RequestBudget:
         self._all = TokenBucket(rate) if self.rate else None
         self._endpoints: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
+        self._first_waiting = 0  # threads of `first` endpoints waiting for an overall token
         self.requests = 0
         # requests in flight in all, whatever lists them: every listing of a backfill runs at
         # once, and each page in flight is held in memory (parsed, a few MB for 100 invoices)
@@ -180,22 +188,42 @@ class RequestBudget:
     def limited(self) -> bool:
         return bool(self.rate or self.endpoint_rate)
 
-    def wait(self, endpoint: str = "") -> None:
+    def wait(self, endpoint: str = "", *, first: bool = False) -> None:
         """Take a token for one request to `endpoint` (a list path such as
-        `/v1/customers/{id}/payment_methods`; empty: only the overall budget)."""
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                buckets = [b for b in (self._all, self._endpoint(endpoint)) if b is not None]
-                for bucket in buckets:
-                    bucket.refill(now)
-                delay = max((b.wait_for_one() for b in buckets), default=0.0)
-                if delay <= 0:
-                    for bucket in buckets:
-                        bucket.tokens -= 1.0
-                    self.requests += 1
-                    return
-            time.sleep(delay)
+        `/v1/customers/{id}/payment_methods`; empty: only the overall budget).
+
+        `first`: this endpoint's requests go before the others' whenever the overall budget
+        is short, up to the endpoint's own budget. For the backfill's long pole (one request
+        per customer for payment methods, at 25/s while all the other lists share the rest),
+        every second it spends below its own budget makes the whole backfill longer."""
+        ahead = False  # this thread counts among those waiting only for an overall token
+        try:
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    own = self._endpoint(endpoint)
+                    for bucket in (self._all, own):
+                        if bucket is not None:
+                            bucket.refill(now)
+                    own_delay = own.wait_for_one() if own is not None else 0.0
+                    all_delay = self._all.wait_for_one() if self._all is not None else 0.0
+                    if first and ahead != (own_delay <= 0 < all_delay):
+                        ahead = not ahead
+                        self._first_waiting += 1 if ahead else -1
+                    if not first and self._first_waiting and all_delay <= 0:
+                        all_delay = 1.0 / self.rate  # the token there is for one that goes first
+                    delay = max(own_delay, all_delay)
+                    if delay <= 0:
+                        for bucket in (self._all, own):
+                            if bucket is not None:
+                                bucket.tokens -= 1.0
+                        self.requests += 1
+                        return
+                time.sleep(delay)
+        finally:
+            if ahead:
+                with self._lock:
+                    self._first_waiting -= 1
 
     def _endpoint(self, endpoint: str) -> TokenBucket | None:
         if not endpoint or not self.endpoint_rate:
@@ -391,7 +419,8 @@ class ParallelLister:
         for attempt in range(1, MAX_RATE_LIMIT_RETRIES + 2):
             if self._stop.is_set():
                 raise _Stopped
-            self.budget.wait(spec.path)
+            # a per-parent list (one request per parent) is the backfill's long pole
+            self.budget.wait(spec.path, first=parent_id is not None)
             with self._lock:
                 self.requests += 1
             try:
