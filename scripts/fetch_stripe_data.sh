@@ -52,7 +52,11 @@ pm_path="" pm_query=""
 # lists yield the CPU to them (reading pages with jq costs CPU). They still use whatever budget
 # is left; on a machine with CPU to spare this changes nothing.
 yield_cpu=0
-if [[ $RESOURCE_LINES == *$'\t1\t'* ]] && ! was_completed payment_methods; then yield_cpu=1; fi
+if [[ $RESOURCE_LINES == *$'\t1\t'* ]] && ! was_completed payment_methods; then
+  yield_cpu=1
+  # and their requests go first when the budget in all is short
+  set_first "$(awk -F'\t' '$4 == 1 { print $2; exit }' <<<"$RESOURCE_LINES")"
+fi
 while IFS=$'\t' read -r name path query per_customer embedded; do
   [[ $query == - ]] && query=""
   if [[ $per_customer == 1 ]]; then
