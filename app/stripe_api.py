@@ -458,8 +458,9 @@ class ParallelLister:
 
     # a whole endpoint, in created ranges
 
-    def objects(self, spec: ListSpec) -> Iterator[dict[str, Any]]:
-        """Every object of the list, each once, including those created while it is listed."""
+    def objects(self, spec: ListSpec, *, in_order: bool = False) -> Iterator[dict[str, Any]]:
+        """Every object of the list, each once, including those created while it is listed:
+        in the order pages arrive, or `in_order`, a sequential listing's (newest first)."""
         first = self.get(spec, {**spec.params, "limit": PAGE})
         data = list(first.get("data") or [])
         if self.complete is not None:
@@ -480,7 +481,7 @@ class ParallelLister:
         for lower, upper in self._ranges(spec, edge, newest):
             bounds = {"lt": upper} if lower is None else {"gte": lower, "lt": upper}
             jobs.append(lambda b=bounds: self.pages(spec, {"limit": PAGE, "created": b}))  # type: ignore[misc]
-        for page in self._run(jobs):
+        for page in self._in_order(jobs) if in_order else self._run(jobs):
             for obj in page:
                 if _created(obj) >= newest:
                     recent.add(obj["id"])
@@ -613,6 +614,63 @@ class ParallelLister:
             if running:
                 self._stop.set()
                 _drain(pages)
+
+    def _in_order(
+        self, jobs: list[Callable[[], Iterable[list[dict[str, Any]]]]]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The pages of `jobs` in the jobs' order: the first unfinished job's as they come,
+        those of the next ones (at most 2 × workers jobs ahead) kept until it is done."""
+        window: deque[queue.SimpleQueue[Any]] = deque()
+        todo: queue.Queue[tuple[Callable[[], Iterable[Any]], queue.SimpleQueue[Any]] | None]
+        todo = queue.Queue()
+        waiting = iter(jobs)
+
+        def work() -> None:
+            while not self._stop.is_set():
+                got = todo.get()
+                if got is None:
+                    return
+                job, out = got
+                try:
+                    for page in job():
+                        out.put(page)
+                except _Stopped:
+                    return
+                except BaseException as exc:  # noqa: BLE001 — raised in the consumer
+                    out.put(exc)
+                out.put(_DONE)
+
+        def start_next() -> bool:
+            job = next(waiting, None)
+            if job is None:
+                return False
+            window.append(queue.SimpleQueue())
+            todo.put((job, window[-1]))
+            return True
+
+        threads = [
+            threading.Thread(target=work, name=f"stripe-list-{i}", daemon=True)
+            for i in range(min(self.workers, len(jobs)))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while len(window) < 2 * self.workers and start_next():
+                pass
+            while window:
+                item = window[0].get()
+                if item is _DONE:
+                    window.popleft()
+                    start_next()
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            if window:
+                self._stop.set()
+            for _ in threads:
+                todo.put(None)
 
     def _ordered(
         self, fetch: Callable[[str], list[dict[str, Any]]], keys: Iterable[str]

@@ -97,6 +97,20 @@ def test_ranges_meet_without_gaps_or_overlaps_when_many_share_a_second(sandbox, 
     assert set(made) <= set(listed) and len(listed) == len(made) + 1  # + the model customer
 
 
+def test_a_list_read_in_order_comes_in_a_sequential_listings_order(sandbox_factory, unlimited):
+    # the payment methods follow the customers in this order, whichever range finished first
+    # (a third of the answers come late, so ranges finish out of order)
+    slow = sandbox_factory(slow_rate=0.3, slow_seconds=0.05, fault_seed=7)
+    slow.seed(customers=400)
+    lister = ParallelLister(api_client(settings_for(slow.url)), budget_from_env(), workers=4)
+    spec = ListSpec("/v1/customers", {})
+    sequential = [obj["id"] for page in lister.pages(spec, {"limit": 100}) for obj in page]
+    requests = lister.requests
+    assert ids_of(list(lister.objects(spec, in_order=True))) == sequential
+    assert lister.requests - requests > len(sequential) // 100 + 1  # in ranges, with probes
+    assert sorted(ids_of(list(lister.objects(spec)))) == sorted(sequential)
+
+
 def test_objects_created_during_the_listing_are_not_lost(sandbox, unlimited):
     sandbox.seed(customers=600)
     client = stripe.StripeClient(TEST_KEY, base_addresses={"api": sandbox.url})
