@@ -1169,11 +1169,11 @@ fetch_payment_methods() {
           || fatal "payment_methods: cannot read the customer ids of $OUT_DIR/customers.json"
         mv "$ids_file.tmp" "$ids_file"
         follow=0
-      elif (( ${#todo[@]} - next < FETCH_PAGE_LIMIT )); then
+      elif (( ${#todo[@]} - next < FETCH_CONCURRENCY * FETCH_BATCH )); then
         # pages are written whole (mv); the customers' folder goes once customers.json is written.
-        # One page at a time, once fewer than a page of customers wait: reading one takes a jq
-        # (~50 ms), and reading every page as it came (25 a second) kept this loop from starting
-        # batches until the customers were all listed
+        # One page a poll, while fewer customers wait than fill every worker's batch: reading
+        # one takes a jq (~50 ms), and reading every page as it came (25 a second) kept this
+        # loop from starting batches until the customers were all listed
         for page in "$WORK_DIR"/customers/c*/page-*.jsonl; do
           [[ -f $page && -z ${read_pages[$page]:-} ]] || continue
           read_pages[$page]=1
