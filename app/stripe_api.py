@@ -634,10 +634,9 @@ class ParallelLister:
                 try:
                     for page in job():
                         out.put(page)
-                except _Stopped:
-                    return
                 except BaseException as exc:  # noqa: BLE001 — raised in the consumer
                     out.put(exc)
+                    return
                 out.put(_DONE)
 
         def start_next() -> bool:
@@ -658,7 +657,12 @@ class ParallelLister:
             while len(window) < 2 * self.workers and start_next():
                 pass
             while window:
-                item = window[0].get()
+                try:
+                    item = window[0].get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set():  # stopped elsewhere: the job may never end
+                        raise _Stopped from None
+                    continue
                 if item is _DONE:
                     window.popleft()
                     start_next()

@@ -191,10 +191,12 @@ def test_a_429_is_retried_after_retry_after(sandbox_factory, monkeypatch):
     assert any(status == 429 for _, status, _ in seen)
 
 
-def test_a_consumer_that_stops_early_stops_the_workers(sandbox, unlimited):
+@pytest.mark.parametrize("name", ["invoices", "payment_methods"])
+def test_a_consumer_that_stops_early_stops_the_workers(sandbox, unlimited, name):
+    # payment methods: their workers and those listing the customers' ids in order
     sandbox.seed(customers=400)
     before = threading.active_count()
-    objects = read_api_objects(BY_NAME["invoices"], settings_for(sandbox.url))
+    objects = read_api_objects(BY_NAME[name], settings_for(sandbox.url))
     for _ in zip(range(150), objects, strict=False):
         pass
     objects.close()  # type: ignore[attr-defined]
