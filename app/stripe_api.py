@@ -193,15 +193,17 @@ class RequestBudget:
         `/v1/customers/{id}/payment_methods`; empty: only the overall budget).
 
         `first`: this endpoint's requests go before the others' whenever the overall budget
-        is short, up to the endpoint's own budget. For the backfill's long pole (one request
-        per customer for payment methods, at 25/s while all the other lists share the rest),
-        every second it spends below its own budget makes the whole backfill longer."""
+        is short, up to the endpoint's own budget (without one, `first` changes nothing: it
+        would starve the others). For the backfill's long pole (one request per customer for
+        payment methods, at 25/s while all the other lists share the rest), every second it
+        spends below its own budget makes the whole backfill longer."""
         ahead = False  # this thread counts among those waiting only for an overall token
         try:
             while True:
                 with self._lock:
                     now = time.monotonic()
                     own = self._endpoint(endpoint)
+                    first = first and own is not None
                     for bucket in (self._all, own):
                         if bucket is not None:
                             bucket.refill(now)

@@ -258,6 +258,28 @@ def test_a_first_endpoint_keeps_its_own_budget_when_the_overall_one_is_short():
     assert budget._first_waiting == 0
 
 
+def test_first_changes_nothing_without_an_endpoint_budget():
+    # with no endpoint budget to stop at, going first would leave the others nothing
+    budget = RequestBudget(40, 0)
+    took: Counter[str] = Counter()
+    stop = time.monotonic() + 1.0
+
+    def use(endpoint: str, first: bool) -> None:
+        while time.monotonic() < stop:
+            budget.wait(endpoint, first=first)
+            took[endpoint] += 1
+
+    threads = [
+        threading.Thread(target=use, args=(endpoint, endpoint == "pm"))
+        for endpoint in ("pm", "pm", "pm", "charges")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert took["charges"] >= 5, took
+
+
 def test_a_slow_consumer_holds_the_workers_back_before_they_ask():
     # pages asked for and not yet taken stay bounded: a worker waits for its turn before it
     # asks for a page, instead of holding a parsed page while the consumer is busy
