@@ -271,13 +271,14 @@ def test_first_changes_nothing_without_an_endpoint_budget():
 
     threads = [
         threading.Thread(target=use, args=(endpoint, endpoint == "pm"))
-        for endpoint in ("pm", "pm", "pm", "charges")
+        for endpoint in ("pm", "pm", "charges", "charges")
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert took["charges"] >= 5, took
+    # about half of the 40 each; going first without a limit left the others 1 or 2
+    assert took["charges"] >= 8, took
 
 
 def test_a_slow_consumer_holds_the_workers_back_before_they_ask():
@@ -322,7 +323,9 @@ def test_answers_decode_to_what_the_sdk_decodes(sandbox, unlimited):
     # works (raw_request, decoding every answer twice), but this says the listing got slower
     assert hasattr(client._requestor, "request_raw")
     assert hasattr(client._requestor, "_interpret_response")
-    customer = next(iter(sandbox_ids(sandbox.store, BY_NAME["customers"])))
+    # a customer with a payment method (not every seeded customer has one)
+    method = min(sandbox_ids(sandbox.store, BY_NAME["payment_methods"]))
+    customer = sandbox.store.get("payment_method", method)["customer"]
     for resource in load_order():
         path = resource.list_path.replace("{customer}", customer)
         params = {**resource.list_params, "limit": 100}
