@@ -230,27 +230,31 @@ def test_budget_spaces_requests_per_endpoint_without_holding_back_others():
     assert budget.requests == 24
 
 
+def requests_taken(budget: RequestBudget, threads: list[str], seconds: float) -> Counter[str]:
+    """Each endpoint's requests taken within `seconds`, one thread per entry of `threads`
+    asking for them as fast as the budget allows; "pm" goes first."""
+    took: Counter[str] = Counter()
+    stop = time.monotonic() + seconds
+
+    def use(endpoint: str) -> None:
+        while time.monotonic() < stop:
+            budget.wait(endpoint, first=endpoint == "pm")
+            if time.monotonic() < stop:
+                took[endpoint] += 1
+
+    running = [threading.Thread(target=use, args=(endpoint,)) for endpoint in threads]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    return took
+
+
 def test_a_first_endpoint_keeps_its_own_budget_when_the_overall_one_is_short():
     # 40/s in all, 20/s per endpoint: three endpoints want 60/s. The one that goes first (the
     # payment methods' long pole) keeps its 20/s; the other two share what is left
     budget = RequestBudget(40, 20)
-    took: Counter[str] = Counter()
-    stop = time.monotonic() + 2.0
-
-    def use(endpoint: str, first: bool) -> None:
-        while time.monotonic() < stop:
-            budget.wait(endpoint, first=first)
-            if time.monotonic() < stop:  # taken within the two seconds
-                took[endpoint] += 1
-
-    threads = [
-        threading.Thread(target=use, args=(endpoint, endpoint == "pm"))
-        for endpoint in ("pm", "pm", *["charges"] * 3, *["invoices"] * 3)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    took = requests_taken(budget, ["pm", "pm", *["charges"] * 3, *["invoices"] * 3], 2.0)
     # two seconds, and the buckets' slack they start with
     assert took["pm"] >= 2 * 20 - 2, took
     assert sum(took.values()) <= 2 * 40 + TokenBucket(40).capacity, took
@@ -260,23 +264,7 @@ def test_a_first_endpoint_keeps_its_own_budget_when_the_overall_one_is_short():
 
 def test_first_changes_nothing_without_an_endpoint_budget():
     # with no endpoint budget to stop at, going first would leave the others nothing
-    budget = RequestBudget(40, 0)
-    took: Counter[str] = Counter()
-    stop = time.monotonic() + 1.0
-
-    def use(endpoint: str, first: bool) -> None:
-        while time.monotonic() < stop:
-            budget.wait(endpoint, first=first)
-            took[endpoint] += 1
-
-    threads = [
-        threading.Thread(target=use, args=(endpoint, endpoint == "pm"))
-        for endpoint in ("pm", "pm", "charges", "charges")
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    took = requests_taken(RequestBudget(40, 0), ["pm", "pm", "charges", "charges"], 1.0)
     # about half of the 40 each; going first without a limit left the others 1 or 2
     assert took["charges"] >= 8, took
 
