@@ -8,14 +8,17 @@
 #   <resource>/c0001/state      one chain's "pages objects cursor has_more"
 #   <resource>/c0001/page-00001.jsonl  one object per line, each page written atomically
 #   <resource>/c0001/page-00001.needs  the page's embedded lists that have more (none: empty)
+#   <resource>/c0001/response   the chain's last answer, before its page is saved
+#   <resource>/logged-<n>       the "n/10 of the ranges done" line was logged (no progress bars)
 #   payment_methods/done/<cus>.json    one file per customer whose methods are all fetched
 #   payment_methods/work/<worker>/     a batch's pages in flight (dropped when a fetch starts)
 #   budget.next, budget.lock    the request budget shared by every worker of this fetch
 #   budget-<endpoint>.next/.lock       each endpoint's budget (FETCH_ENDPOINT_RATE)
 #   first.done                  the payment methods' share of the budget is free (set_first)
 #   split/requests, split/<pid>.reply  the page splitter's FIFOs (start_splitter), while it runs
+#   round-<pid>.err             a round's curl errors, while it runs (send_round)
 #   requests.log                "status sent-at endpoint" per HTTP attempt (sent-at: epoch
-#                               seconds; for a batch of several, when its answer came), for
+#                               seconds; for a round of several, when its answer came), for
 #                               the closing request tally
 #   run.lock                    flock'ed by the running fetch; its line says who holds it:
 #                               "pid start-ticks epoch-seconds command"
@@ -175,9 +178,6 @@ load_setup() {
   # which account the saved pages came from, without keeping the key itself in state files
   # (and which connected account: pages of two accounts never meet in one file)
   KEY_ID=$(printf '%s' "$STRIPE_SECRET_KEY${STRIPE_ACCOUNT:+|$STRIPE_ACCOUNT}" | sha256sum | cut -c1-12)
-  # STRIPE_ACCOUNT: a connected account to mirror, sent as Stripe-Account on every request
-  ACCOUNT_HEADER=()
-  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then ACCOUNT_HEADER=(--header "Stripe-Account: $STRIPE_ACCOUNT"); fi
   OUT_DIR=$JSON_DIR
   WORK_DIR=$OUT_DIR/.partial
   mkdir -p "$WORK_DIR"
@@ -188,14 +188,14 @@ load_setup() {
   curl_features
 }
 
-# One curl sends a batch of requests over one connection; it needs %{exitcode} in --write-out
-# (curl 7.75) and, to pace a batch inside the budget, --rate (7.84): without --rate a batch holds
-# one request while a budget is set. CURL_RATE is the budget gap as curl's "N/h" (whole ms, never
-# shorter than BUDGET_GAP_US: a batch's requests start no earlier than the slots it claimed).
-# Under an endpoint budget a batch holds one request: a batch paced at the endpoint's rate would
-# hold a run of slots in all that it then sends slowly, while other endpoints could use them.
+# One curl sends a round of requests over one connection; it needs %{exitcode} in --write-out
+# (curl 7.75) and, to pace a round inside the budgets, --rate (7.84): without it, a round holds
+# one request while a budget is set (CURL_RATE_OK empty). A round claims its slots at once and
+# its requests go at the pace of the slower budget (round_gap), each no earlier than its slots;
+# those in all it may take later (a round holds a few requests, or half a second of them): the
+# budget is never exceeded, only what the others could have sent in that moment comes later.
 curl_features() {
-  local version major minor gap_ms
+  local version major minor
   version=$(curl --version 2>/dev/null | head -n 1) || true
   version=${version#curl } version=${version%% *}
   IFS=. read -r major minor _ <<<"$version"
@@ -204,11 +204,8 @@ curl_features() {
     log "error: curl $version is too old: the fetch needs curl 7.75 or newer"
     exit "$EXIT_USAGE"
   fi
-  CURL_RATE=""
-  if (( BUDGET_GAP_US > 0 && ENDPOINT_GAP_US == 0 )) && (( major > 7 || minor >= 84 )); then
-    gap_ms=$(( (BUDGET_GAP_US + 999) / 1000 ))
-    CURL_RATE="$(( 3600000 / gap_ms ))/h"
-  fi
+  CURL_RATE_OK=""
+  if (( major > 7 || minor >= 84 )); then CURL_RATE_OK=1; fi
 }
 
 # read_lock_holder: HOLDER_PID, HOLDER_START, HOLDER_TIME, HOLDER_COMMAND from run.lock (empty
@@ -278,6 +275,7 @@ take_run_lock() {
   # the key reaches curl on its stdin (a here-string, no file left behind), never on a command
   # line where `ps` would show it
   AUTH_HEADER="Authorization: Bearer $STRIPE_SECRET_KEY"
+  request_options
 }
 
 release_run_lock() {  # the fetch's own exit, however it ends (subshells do not run this trap)
@@ -392,9 +390,9 @@ claim_slots() {
   SLOT=$slot
 }
 
-# budget_wait ENDPOINT [N]: wait for the turn of N requests (a batch one curl sends at the
-# budget's pace; N > 1 only without an endpoint budget) to ENDPOINT, a list path with its ids as
-# placeholders (`/v1/customers/{customer}/payment_methods`: one endpoint for every customer).
+# budget_wait ENDPOINT [N]: wait for the turn of N requests (a round one curl sends at the
+# budgets' pace, send_round) to ENDPOINT, a list path with its ids as placeholders
+# (`/v1/customers/{customer}/payment_methods`: one endpoint for every customer).
 # Every request takes a slot of its endpoint's budget, then, once that slot has come, one of the
 # budget in all. In that order: a request held back by its endpoint never holds a slot in all
 # that requests to other endpoints could have used.
@@ -496,29 +494,19 @@ retry_wait() {
 # caller decides); anything else fatal after the retries it deserves. ENDPOINT (URL's path with
 # its ids as placeholders) names the budget the request draws from beside the budget in all.
 http_get() {
-  local url=$1 out=$2 what=$3 endpoint=$4 attempt=0 status rc judged sent
-  local headers=$out.headers
+  local -a ROUND_URLS=("$1") ROUND_OUTS=("$2") ROUND_KEYS=(-) ROUND_WHAT=("$3") ROUND_AGAIN=()
+  local -A ATTEMPTS=()
+  HTTP_GONE=0
   while true; do
     check_abort
-    budget_wait "$endpoint"
-    rc=0
-    sent=$EPOCHREALTIME
-    status=$(curl --silent --show-error --output "$out" --dump-header "$headers" \
-      --write-out '%{http_code}' --connect-timeout 10 --max-time "$FETCH_TIMEOUT" \
-      --header @- --header "Stripe-Version: $STRIPE_API_VERSION" "${ACCOUNT_HEADER[@]}" \
-      "$url" 2>"$out.curlerr" <<<"$AUTH_HEADER") || rc=$?
-    if (( rc != 0 )); then status=000; fi
-    printf '%s %s %s\n' "$status" "$sent" "${endpoint%%\?*}" >>"$WORK_DIR/requests.log"
-    if [[ $status == 200 ]]; then return 0; fi
-    judged=0
-    judge_failure "$status" "$out" "$what" "$url" "$(head -c 200 "$out.curlerr")" || judged=$?
-    if (( judged == 4 )); then return 4; fi
-    attempt=$(( attempt + 1 ))
-    retry_wait "$attempt" "$(header_value "$headers" stripe-should-retry)" \
-      "$(header_value "$headers" retry-after)" "$what"
-    pause "$WAIT_S"
+    send_round "$4" 1 : http_gone
+    (( ${#ROUND_AGAIN[@]} > 0 )) || break
+    round_pause
   done
+  if (( HTTP_GONE )); then return 4; fi
 }
+
+http_gone() { HTTP_GONE=1; }
 
 # ---- pages of one list ------------------------------------------------------------------------
 
@@ -531,6 +519,28 @@ http_get() {
 split_page() {
   if [[ -n ${SPLIT_FD:-} ]] && split_by_splitter "$@"; then return 0; fi
   SPLIT_HEAD=$(split_page_jq "$@")
+}
+
+# save_page RESPONSE DIR PAGES OBJECTS CURSOR ENVELOPES: the next page of the chain in DIR (its
+# PAGES + 1st) from RESPONSE, whole: its .needs (with ENVELOPES), its .jsonl, then DIR/state
+# counting it, each through a temp file renamed over its final name — by the splitter (no
+# process per page), else with jq and mv. Nothing is saved unless the head is a list's that can
+# be paged on. Sets SPLIT_HEAD as split_page does.
+save_page() {
+  local response=$1 dir=$2 pages=$3 objects=$4 cursor=${5:--} envelopes=$6 page has_more count last
+  printf -v page '%s/page-%05d' "$dir" $(( pages + 1 ))
+  if [[ -n ${SPLIT_FD:-} ]] && split_by_splitter "$response" "$page.jsonl" "$envelopes" \
+    "${envelopes:+$page.needs}" "$dir/state" "$pages" "$objects" "$cursor"; then
+    return 0
+  fi
+  SPLIT_HEAD=$(split_page_jq "$response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page.needs}")
+  read -r has_more count last <<<"$SPLIT_HEAD"
+  [[ $has_more == false || ($has_more == true && $last != -) ]] || return 0
+  mv "$dir/page.tmp" "$page.jsonl"
+  # the page is on disk before the state says so: a kill in between refetches one page, no more
+  [[ $last == - ]] || cursor=$last
+  printf '%s %s %s %s\n' $(( pages + 1 )) $(( objects + count )) "$cursor" "$has_more" >"$dir/state.tmp"
+  mv "$dir/state.tmp" "$dir/state"
 }
 
 # The splitter (scripts/split_pages.py) reads requests from one FIFO; each worker reads its
@@ -553,32 +563,46 @@ stop_splitter() {  # its requests FIFO closed: it ends once the workers have let
   rm -rf "$WORK_DIR/split"
 }
 
-split_by_splitter() {  # split_page's arguments → 0 with SPLIT_HEAD set, 1: use jq instead
+# split_by_splitter: split_page's arguments, or save_page's request (STATE PAGES OBJECTS CURSOR
+# after them) → 0 with SPLIT_HEAD set, 1: use jq instead. A splitter that does not answer within
+# FETCH_TIMEOUT is stopped before this worker goes on with jq: a late answer must never write a
+# page this worker has moved past.
+split_by_splitter() {
   local reply=$WORK_DIR/split/$BASHPID.reply out=$2 needs=${4:-}
-  [[ $1$2${3:-}${4:-} != *[$'\t\n']* ]] || return 1
+  [[ $* != *[$'\t\n']* ]] || return 1
   if [[ ${SPLIT_REPLY_PID:-} != "$BASHPID" ]]; then  # this worker's first page
     rm -f "$reply"
     mkfifo "$reply" 2>/dev/null || return 1
     exec {SPLIT_REPLY_FD}<>"$reply"
     SPLIT_REPLY_PID=$BASHPID
   fi
-  # written beside the outputs, then moved: an answer that comes too late changes nothing
-  [[ $out == /dev/null ]] || out=$2.split
-  [[ -z $needs ]] || needs=$4.split
-  printf '%s\t%s\t%s\t%s\t%s\n' "$reply" "$1" "$out" "${3:-}" "$needs" 1>&"$SPLIT_FD" 2>/dev/null \
-    || return 1
+  if (( $# > 4 )); then
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$reply" "$@" 1>&"$SPLIT_FD" 2>/dev/null || return 1
+  else
+    # written beside the outputs, then moved: the page's reader never sees half of it
+    [[ $out == /dev/null ]] || out=$2.split
+    [[ -z $needs ]] || needs=$4.split
+    printf '%s\t%s\t%s\t%s\t%s\n' "$reply" "$1" "$out" "${3:-}" "$needs" 1>&"$SPLIT_FD" 2>/dev/null \
+      || return 1
+  fi
   local waited=0
   until IFS= read -r -t 1 -u "$SPLIT_REPLY_FD" SPLIT_HEAD; do
     waited=$(( waited + 1 ))
-    if ! process_alive "$SPLIT_PID" || (( waited >= FETCH_TIMEOUT )); then
+    if process_alive "$SPLIT_PID" && (( waited >= FETCH_TIMEOUT )); then
+      kill -9 "$SPLIT_PID" 2>/dev/null || true
+      while process_alive "$SPLIT_PID"; do read -r -t 0.05 -u "$SLEEP_FD" _ || true; done
+    fi
+    if ! process_alive "$SPLIT_PID"; then
       log "note: the page splitter stopped answering; this worker splits pages with jq"
       SPLIT_FD=""
       return 1
     fi
   done
   if [[ $SPLIT_HEAD == not-readable* ]]; then return 1; fi
-  [[ $out == "$2" ]] || mv -f "$out" "$2"
-  [[ -z $needs ]] || mv -f "$needs" "$4"
+  if (( $# <= 4 )); then
+    [[ $out == "$2" ]] || mv -f "$out" "$2"
+    [[ -z $needs ]] || mv -f "$needs" "$4"
+  fi
 }
 
 split_page_jq() {  # split_page with jq: echoes the head line
@@ -599,46 +623,244 @@ split_page_jq() {  # split_page with jq: echoes the head line
   printf '%s' "${head:-not-json}"
 }
 
-# fetch_chain NAME DIR PATH QUERY FILTER ENVELOPES [MAX_PAGES]: the pages of one chain into
-# DIR/page-*.jsonl (with ENVELOPES, the embedded lists to complete in page-*.needs), going on from
-# DIR/state; FILTER (the chain's `created` bounds, URL-encoded) applies to every page it reads
-# from here on. Stops after MAX_PAGES pages in all when given; logs every 10th page when
-# LOG_PAGES=1 (the list is one chain).
-fetch_chain() {
-  local name=$1 dir=$2 path=$3 query=$4 filter=$5 envelopes=$6 max=${7:-0}
-  local pages=0 objects=0 cursor="" has_more=true head count last url page_file
-  mkdir -p "$dir"
-  if [[ -f $dir/state ]]; then
-    read -r pages objects cursor has_more <"$dir/state"
-    [[ $cursor == - ]] && cursor=""
+# round_gap ENDPOINT → ROUND_GAP_US: how far apart one curl sends several requests to ENDPOINT
+# (0: as fast as it can): the slower of its endpoint budget and its share of the budget in all
+# (none for the first endpoint while it runs, the others' share meanwhile; see set_first).
+round_gap() {
+  local all=$BUDGET_GAP_US
+  if [[ -n ${FIRST_ENDPOINT:-} && ! -e $WORK_DIR/first.done ]]; then
+    if [[ ${1%%\?*} == "$FIRST_ENDPOINT" ]]; then all=0; else all=$OTHERS_GAP_US; fi
   fi
-  while [[ $has_more == true ]] && (( max == 0 || pages < max )); do
-    url="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${filter:+&$filter}${cursor:+&starting_after=$cursor}"
-    http_get "$url" "$dir/response" "$name" "$path" \
-      || fatal "$name: GET $path answered 404: $(error_message "$dir/response")"
-    printf -v page_file '%s/page-%05d' "$dir" $(( pages + 1 ))
-    # a page refetched after a kill rewrites its .needs; a .needs without its page is unused
-    split_page "$dir/response" "$dir/page.tmp" "$envelopes" "${envelopes:+$page_file.needs}"
-    head=$SPLIT_HEAD
-    read -r has_more count last <<<"$head"
-    if [[ $has_more != true && $has_more != false ]]; then
-      fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
-    fi
-    if [[ $has_more == true && $last == - ]]; then
-      fatal "$name: has_more is true on an empty page; cannot paginate"
-    fi
-    pages=$(( pages + 1 )) objects=$(( objects + count ))
-    mv "$dir/page.tmp" "$page_file.jsonl"
-    [[ $name == _* ]] || progress count "fetch $name" "$count"
-    # the page is on disk before the state says so: a kill in between refetches one page, no more
-    [[ $last != - ]] && cursor=$last
-    printf '%s %s %s %s\n' "$pages" "$objects" "${cursor:--}" "$has_more" >"$dir/state.tmp"
-    mv "$dir/state.tmp" "$dir/state"
-    if [[ ${LOG_PAGES:-0} == 1 && -z ${PROGRESS_FD:-} ]] && { (( pages % 10 == 0 )) || [[ $has_more == false && $pages -gt 1 ]]; }; then
-      log "$name: page $pages, $objects objects"
-    fi
+  ROUND_GAP_US=$ENDPOINT_GAP_US
+  if (( all > ROUND_GAP_US )); then ROUND_GAP_US=$all; fi
+}
+
+# round_options N AT_ONCE: the curl config lines that send a round of N requests — paced at
+# ROUND_GAP_US (curl's --rate, whole milliseconds, never faster than the slots the round
+# claimed), or without a budget AT_ONCE at a time (over as many connections; 1: one after
+# another over one)
+round_options() {
+  local gap_ms
+  ROUND_OPTIONS=$'silent\nshow-error\n'
+  (( $1 > 1 )) || return 0
+  if (( ROUND_GAP_US > 0 )); then
+    gap_ms=$(( (ROUND_GAP_US + 999) / 1000 ))
+    ROUND_OPTIONS+="rate = \"$(( 3600000 / gap_ms ))/h\""$'\n'
+  elif (( $2 > 1 )); then
+    ROUND_OPTIONS+=$'parallel\n'"parallel-max = $2"$'\n'
+  fi
+}
+
+# The config lines every request of a round carries: the key, the pinned version and, with
+# STRIPE_ACCOUNT (a connected account to mirror), Stripe-Account as headers — the config goes to
+# curl on its stdin, so the key is never on a command line — and one connection's timeouts.
+request_options() {
+  config_string "$AUTH_HEADER"
+  REQUEST_OPTIONS="header = $QUOTED"$'\n'
+  config_string "Stripe-Version: $STRIPE_API_VERSION"
+  REQUEST_OPTIONS+="header = $QUOTED"$'\n'
+  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then
+    config_string "Stripe-Account: $STRIPE_ACCOUNT"
+    REQUEST_OPTIONS+="header = $QUOTED"$'\n'
+  fi
+  REQUEST_OPTIONS+=$'globoff\nconnect-timeout = 10\n'"max-time = $FETCH_TIMEOUT"$'\n'
+}
+
+# config_string VALUE: QUOTED, VALUE quoted for a curl config file (no subshell: once a request)
+config_string() {
+  local v=${1//\\/\\\\}
+  QUOTED="\"${v//\"/\\\"}\""
+}
+
+# send_round PATH AT_ONCE ON_OK ON_GONE: one round — after budget_wait for all of them, one
+# curl sends request i to ROUND_URLS[i] (its body into ROUND_OUTS[i], its headers beside it),
+# for every i, over one connection at the budgets' pace (round_options), and says how each went
+# as it went: logged in requests.log; a 200 goes to ON_OK i, a 404 naming a missing object to
+# ON_GONE i; anything else is fatal when no retry can help (judge_failure, retry_wait), else
+# counted in ATTEMPTS[ROUND_KEYS[i]] and i goes to ROUND_AGAIN, the round waiting ROUND_WAIT_US
+# before the next (Retry-After when given, else backoff). ROUND_WHAT[i] names the request in
+# messages. A curl that stopped early (killed, out of memory) reported only some requests: the
+# rest are network errors, retried like any other.
+send_round() {
+  local path=${1%%\?*} at_once=$2 on_ok=$3 on_gone=$4 n=${#ROUND_URLS[@]} config="" i idx code exitcode
+  local errmsg status sent log_fd judged err_file=$WORK_DIR/round-$BASHPID.err
+  local -A seen=()
+  ROUND_AGAIN=() ROUND_WAIT_US=0
+  budget_wait "$path" "$n"
+  round_gap "$path"
+  round_options "$n" "$at_once"
+  for i in "${!ROUND_URLS[@]}"; do
+    (( i == 0 )) || config+=$'next\n'
+    config_string "${ROUND_URLS[i]}"
+    config+="url = $QUOTED"$'\n'
+    config_string "${ROUND_OUTS[i]}"
+    config+="output = $QUOTED"$'\n'
+    config_string "${ROUND_OUTS[i]}.headers"
+    config+="dump-header = $QUOTED"$'\n'"$REQUEST_OPTIONS"
+    config+="write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\""$'\n'
   done
-  rm -f "$dir/response" "$dir/response.headers" "$dir/response.curlerr"
+  sent=$EPOCHREALTIME
+  exec {log_fd}>>"$WORK_DIR/requests.log"
+  while IFS='|' read -r idx code exitcode errmsg; do
+    [[ $idx =~ ^[0-9]+$ && -n ${ROUND_URLS[idx]:-} && -z ${seen[$idx]:-} ]] || continue
+    seen[$idx]=1
+    status=$code
+    [[ $exitcode == 0 ]] || status=000
+    (( n == 1 )) || sent=$EPOCHREALTIME  # a round of several: when its answer came
+    printf '%s %s %s\n' "$status" "$sent" "$path" >&"$log_fd"
+    if [[ $status == 200 ]]; then
+      ATTEMPTS[${ROUND_KEYS[idx]}]=0
+      "$on_ok" "$idx"
+      continue
+    fi
+    judged=0
+    judge_failure "$status" "${ROUND_OUTS[idx]}" "${ROUND_WHAT[idx]}" "${ROUND_URLS[idx]}" "$errmsg" \
+      || judged=$?
+    if (( judged == 4 )); then "$on_gone" "$idx"; continue; fi
+    # no answer, no headers (the file may be an earlier attempt's)
+    [[ $status == 000 ]] && rm -f "${ROUND_OUTS[idx]}.headers"
+    round_retry "$idx" "$(header_value "${ROUND_OUTS[idx]}.headers" stripe-should-retry)" \
+      "$(header_value "${ROUND_OUTS[idx]}.headers" retry-after)"
+  done < <(curl --config - <<<"$ROUND_OPTIONS$config" 2>"$err_file")
+  exec {log_fd}>&-
+  for i in "${!ROUND_URLS[@]}"; do
+    [[ -z ${seen[$i]:-} ]] || continue
+    printf '000 %s %s\n' "$EPOCHREALTIME" "$path" >>"$WORK_DIR/requests.log"
+    REASON="network error: curl stopped: $(head -c 200 "$err_file")"
+    round_retry "$i" "" ""
+  done
+  rm -f "$err_file"
+}
+
+round_retry() {  # I SHOULD_RETRY RETRY_AFTER: request I of the round goes again (send_round)
+  local key=${ROUND_KEYS[$1]} wait_us
+  ATTEMPTS[$key]=$(( ${ATTEMPTS[$key]:-0} + 1 ))
+  retry_wait "${ATTEMPTS[$key]}" "$2" "$3" "${ROUND_WHAT[$1]}"
+  ROUND_AGAIN+=("$1")
+  wait_us=$(seconds_to_us "$WAIT_S")
+  if (( wait_us > ROUND_WAIT_US )); then ROUND_WAIT_US=$wait_us; fi
+}
+
+round_pause() {  # after send_round: its wait, if any
+  if (( ROUND_WAIT_US > 0 )); then
+    pause "$(printf '%d.%06d' $((ROUND_WAIT_US / 1000000)) $((ROUND_WAIT_US % 1000000)))"
+  fi
+}
+
+# fetch_chains NAME PATH QUERY ENVELOPES EMBEDDED AT_ONCE MAX_PAGES CHAIN…: the pages of these
+# chains of one list (CHAIN: "number gte lt", a line of the list's ranges, "-" for no bound; its
+# pages in $WORK_DIR/NAME/cNNNN/page-*.jsonl), AT_ONCE at a time, each going on from its state;
+# as each chain ends, its embedded lists are completed in the background (EMBEDDED as in
+# complete_embedded). A round (send_round) sends the next page of every running chain with one
+# curl (one request a round under a budget when curl has no --rate): a process per round, not
+# per page, and the pages saved by the splitter. MAX_PAGES > 0 stops each chain at that many
+# pages; LOG_PAGES=1 logs every 10th page (the list is one chain).
+fetch_chains() {
+  local name=$1 path=$2 query=$3 envelopes=$4 embedded=$5 at_once=$6 max=$7
+  shift 7
+  local -a queue=("$@") active=() round=() going=() embedding=()
+  local -A filter=() pages=() objects=() cursor=()
+  local dir gte lt more p o c i n pid
+  local -a ROUND_URLS ROUND_OUTS ROUND_KEYS ROUND_WHAT ROUND_AGAIN
+  local -A ATTEMPTS=()
+  while true; do
+    check_abort
+    while (( ${#active[@]} < at_once && ${#queue[@]} > 0 )); do
+      read -r i gte lt <<<"${queue[0]}"
+      queue=("${queue[@]:1}")
+      printf -v dir '%s/c%04d' "$WORK_DIR/$name" "$i"
+      filter[$dir]=""
+      [[ $gte == - ]] || filter[$dir]="created%5Bgte%5D=$gte"
+      [[ $lt == - ]] || filter[$dir]+="${filter[$dir]:+&}created%5Blt%5D=$lt"
+      pages[$dir]=0 objects[$dir]=0 cursor[$dir]=- more=true
+      [[ -d $dir ]] || mkdir -p "$dir"
+      if [[ -f $dir/state ]]; then
+        read -r p o c more <"$dir/state"
+        pages[$dir]=$p objects[$dir]=$o cursor[$dir]=$c
+      fi
+      if [[ $more == true ]] && (( max == 0 || pages[$dir] < max )); then
+        active+=("$dir")
+      else
+        chain_ended "$dir"
+      fi
+    done
+    (( ${#active[@]} > 0 )) || break
+    round_gap "$path"
+    n=${#active[@]}
+    if (( ROUND_GAP_US > 0 )) && [[ -z $CURL_RATE_OK ]]; then n=1; fi
+    round=("${active[@]:0:n}")
+    going=("${active[@]:n}")  # the chains that wait for the next round, ahead of this one's
+    ROUND_URLS=() ROUND_OUTS=() ROUND_KEYS=() ROUND_WHAT=()
+    for i in "${!round[@]}"; do
+      dir=${round[i]}
+      ROUND_URLS[i]="$STRIPE_API_BASE$path?limit=$FETCH_PAGE_LIMIT${query:+&$query}${filter[$dir]:+&${filter[$dir]}}"
+      [[ ${cursor[$dir]} == - ]] || ROUND_URLS[i]+="&starting_after=${cursor[$dir]}"
+      ROUND_OUTS[i]=$dir/response ROUND_KEYS[i]=$dir ROUND_WHAT[i]=$name
+    done
+    send_round "$path" "$n" chain_page chain_gone
+    for i in "${ROUND_AGAIN[@]}"; do going+=("${round[i]}"); done
+    active=("${going[@]}")
+    round_pause
+  done
+  for pid in "${embedding[@]}"; do
+    wait "$pid" || { check_abort; fatal "$name: completing the embedded lists failed"; }
+  done
+}
+
+chain_page() {  # I: the answer of round[I] (in fetch_chains) is its chain's next page
+  local dir=${round[$1]} head has_more count last
+  save_page "$dir/response" "$dir" "${pages[$dir]}" "${objects[$dir]}" "${cursor[$dir]}" "$envelopes"
+  head=$SPLIT_HEAD
+  read -r has_more count last <<<"$head"
+  if [[ $has_more != true && $has_more != false ]]; then
+    fatal "$name: GET ${ROUND_URLS[$1]#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
+  fi
+  if [[ $has_more == true && $last == - ]]; then
+    fatal "$name: has_more is true on an empty page; cannot paginate"
+  fi
+  pages[$dir]=$(( pages[$dir] + 1 )) objects[$dir]=$(( objects[$dir] + count ))
+  [[ $last == - ]] || cursor[$dir]=$last
+  [[ $name == _* ]] || progress count "fetch $name" "$count"
+  if [[ ${LOG_PAGES:-0} == 1 && -z ${PROGRESS_FD:-} ]] \
+    && { (( pages[$dir] % 10 == 0 )) || [[ $has_more == false && ${pages[$dir]} -gt 1 ]]; }; then
+    log "$name: page ${pages[$dir]}, ${objects[$dir]} objects"
+  fi
+  if [[ $has_more == true ]] && (( max == 0 || pages[$dir] < max )); then
+    going+=("$dir")
+  else
+    chain_ended "$dir"
+  fi
+}
+
+chain_gone() {  # I: a list's page answered 404 (in fetch_chains)
+  fatal "$name: GET $path answered 404: $(error_message "${round[$1]}/response")"
+}
+
+# chain_ended DIR (in fetch_chains): its responses go; its embedded lists are completed in the
+# background; without the progress drawer, a line at each tenth of the list's chains
+chain_ended() {
+  local state ended=0 total=${#plan[@]} more
+  rm -f "$1/response" "$1/response.headers"
+  if [[ -n $embedded && $embedded != - ]]; then
+    run_embedded "$name" "$1" "$embedded" &
+    embedding+=($!)
+  fi
+  [[ -z ${PROGRESS_FD:-} ]] && (( max == 0 && total > 1 )) || return 0
+  for state in "$WORK_DIR/$name"/c*/state; do
+    { read -r _ _ _ more <"$state"; } 2>/dev/null || continue
+    if [[ $more == false ]]; then ended=$(( ended + 1 )); fi
+  done
+  # the first worker to see a tenth reached says so (a file made only if it is not there)
+  if (( ended < total && ended * 10 / total > (ended - 1) * 10 / total )) \
+    && ( set -C; : >"$WORK_DIR/$name/logged-$(( ended * 10 / total ))" ) 2>/dev/null; then
+    chain_totals "$WORK_DIR/$name"
+    log "$name: $ended/$total ranges done, $PAGES pages, $OBJECTS objects"
+  fi
+}
+
+run_embedded() {  # NAME DIR EMBEDDED: a chain's embedded lists, counted in DIR/embedded.log
+  complete_embedded "$1" "$2" "$3"
+  if (( EMBEDDED_DONE > 0 )); then printf '%s\n' "$EMBEDDED_DONE" >>"$2/embedded.log"; fi
 }
 
 # A large list is paged by several chains at once, each over its own `created` range, as the
@@ -653,12 +875,13 @@ fetch_chain() {
 
 # fetch_pages NAME PATH QUERY [EMBEDDED]: every page of one list into $WORK_DIR/NAME/c*/page-*.jsonl,
 # FETCH_RANGES chains at once, each chain's embedded lists completed after its pages (EMBEDDED as
-# in complete_embedded), resuming what a stopped run left. Sets PAGES, OBJECTS.
+# in complete_embedded), resuming what a stopped run left. Two workers share the chains (every
+# other range), so one's round is under way while the other reads its answers. Sets PAGES,
+# OBJECTS.
 fetch_pages() {
   local name=$1 path=$2 query=$3 embedded=${4:--}
-  local dir=$WORK_DIR/$1 fingerprint envelopes="" spec line chain gte lt filter chain_dir
-  local running=0 finished=0 lists=0 count
-  local -a specs=() plan=()
+  local dir=$WORK_DIR/$1 fingerprint envelopes="" spec line count lists=0 workers=1 w i
+  local -a specs=() plan=() share=()
   [[ $embedded == - ]] || IFS=, read -r -a specs <<<"$embedded"
   for spec in "${specs[@]}"; do envelopes+=${envelopes:+,}${spec%%|*}; done
   fingerprint="$STRIPE_API_BASE$path?$query limit=$FETCH_PAGE_LIMIT version=$STRIPE_API_VERSION key=$KEY_ID"
@@ -676,25 +899,16 @@ fetch_pages() {
   [[ -f $dir/ranges ]] || plan_ranges "$name" "$dir" "$path" "$query" "$envelopes"
   mapfile -t plan <"$dir/ranges"
   LOG_PAGES=$(( ${#plan[@]} == 1 ))
-  for line in "${plan[@]}"; do
-    read -r chain gte lt <<<"$line"
-    filter=""
-    [[ $gte == - ]] || filter="created%5Bgte%5D=$gte"
-    [[ $lt == - ]] || filter+="${filter:+&}created%5Blt%5D=$lt"
-    printf -v chain_dir '%s/c%04d' "$dir" "$chain"
+  if (( ${#plan[@]} > 1 && FETCH_RANGES > 1 )); then workers=2; fi
+  for (( w = 0; w < workers; w++ )); do
+    share=()
+    for (( i = w; i < ${#plan[@]}; i += workers )); do share+=("${plan[i]}"); done
     check_abort
-    run_chain "$name" "$chain_dir" "$path" "$query" "$filter" "$envelopes" "$embedded" &
-    running=$(( running + 1 ))
-    if (( running >= FETCH_RANGES )); then
-      wait -n || { check_abort; fatal "$name: a page chain failed"; }
-      running=$(( running - 1 )) finished=$(( finished + 1 ))
-      ranges_progress
-    fi
+    fetch_chains "$name" "$path" "$query" "$envelopes" "$embedded" \
+      $(( (FETCH_RANGES + workers - 1) / workers )) 0 "${share[@]}" &
   done
-  while (( running > 0 )); do
+  for (( w = 0; w < workers; w++ )); do
     wait -n || { check_abort; fatal "$name: a page chain failed"; }
-    running=$(( running - 1 )) finished=$(( finished + 1 ))
-    ranges_progress
   done
   check_abort
   chain_totals "$dir"
@@ -705,24 +919,6 @@ fetch_pages() {
   if (( lists > 0 )); then
     log "$name: completed $lists embedded lists that had more than their first page"
   fi
-}
-
-ranges_progress() {  # after a chain of fetch_pages ended (its plan, finished, name, dir): at
-  # most ten lines a list
-  local total=${#plan[@]}
-  [[ -z ${PROGRESS_FD:-} ]] || return 0
-  if (( total > 1 && finished < total && finished * 10 / total > (finished - 1) * 10 / total )); then
-    chain_totals "$dir"
-    log "$name: $finished/$total ranges done, $PAGES pages, $OBJECTS objects"
-  fi
-}
-
-# run_chain NAME DIR PATH QUERY FILTER ENVELOPES EMBEDDED: a chain's pages, then their embedded
-# lists (a worker of fetch_pages)
-run_chain() {
-  fetch_chain "$1" "$2" "$3" "$4" "$5" "$6"
-  complete_embedded "$1" "$2" "$7"
-  if (( EMBEDDED_DONE > 0 )); then printf '%s\n' "$EMBEDDED_DONE" >>"$2/embedded.log"; fi
 }
 
 chain_totals() {  # DIR → PAGES, OBJECTS: the sums over the list's chains
@@ -743,7 +939,7 @@ chain_totals() {  # DIR → PAGES, OBJECTS: the sums over the list's chains
 plan_ranges() {
   local name=$1 dir=$2 path=$3 query=$4 envelopes=$5 has_more count newest edge
   local span n expected seconds i upper lower ranges
-  fetch_chain "$name" "$dir/c0000" "$path" "$query" "" "$envelopes" 1
+  fetch_chains "$name" "$path" "$query" "$envelopes" - 1 1 "0 - -"
   read -r _ count _ has_more <"$dir/c0000/state"
   ranges="0 - -"
   if [[ $has_more == true ]] && (( FETCH_RANGES > 1 )); then
@@ -811,32 +1007,48 @@ oldest_created() {
 }
 
 # probe_before NAME DIR PATH QUERY MOMENT…: FOUND[i] is 1 when the list has an object created
-# before the i-th MOMENT, else 0; the probes run at once, each inside the budgets.
+# before the i-th MOMENT, else 0; the probes go in rounds of one curl each (send_round), inside
+# the budgets, and the splitter reads their answers.
 probe_before() {
-  local name=$1 dir=$2 path=$3 query=$4 i answer
+  local name=$1 dir=$2 path=$3 query=$4 i j
   shift 4
-  local -a moments=("$@") pids=()
+  local -a moments=("$@") asked=() again
+  local -a ROUND_URLS ROUND_OUTS ROUND_KEYS ROUND_WHAT ROUND_AGAIN
+  local -A ATTEMPTS=()
   FOUND=()
   for i in "${!moments[@]}"; do
-    pids[i]=""
-    (( moments[i] > 0 )) || continue
-    http_get "$STRIPE_API_BASE$path?limit=1${query:+&$query}&created%5Blt%5D=${moments[i]}" \
-      "$dir/probe-$i" "$name (probe)" "$path" &
-    pids[i]=$!
-  done
-  for i in "${!moments[@]}"; do
     FOUND[i]=0
-    [[ -n ${pids[i]} ]] || continue
-    wait "${pids[i]}" || { check_abort; fatal "$name: GET $path?created[lt]=${moments[i]} failed"; }
-    answer=$(jq -r 'if .object == "list" then (.data | length > 0) else "not-a-list" end' \
-      "$dir/probe-$i" 2>/dev/null) || answer=not-json
-    case $answer in
-      true) FOUND[i]=1 ;;
-      false) ;;
-      *) fatal "$name: GET $path?created[lt]=${moments[i]} did not answer a Stripe list ($answer)" ;;
-    esac
-    rm -f "$dir/probe-$i" "$dir/probe-$i.headers" "$dir/probe-$i.curlerr"
+    if (( moments[i] > 0 )); then asked+=("$i"); fi
   done
+  while (( ${#asked[@]} > 0 )); do
+    check_abort
+    ROUND_URLS=() ROUND_OUTS=() ROUND_KEYS=() ROUND_WHAT=()
+    for j in "${!asked[@]}"; do
+      i=${asked[j]}
+      ROUND_URLS[j]="$STRIPE_API_BASE$path?limit=1${query:+&$query}&created%5Blt%5D=${moments[i]}"
+      ROUND_OUTS[j]=$dir/probe-$i ROUND_KEYS[j]=$i ROUND_WHAT[j]="$name (probe)"
+    done
+    send_round "$path" "${#asked[@]}" probe_answer probe_gone
+    again=()
+    for j in "${ROUND_AGAIN[@]}"; do again+=("${asked[j]}"); done
+    asked=("${again[@]}")
+    round_pause
+  done
+}
+
+probe_answer() {  # J: the answer of probe ROUND_KEYS[J] (in probe_before)
+  local i=${ROUND_KEYS[$1]} has_more count
+  split_page "${ROUND_OUTS[$1]}" /dev/null
+  read -r has_more count _ <<<"$SPLIT_HEAD"
+  if [[ $has_more != true && $has_more != false ]]; then
+    fatal "$name: GET $path?created[lt]=${moments[i]} did not answer a Stripe list ($SPLIT_HEAD)"
+  fi
+  if (( count > 0 )); then FOUND[i]=1; fi
+  rm -f "${ROUND_OUTS[$1]}" "${ROUND_OUTS[$1]}.headers"
+}
+
+probe_gone() {  # J: a probe answered 404 (in probe_before)
+  fatal "$name: GET $path?created[lt]=${moments[${ROUND_KEYS[$1]}]} answered 404: $(error_message "${ROUND_OUTS[$1]}")"
 }
 
 # ---- lists embedded in objects ----------------------------------------------------------------
@@ -912,8 +1124,7 @@ complete_page_lists() {
     mv "$page.tmp" "$page"
     EMBEDDED_DONE=$(( EMBEDDED_DONE + n ))
   fi
-  rm -f "$more" "$dir/items.jsonl" "$dir/items.page" "$dir/response" "$dir/response.headers" \
-    "$dir/response.curlerr"
+  rm -f "$more" "$dir/items.jsonl" "$dir/items.page" "$dir/response" "$dir/response.headers"
 }
 
 # page_needs PAGE ENVELOPE → "id last_item_id" of each ENVELOPE list in PAGE that has more
@@ -983,134 +1194,34 @@ fetch_resource() {
 # sees at the very end of the body. Anything else goes through jq (always right, just slower).
 LAST_PAGE_RE='"has_more":[[:space:]]*false,[[:space:]]*"url":[[:space:]]*"[^"]*"[[:space:]]*[}][[:space:]]*$'
 
-# config_string VALUE: QUOTED, VALUE quoted for a curl config file (no subshell: once a request)
-config_string() {
-  local v=${1//\\/\\\\}
-  QUOTED="\"${v//\"/\\\"}\""
-}
-
 # fetch_methods_batch PATH QUERY CUSTOMER…: every page of these customers' payment methods, each
-# customer's raw list bodies back to back in done/<cus>.json (parsed once, at merge time). One
-# curl per round sends the round's requests over one connection (a config on its stdin, the key
-# with it: never on a command line), at the budget's pace when there is one (the round claims its
-# slots at once); a --write-out line per request says how it went. Customers with another page,
-# or whose request is to be retried, go to the next round; a round that met 429s, 5xx or network
-# errors first waits (Retry-After when given, else backoff). Finished customers are moved into
-# done/ after each round: a stopped run fetches them again only if they were not.
+# customer's raw list bodies back to back in done/<cus>.json (parsed once, at merge time). Each
+# round (send_round) sends the next request of every customer not done with one curl.
+# Customers with another page, or whose request is to be retried, go to the next round.
+# Finished customers are moved into done/ after each round: a stopped run fetches them again
+# only if they were not.
 fetch_methods_batch() {
   local path=$1 query=$2
   shift 2
   local dir=$WORK_DIR/payment_methods
   local work=$dir/work/$BASHPID
-  local -a pending=("$@") retrying finished urls moves
-  local -A cursor=() attempts=() pages=() seen=()
-  local common cus url i config idx code exitcode errmsg body head has_more count last judged
-  local wait_us longest log_fd err_file=$work/curl.err status what sent
+  local -a pending=("$@") retrying finished moves
+  local -A cursor=() pages=()
+  local cus i
+  local -a ROUND_URLS ROUND_OUTS ROUND_KEYS ROUND_WHAT ROUND_AGAIN
+  local -A ATTEMPTS=()
   mkdir -p "$work"
-  common=$'silent\nshow-error\n'
-  [[ -n $CURL_RATE ]] && common+="rate = \"$CURL_RATE\""$'\n'
-  local auth version
-  config_string "$AUTH_HEADER"
-  auth="header = $QUOTED"
-  config_string "Stripe-Version: $STRIPE_API_VERSION"
-  version="header = $QUOTED"
-  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then
-    config_string "Stripe-Account: $STRIPE_ACCOUNT"
-    version+=$'\n'"header = $QUOTED"
-  fi
   while (( ${#pending[@]} > 0 )); do
     check_abort
-    budget_wait "$path" "${#pending[@]}"
-    sent=$EPOCHREALTIME
-    config=$common
-    urls=()
+    ROUND_URLS=() ROUND_OUTS=() ROUND_KEYS=() ROUND_WHAT=()
     for i in "${!pending[@]}"; do
       cus=${pending[i]}
-      url="$STRIPE_API_BASE${path//\{customer\}/$cus}?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor[$cus]:+&starting_after=${cursor[$cus]}}"
-      urls[i]=$url
-      (( i == 0 )) || config+=$'next\n'
-      config_string "$url"
-      config+="url = $QUOTED"$'\n'
-      config_string "$work/$cus.page"
-      config+="output = $QUOTED"$'\n'
-      config_string "$work/$cus.headers"
-      config+="dump-header = $QUOTED
-$auth
-$version
-globoff
-connect-timeout = 10
-max-time = $FETCH_TIMEOUT
-write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
-"
+      ROUND_URLS[i]="$STRIPE_API_BASE${path//\{customer\}/$cus}?limit=$FETCH_PAGE_LIMIT${query:+&$query}${cursor[$cus]:+&starting_after=${cursor[$cus]}}"
+      ROUND_OUTS[i]=$work/$cus.page ROUND_KEYS[i]=$cus ROUND_WHAT[i]="payment_methods ($cus)"
     done
-    retrying=() finished=() longest=0 seen=()
-    exec {log_fd}>>"$WORK_DIR/requests.log"
-    while IFS='|' read -r idx code exitcode errmsg; do
-      [[ $idx =~ ^[0-9]+$ && -n ${pending[idx]:-} ]] || continue
-      seen[$idx]=1
-      cus=${pending[idx]}
-      status=$code
-      [[ $exitcode == 0 ]] || status=000
-      (( ${#pending[@]} == 1 )) || sent=$EPOCHREALTIME
-      printf '%s %s %s\n' "$status" "$sent" "$path" >&"$log_fd"
-      what="payment_methods ($cus)"
-      if [[ $status == 200 ]]; then
-        attempts[$cus]=0
-        pages[$cus]=$(( ${pages[$cus]:-0} + 1 ))
-        body=""
-        IFS= read -r -d '' body <"$work/$cus.page" || true
-        printf '%s' "$body" >>"$work/$cus.json"
-        # most customers have one page, which a builtin regex recognises; others go through jq
-        if [[ $body =~ $LAST_PAGE_RE ]]; then
-          finished+=("$cus")
-          continue
-        fi
-        split_page "$work/$cus.page" /dev/null
-        head=$SPLIT_HEAD
-        read -r has_more count last <<<"$head"
-        [[ $has_more == true || $has_more == false ]] \
-          || fatal "payment_methods: $cus: not a Stripe list ($head)"
-        : "$count"
-        if [[ $has_more == true && $last != - ]]; then
-          cursor[$cus]=$last
-          retrying+=("$cus")
-        else
-          finished+=("$cus")
-        fi
-        continue
-      fi
-      judged=0
-      judge_failure "$status" "$work/$cus.page" "$what" "${urls[idx]}" "$errmsg" || judged=$?
-      if (( judged == 4 )); then
-        # the customer was deleted after the customer list was read: nothing to fetch for it
-        log "payment_methods: $cus: $(error_message "$work/$cus.page"); skipped"
-        : >>"$work/$cus.json"
-        finished+=("$cus")
-        continue
-      fi
-      attempts[$cus]=$(( ${attempts[$cus]:-0} + 1 ))
-      # no answer, no headers (the file may be an earlier attempt's)
-      [[ $status == 000 ]] && rm -f "$work/$cus.headers"
-      retry_wait "${attempts[$cus]}" "$(header_value "$work/$cus.headers" stripe-should-retry)" \
-        "$(header_value "$work/$cus.headers" retry-after)" "$what"
-      retrying+=("$cus")
-      wait_us=$(seconds_to_us "$WAIT_S")
-      (( wait_us > longest )) && longest=$wait_us
-    done < <(curl --config - <<<"$config" 2>"$err_file")
-    exec {log_fd}>&-
-    # a curl that stopped early (killed, out of memory) reported only some requests: the rest
-    # are network errors, retried like any other
-    for i in "${!pending[@]}"; do
-      [[ -n ${seen[$i]:-} ]] && continue
-      cus=${pending[i]}
-      printf '000 %s %s\n' "$EPOCHREALTIME" "$path" >>"$WORK_DIR/requests.log"
-      REASON="network error: curl stopped: $(head -c 200 "$err_file")"
-      attempts[$cus]=$(( ${attempts[$cus]:-0} + 1 ))
-      retry_wait "${attempts[$cus]}" "" "" "payment_methods ($cus)"
-      retrying+=("$cus")
-      wait_us=$(seconds_to_us "$WAIT_S")
-      (( wait_us > longest )) && longest=$wait_us
-    done
+    retrying=() finished=()
+    send_round "$path" 1 methods_page methods_gone
+    for i in "${ROUND_AGAIN[@]}"; do retrying+=("${pending[i]}"); done
     if (( ${#finished[@]} > 0 )); then
       moves=()
       for cus in "${finished[@]}"; do
@@ -1121,11 +1232,40 @@ write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\"
         || fatal "payment_methods: cannot move finished customers into $dir/done"
     fi
     pending=("${retrying[@]}")
-    if (( longest > 0 )); then
-      pause "$(printf '%d.%06d' $((longest / 1000000)) $((longest % 1000000)))"
-    fi
+    round_pause
   done
   rm -rf "$work"
+}
+
+methods_page() {  # I: pending[I]'s answer (in fetch_methods_batch), kept; done, or one more page
+  local cus=${pending[$1]} body head has_more count last
+  pages[$cus]=$(( ${pages[$cus]:-0} + 1 ))
+  body=""
+  IFS= read -r -d '' body <"$work/$cus.page" || true
+  printf '%s' "$body" >>"$work/$cus.json"
+  # most customers have one page, which a builtin regex recognises; others go through jq
+  if [[ $body =~ $LAST_PAGE_RE ]]; then
+    finished+=("$cus")
+    return 0
+  fi
+  split_page "$work/$cus.page" /dev/null
+  head=$SPLIT_HEAD
+  read -r has_more count last <<<"$head"
+  [[ $has_more == true || $has_more == false ]] || fatal "payment_methods: $cus: not a Stripe list ($head)"
+  : "$count"
+  if [[ $has_more == true && $last != - ]]; then
+    cursor[$cus]=$last
+    retrying+=("$cus")
+  else
+    finished+=("$cus")
+  fi
+}
+
+methods_gone() {  # I: the customer was deleted after the customer list was read: nothing to fetch
+  local cus=${pending[$1]}
+  log "payment_methods: $cus: $(error_message "$work/$cus.page"); skipped"
+  : >>"$work/$cus.json"
+  finished+=("$cus")
 }
 
 seconds_to_us() {  # "1.500" or "2" → µs
@@ -1199,20 +1339,23 @@ fetch_payment_methods() {
       continue
     fi
     # a batch per worker when no budget paces them (the fewer curls the better, but short enough
-    # that a killed fetch's workers notice within a second); with a budget in all only, about
-    # half a second of the worker's share, so the workers' batches interleave and none holds the
-    # budget long; under an endpoint budget one request per slot (see curl_features)
-    if (( BUDGET_GAP_US == 0 && ENDPOINT_GAP_US == 0 )); then
+    # that a killed fetch's workers notice within a second); under a budget, half a second of
+    # requests at its pace (round_gap: none holds the budget long, and the next worker's batch
+    # is ready when one ends); one request per claimed slot with a curl without --rate
+    round_gap "$path"
+    if (( ROUND_GAP_US == 0 )); then
       batch=$(( (${#todo[@]} - next + FETCH_CONCURRENCY - 1) / FETCH_CONCURRENCY ))
-    elif [[ -n $CURL_RATE ]]; then
-      batch=$(( 500000 / BUDGET_GAP_US / FETCH_CONCURRENCY ))
+    elif [[ -n $CURL_RATE_OK ]]; then
+      batch=$(( 500000 / ROUND_GAP_US ))
     else
-      batch=1  # an endpoint budget, or a curl without --rate: one request per claimed slot
+      batch=1
     fi
     if (( batch > FETCH_BATCH )); then batch=$FETCH_BATCH; fi
+    # no more than are queued: the rest of the batch would be customers not listed yet
+    if (( batch > ${#todo[@]} - next )); then batch=$(( ${#todo[@]} - next )); fi
     if (( batch < 1 )); then batch=1; fi
     fetch_methods_batch "$path" "$query" "${todo[@]:next:batch}" &
-    size_of[$!]=$(( ${#todo[@]} - next < batch ? ${#todo[@]} - next : batch ))
+    size_of[$!]=$batch
     next=$(( next + batch ))
     running=$(( running + 1 ))
     if (( running >= FETCH_CONCURRENCY )); then

@@ -27,7 +27,9 @@
 # with the customers' first page. Every request takes a turn of its endpoint's budget
 # (`/v1/customers/{customer}/payment_methods` is one endpoint for all customers), then one of the
 # budget in all: at Stripe's live limits (FETCH_RATE=100) several endpoints run at 25/s each.
-# Under an endpoint budget payment methods go one request per curl.
+# Requests go in rounds, one curl a round over one connection, paced at the budgets' rate: the
+# next page of each chain a worker runs (two workers a list), or half a second of a
+# payment-method worker's customers.
 # Exit: 0 all written; 1 a fetch failed (earlier files untouched); 2 bad usage; 130 interrupted
 # (run again to resume).
 set -euo pipefail
