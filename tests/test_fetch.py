@@ -315,6 +315,26 @@ def test_payment_methods_script_merges_every_customer(sandbox, tmp_path):
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["payment_methods"],))
 
 
+def test_payment_methods_in_batches_following_the_customers_miss_none(sandbox, tmp_path):
+    # a budget in all only: each worker's batch holds half a second of requests (50), more than
+    # the customers listed so far (pages of 2); a batch larger than the queue once skipped the
+    # customers still to come
+    sandbox.seed(customers=40)
+    result = run_fetch(
+        sandbox.url,
+        tmp_path,
+        FETCH_RATE="100",
+        FETCH_ENDPOINT_RATE="0",
+        FETCH_PAGE_LIMIT="2",
+        RESOURCES="customers payment_methods",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "following the customers as they are listed" in result.stderr
+    assert_files_match_sandbox(
+        tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
+    )
+
+
 def test_help_describes_the_environment():
     result = subprocess.run(
         ["bash", str(FETCH), "--help"], capture_output=True, text=True, check=False
