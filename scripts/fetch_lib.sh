@@ -16,7 +16,6 @@
 #   budget-<endpoint>.next/.lock       each endpoint's budget (FETCH_ENDPOINT_RATE)
 #   first.done                  the payment methods' share of the budget is free (set_first)
 #   split/requests, split/<pid>.reply  the page splitter's FIFOs (start_splitter), while it runs
-#   round-<pid>.err             a round's curl errors, while it runs (send_round)
 #   requests.log                "status sent-at endpoint" per HTTP attempt (sent-at: epoch
 #                               seconds; for a round of several, when its answer came), for
 #                               the closing request tally
@@ -641,7 +640,7 @@ round_gap() {
 # another over one)
 round_options() {
   local gap_ms
-  ROUND_OPTIONS=$'silent\nshow-error\n'
+  ROUND_OPTIONS=$'no-progress-meter\n'  # and errors shown: `silent` would not hold after `next`
   (( $1 > 1 )) || return 0
   if (( ROUND_GAP_US > 0 )); then
     gap_ms=$(( (ROUND_GAP_US + 999) / 1000 ))
@@ -675,15 +674,16 @@ config_string() {
 # send_round PATH AT_ONCE ON_OK ON_GONE: one round — after budget_wait for all of them, one
 # curl sends request i to ROUND_URLS[i] (its body into ROUND_OUTS[i], its headers beside it),
 # for every i, over one connection at the budgets' pace (round_options), and says how each went
-# as it went: logged in requests.log; a 200 goes to ON_OK i, a 404 naming a missing object to
-# ON_GONE i; anything else is fatal when no retry can help (judge_failure, retry_wait), else
-# counted in ATTEMPTS[ROUND_KEYS[i]] and i goes to ROUND_AGAIN, the round waiting ROUND_WAIT_US
-# before the next (Retry-After when given, else backoff). ROUND_WHAT[i] names the request in
-# messages. A curl that stopped early (killed, out of memory) reported only some requests: the
-# rest are network errors, retried like any other.
+# as it ended (a line on curl's stderr, which is unbuffered; curl's own messages come there
+# too): logged in requests.log; a 200 goes to ON_OK i, a 404 naming a missing object to ON_GONE
+# i; anything else is fatal when no retry can help (judge_failure, retry_wait), else counted in
+# ATTEMPTS[ROUND_KEYS[i]] and i goes to ROUND_AGAIN, the round waiting ROUND_WAIT_US before the
+# next (Retry-After when given, else backoff). ROUND_WHAT[i] names the request in messages. A
+# curl that stopped early (killed, out of memory) reported only some requests: the rest are
+# network errors, retried like any other.
 send_round() {
-  local path=${1%%\?*} at_once=$2 on_ok=$3 on_gone=$4 n=${#ROUND_URLS[@]} config="" i idx code exitcode
-  local errmsg status sent log_fd judged err_file=$WORK_DIR/round-$BASHPID.err
+  local path=${1%%\?*} at_once=$2 on_ok=$3 on_gone=$4 n=${#ROUND_URLS[@]} config="" i idx code
+  local exitcode errmsg status sent log_fd judged said=""
   local -A seen=()
   ROUND_AGAIN=() ROUND_WAIT_US=0
   budget_wait "$path" "$n"
@@ -697,12 +697,16 @@ send_round() {
     config+="output = $QUOTED"$'\n'
     config_string "${ROUND_OUTS[i]}.headers"
     config+="dump-header = $QUOTED"$'\n'"$REQUEST_OPTIONS"
-    config+="write-out = \"$i|%{http_code}|%{exitcode}|%{errormsg}\\n\""$'\n'
+    config+="write-out = \"%{stderr}$i|%{http_code}|%{exitcode}|%{errormsg}\\n\""$'\n'
   done
   sent=$EPOCHREALTIME
   exec {log_fd}>>"$WORK_DIR/requests.log"
   while IFS='|' read -r idx code exitcode errmsg; do
-    [[ $idx =~ ^[0-9]+$ && -n ${ROUND_URLS[idx]:-} && -z ${seen[$idx]:-} ]] || continue
+    idx=${idx##*$'\r'}
+    if ! [[ $idx =~ ^[0-9]+$ && -n ${ROUND_URLS[idx]:-} && -z ${seen[$idx]:-} ]]; then
+      said="$idx${code:+|$code}${exitcode:+|$exitcode}${errmsg:+|$errmsg}"  # curl's own words
+      continue
+    fi
     seen[$idx]=1
     status=$code
     [[ $exitcode == 0 ]] || status=000
@@ -721,15 +725,14 @@ send_round() {
     [[ $status == 000 ]] && rm -f "${ROUND_OUTS[idx]}.headers"
     round_retry "$idx" "$(header_value "${ROUND_OUTS[idx]}.headers" stripe-should-retry)" \
       "$(header_value "${ROUND_OUTS[idx]}.headers" retry-after)"
-  done < <(curl --config - <<<"$ROUND_OPTIONS$config" 2>"$err_file")
+  done < <(curl --config - <<<"$ROUND_OPTIONS$config" 2>&1 >/dev/null)
   exec {log_fd}>&-
   for i in "${!ROUND_URLS[@]}"; do
     [[ -z ${seen[$i]:-} ]] || continue
     printf '000 %s %s\n' "$EPOCHREALTIME" "$path" >>"$WORK_DIR/requests.log"
-    REASON="network error: curl stopped: $(head -c 200 "$err_file")"
+    REASON="network error: curl stopped: ${said:0:200}"
     round_retry "$i" "" ""
   done
-  rm -f "$err_file"
 }
 
 round_retry() {  # I SHOULD_RETRY RETRY_AFTER: request I of the round goes again (send_round)
