@@ -101,22 +101,25 @@ def too_large(position: int, size: int, head: bytes, where: str = "object") -> U
     )
 
 
-# shorter numbers always survive a round trip through a double, so only a run of 16 or more
-# characters that could make a number needs a closer look; found by mapping those characters
-# to "0" and the rest to " " (translate and `in` run at memory speed, a regex search does not)
+# shorter numbers survive a round trip through a double, so only a run of 16 or more characters
+# that could make a number needs a closer look; found by mapping those characters to "0" and
+# the rest to " " (translate and `in` run at memory speed, a regex search does not). Except one
+# kind: a number with an exponent of -100 or less may be below what a double holds (1e-400 reads
+# as 0.0), looked for only where the text has an "e-" at all.
 _NUMBER_CHARS = bytes(ord("0") if chr(b) in "0123456789.eE+-" else ord(" ") for b in range(256))
 _LONG_RUN = b"0" * 16
+_TINY = re.compile(rb"[\d.][eE]-\d{3}")
 # the closer look: strings skipped whole, so digits inside a string are never taken for a number
 _STRING_OR_NUMBER = re.compile(rb'"(?:[^"\\]++|\\.)*+"|-?\d[\d.eE+-]*')
 
 
 def inexact_number(text: bytes) -> str | None:
     """Why a number of this JSON text would not be stored exactly, or None."""
-    if _LONG_RUN not in text.translate(_NUMBER_CHARS):
+    if _LONG_RUN not in text.translate(_NUMBER_CHARS) and not _may_be_tiny(text):
         return None
     for match in _STRING_OR_NUMBER.finditer(text):
         token = match.group()
-        if token[:1] == b'"' or len(token) < 16:
+        if token[:1] == b'"' or not _worth_a_look(token):
             continue
         if not _exact(token):
             return (
@@ -124,6 +127,15 @@ def inexact_number(text: bytes) -> str | None:
                 "(integers are kept to 64 bits, decimals to double precision)"
             )
     return None
+
+
+def _may_be_tiny(text: bytes) -> bool:
+    return (b"e-" in text or b"E-" in text) and _TINY.search(text) is not None
+
+
+def _worth_a_look(token: bytes) -> bool:
+    """Whether a number's text might not survive a double (see _LONG_RUN)."""
+    return len(token) >= 16 or _may_be_tiny(token)
 
 
 def _exact(token: bytes) -> bool:
@@ -167,7 +179,8 @@ class InexactNumber:
 
 
 def _float_or_inexact(token: str) -> float | InexactNumber:
-    if len(token) < 16 or _exact(token.encode()):
+    raw = token.encode()
+    if not _worth_a_look(raw) or _exact(raw):
         return float(token)
     return InexactNumber(token)
 

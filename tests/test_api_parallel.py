@@ -372,13 +372,15 @@ def test_what_orjson_would_refuse_or_round_is_decoded_exactly_and_walked(unlimit
         server.shutdown()
 
 
-def test_a_decimal_no_double_holds_is_set_aside_by_name_not_rounded(unlimited):
+# beyond a double's precision, and below its smallest number (read as 0.0, short as it is)
+@pytest.mark.parametrize("number", ["0.10000000000000000000001", "1e-400"])
+def test_a_decimal_no_double_holds_is_set_aside_by_name_not_rounded(unlimited, number):
     from app.strict_json import Unreadable
 
     body = (
         b'{"object": "list", "has_more": false, "data": ['
         b'{"id": "cus_ok", "created": 2, "balance": 0},'
-        b'{"id": "cus_bad", "created": 1, "x": 0.10000000000000000000001}]}'
+        b'{"id": "cus_bad", "created": 1, "x": ' + number.encode() + b"}]}"
     )
     server = serve_body(body)
     try:
@@ -388,5 +390,5 @@ def test_a_decimal_no_double_holds_is_set_aside_by_name_not_rounded(unlimited):
         server.shutdown()
     assert listed[0]["id"] == "cus_ok"
     assert isinstance(listed[1], Unreadable)
-    assert '"x": 0.10000000000000000000001}' in listed[1].text  # as sent, for the rejects file
-    assert "0.10000000000000000000001 cannot be stored exactly" in listed[1].reason
+    assert f'"x": {number}}}' in listed[1].text  # as sent, for the rejects file
+    assert f"{number} cannot be stored exactly" in listed[1].reason

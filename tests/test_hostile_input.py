@@ -113,11 +113,14 @@ def test_an_integer_beyond_64_bits_is_set_aside_and_kept_exactly(conn, tmp_path,
     assert "18446744073709551616" in records[0]["object"]  # not 1.8446744073709552e+19
 
 
-def test_a_decimal_beyond_double_precision_is_set_aside(conn, tmp_path):
-    bad = with_name(2, b'"x"').replace(b'"balance":0', b'"balance":0.10000000000000000001')
+# beyond a double's precision, and below its smallest number (read as 0.0, short as it is)
+@pytest.mark.parametrize("number", [b"0.10000000000000000001", b"1e-400"])
+def test_a_decimal_no_double_holds_is_set_aside(conn, tmp_path, number):
+    bad = with_name(2, b'"x"').replace(b'"balance":0', b'"balance":' + number)
     assert bad != with_name(2, b'"x"')
     stats, records = load(conn, tmp_path, [bad], "one_per_line")
     assert stats.rejected == 1 and "cannot be stored exactly" in records[0]["reason"]
+    assert number.decode() in records[0]["reason"]
 
 
 def test_numbers_that_survive_a_double_are_stored(conn, tmp_path):
