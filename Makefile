@@ -139,7 +139,7 @@ sandbox-status: $(STAMP) ## Is the sandbox running?
 sandbox-seed: guard-dev $(STAMP) sandbox ## Fill the sandbox with N customers and their objects (N=…)
 	$(PY) -m app.sandbox seed --customers "$${N:-1000}"
 
-bench-fetch: $(STAMP) ## Fetch a seeded sandbox: req/s vs its 25/s limit and 429 share; objects/s unlimited
+bench-fetch: $(STAMP) ## Backfill a seeded sandbox (SOURCE=api, curl) at 100/25 req/s and unlimited: rates, 429s, memory (BENCH_CUSTOMERS=500)
 	$(PY) scripts/bench_fetch.py --customers "$$BENCH_CUSTOMERS"
 
 bench-sandbox: $(STAMP) ## Requests/s the sandbox serves for full list pages with expand[]
