@@ -12,7 +12,6 @@ all and a re-run applies nothing twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from app.ingest import (
     transform_object,
 )
 from app.resources import RESOURCES, Resource, load_order
+from app.strict_json import api_object_problem, api_object_text
 from app.transformers.common import dig
 
 log = logging.getLogger(__name__)
@@ -144,18 +144,19 @@ def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str
 
 def _as_jsonb(event: dict[str, Any]) -> tuple[str, str | None]:
     """The event as jsonb text, or a stand-in holding its exact text, and why."""
-    try:
-        text = orjson.dumps(event).decode()
-    except TypeError as exc:  # a lone surrogate, an integer beyond 64 bits, too deep
-        why = f"PostgreSQL cannot store it as jsonb: {exc}"
-    else:
-        if "u0000" not in text or not holds_nul(event):
-            return text, None
-        why = "a string holds a NUL character (\\u0000), which PostgreSQL cannot store"
-    try:
-        exact = json.dumps(event, ensure_ascii=True)
-    except (RecursionError, ValueError):
-        exact = None
+    # read from the API (make sync), an event may hold NaN (orjson would write null) or a
+    # number no double holds (app.strict_json.InexactNumber)
+    why = api_object_problem(event)
+    if why is None:
+        try:
+            text = orjson.dumps(event).decode()
+        except TypeError as exc:  # a lone surrogate, an integer beyond 64 bits
+            why = f"PostgreSQL cannot store it as jsonb: {exc}"
+        else:
+            if "u0000" not in text or not holds_nul(event):
+                return text, None
+            why = "a string holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    exact = api_object_text(event)
     stand_in = {
         "id": event["id"],
         "object": "event",
@@ -339,6 +340,14 @@ def _apply_resource(
         deleted = deletion or obj.get("deleted") is True
         if reader is not None and not deleted:
             reader.complete_children(resource, obj)
+        # read again or completed from the API: a number it holds may not be storable exactly
+        problem = api_object_problem(obj) if reader is not None else None
+        if problem is not None:
+            outcomes[event["id"]] = f"rejected: {problem}"
+            log.warning(
+                "event %s: set aside %s %s: %s", event["id"], resource.name, object_id, problem
+            )
+            continue
         try:
             row = transform_object(resource, obj, event.get("api_version"), formats, when)
         except TransformError as exc:

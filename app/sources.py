@@ -5,16 +5,13 @@ Every source yields plain dicts one at a time, so memory stays flat whatever the
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
-import reprlib
 import stat
 import tempfile
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
@@ -31,6 +28,7 @@ from app.strict_json import (
     Oversized,
     Unreadable,
     api_object_problem,
+    api_object_text,
     array_elements,
     checked,
     decode_object,
@@ -246,7 +244,7 @@ def read_api_objects(resource: Any, settings: Any) -> Generator[Any, None, None]
         )
         for position, obj in enumerate(_api_pages(resource, settings, lister), start=1):
             problem = None if lister.plain else api_object_problem(obj)
-            yield Unreadable(position, problem, _api_text(obj)) if problem else obj
+            yield Unreadable(position, problem, api_object_text(obj)) if problem else obj
 
 
 # --- every resource listed at once --------------------------------------------------------
@@ -480,29 +478,6 @@ def _list_into(
     spool.finish(error)
 
 
-def _api_text(obj: Any) -> str:
-    """An API object set aside, as text for the rejects file: NaN and Infinity as Python's
-    json writes them, a decimal no double holds as it was sent."""
-    from app.strict_json import InexactNumber
-
-    inexact: list[str] = []
-    marker = uuid.uuid4().hex  # no string of the object's can be taken for a number's place
-
-    def default(value: Any) -> Any:
-        if isinstance(value, InexactNumber):
-            inexact.append(value.text)
-            return f"{marker}:{len(inexact) - 1}"
-        return repr(value)
-
-    try:
-        text = json.dumps(obj, ensure_ascii=True, default=default)
-    except RecursionError:
-        return reprlib.repr(obj)
-    for n, token in enumerate(inexact):
-        text = text.replace(f'"{marker}:{n}"', token, 1)
-    return text
-
-
 def api_client(settings: Any) -> stripe.StripeClient:
     from app.stripe_api import stripe_client
 
@@ -585,6 +560,8 @@ def complete_embedded(
 ) -> None:
     """Stripe embeds only the first page of a child list (`has_more: true` when there is more):
     page the rest from the registry's list path and put the whole list in the parent."""
+    from app.stripe_api import get_json
+
     envelope = dig(parent, *child.envelope_path)
     if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
         return
@@ -596,7 +573,7 @@ def complete_embedded(
         params["starting_after"] = data[-1]["id"]
 
     def list_page(p: dict[str, Any]) -> Any:
-        return client.raw_request("get", path, **p).data
+        return get_json(client, path, p).data
 
     envelope["data"] = [*data, *pager.each(list_page, params, template)]
     envelope["has_more"] = False

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -208,6 +210,27 @@ def api_object_problem(obj: Any) -> str | None:
             "(decimals are kept to double precision)"
         )
     return None
+
+
+def api_object_text(obj: Any) -> str:
+    """An API object set aside, as text for the rejects file or the inbox: NaN and Infinity as
+    Python's json writes them, a decimal no double holds as it was sent."""
+    inexact: list[str] = []
+    marker = uuid.uuid4().hex  # no string of the object's can be taken for a number's place
+
+    def default(value: Any) -> Any:
+        if isinstance(value, InexactNumber):
+            inexact.append(value.text)
+            return f"{marker}:{len(inexact) - 1}"
+        return repr(value)
+
+    try:
+        text = json.dumps(obj, ensure_ascii=True, default=default)
+    except RecursionError:
+        return reprlib.repr(obj)
+    for n, token in enumerate(inexact):
+        text = text.replace(f'"{marker}:{n}"', token, 1)
+    return text
 
 
 # every byte but the structure: what `plain_answer` keeps of a text, its brackets as parentheses

@@ -32,7 +32,7 @@ from app.ingest import IngestResult, stripe_now
 from app.progress import ProgressBoard
 from app.resources import BY_NAME, Resource, load_order
 from app.sources import complete_embedded
-from app.stripe_api import ApiPager, api_errors, budget_from_env, stripe_client
+from app.stripe_api import ApiPager, api_errors, budget_from_env, get_json, stripe_client
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,10 @@ class StripeApi:
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """The JSON body as Stripe sent it (the SDK's objects would cost more to build than
-        the request takes, and coerce some fields)."""
-        body: dict[str, Any] = self.client.raw_request("get", path, **params).data
+        the request takes, and coerce some fields), read as the backfill reads it (get_json):
+        a number no column could keep exactly stays apart, for the event or object holding it
+        to be set aside (app.events), never rounded."""
+        body: dict[str, Any] = get_json(self.client, path, params).data
         return body
 
     def events(self, since: datetime) -> Iterator[list[dict[str, Any]]]:

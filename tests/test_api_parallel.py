@@ -17,7 +17,7 @@ from app.config import load_settings
 from app.resources import BY_NAME, load_order
 from app.sources import api_client, read_api_objects
 from app.stripe_api import ListSpec, ParallelLister, RequestBudget, TokenBucket, budget_from_env
-from tests.fetch_helpers import TEST_KEY, sandbox_ids
+from tests.fetch_helpers import TEST_KEY, sandbox_ids, serve_body
 
 
 def settings_for(url: str) -> Any:
@@ -321,26 +321,6 @@ def test_answers_decode_to_what_the_sdk_decodes(sandbox, unlimited):
         assert answer.strict, resource.name
         assert answer.data["data"], resource.name
         assert answer.data == client.raw_request("get", path, **params).data, resource.name
-
-
-def serve_body(body: bytes) -> Any:
-    """An HTTP server on a free port answering every GET with `body` (200, JSON)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 — http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 @pytest.mark.parametrize(

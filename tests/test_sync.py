@@ -23,6 +23,7 @@ from app.resources import BY_NAME, load_order
 from app.sources import read_api_objects
 from app.sync import StripeApi, refresh, sync_customers, sync_events
 from app.synthetic import customer
+from tests.fetch_helpers import serve_body
 from tests.sandbox_plugin import TEST_KEY
 
 CUSTOMERS = BY_NAME["customers"]
@@ -372,6 +373,60 @@ def test_an_event_postgresql_cannot_hold_is_set_aside_whole_and_blocks_nothing(d
     assert outcome.startswith("rejected:") and "NUL" in outcome and applied_at is not None
     assert json.loads(kept) == bad  # nothing lost: the exact event, escapes and all
     assert row(db, "customers", "cus_00000000000002")["email"] == "fine@x.io"
+
+
+# what the API may send that no column keeps exactly: a decimal beyond a double, one below its
+# smallest number (read as 0.0), NaN (which orjson would write as null)
+UNSTORABLE = ["0.10000000000000000000001", "1e-400", "NaN"]
+
+
+@pytest.mark.parametrize("number", UNSTORABLE)
+def test_a_listed_event_with_a_number_no_column_keeps_is_set_aside_as_sent(db, settings, number):
+    good = json.dumps(event(2, 1_001, {**customer(2), "email": "fine@x.io"}))
+    bad = json.dumps(event(1, 1_000, {**customer(1), "balance": "PLACEHOLDER"}))
+    bad = bad.replace('"PLACEHOLDER"', number)
+    body = f'{{"object": "list", "has_more": false, "data": [{good}, {bad}]}}'.encode()
+    server = serve_body(body)
+    try:
+        api = StripeApi(
+            dataclasses.replace(
+                settings, stripe_api_base=f"http://127.0.0.1:{server.server_address[1]}"
+            )
+        )
+        pages = list(api.events(datetime.fromtimestamp(0, UTC)))
+    finally:
+        server.shutdown()
+    with db.begin() as conn:
+        assert store_events(conn, pages[0], "sync") == 2
+    assert drain(db, None).outcomes == {"applied": 1}
+    with db.connect() as conn:
+        outcome, kept = conn.execute(
+            text("SELECT outcome, raw->>'text' FROM stripe_events WHERE id = 'evt_1'")
+        ).one()
+    assert outcome.startswith("rejected:") and (number in outcome or "NaN" in outcome)
+    assert f'"balance": {number}' in kept  # the event as it was sent, nothing rounded
+    assert row(db, "customers", "cus_00000000000002")["email"] == "fine@x.io"
+    assert row(db, "customers", "cus_00000000000001") is None
+
+
+@pytest.mark.parametrize("number", UNSTORABLE[:2])
+def test_an_object_read_again_with_a_number_no_column_keeps_is_set_aside(db, settings, number):
+    one = customer(1)
+    tie = [event(1, 5_000, one), event(2, 5_000, {**one, "email": "second@example.com"})]
+    now = json.dumps({**one, "balance": "PLACEHOLDER"}).replace('"PLACEHOLDER"', number)
+    server = serve_body(now.encode())  # the object as the API has it now, for the tie
+    try:
+        reader = StripeApi(
+            dataclasses.replace(
+                settings, stripe_api_base=f"http://127.0.0.1:{server.server_address[1]}"
+            )
+        )
+        counts, outcomes = apply(db, tie, reader)
+    finally:
+        server.shutdown()
+    assert counts.rereads == 1
+    assert outcomes["evt_2"].startswith("rejected:") and number in outcomes["evt_2"]
+    assert row(db, "customers", one["id"]) is None  # never stored with its number rounded
 
 
 def test_an_event_that_cannot_be_applied_now_waits_without_holding_back_the_rest(
