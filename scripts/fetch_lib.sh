@@ -812,17 +812,23 @@ fetch_chains() {
   done
 }
 
+# page_head WHAT URL: has_more, count and last id of the page just split (SPLIT_HEAD) into
+# HAS_MORE, COUNT, LAST; fatal unless it is a Stripe list's page that can be paged on
+page_head() {
+  read -r HAS_MORE COUNT LAST <<<"$SPLIT_HEAD"
+  if [[ $HAS_MORE != true && $HAS_MORE != false ]]; then
+    fatal "$1: GET ${2#"$STRIPE_API_BASE"} did not answer a Stripe list ($SPLIT_HEAD)"
+  fi
+  if [[ $HAS_MORE == true && $LAST == - ]]; then
+    fatal "$1: GET ${2#"$STRIPE_API_BASE"}: has_more is true on an empty page; cannot paginate"
+  fi
+}
+
 chain_page() {  # I: the answer of round[I] (in fetch_chains) is its chain's next page
-  local dir=${round[$1]} head has_more count last
+  local dir=${round[$1]} has_more count last
   save_page "$dir/response" "$dir" "${pages[$dir]}" "${objects[$dir]}" "${cursor[$dir]}" "$envelopes"
-  head=$SPLIT_HEAD
-  read -r has_more count last <<<"$head"
-  if [[ $has_more != true && $has_more != false ]]; then
-    fatal "$name: GET ${ROUND_URLS[$1]#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
-  fi
-  if [[ $has_more == true && $last == - ]]; then
-    fatal "$name: has_more is true on an empty page; cannot paginate"
-  fi
+  page_head "$name" "${ROUND_URLS[$1]}"
+  has_more=$HAS_MORE count=$COUNT last=$LAST
   pages[$dir]=$(( pages[$dir] + 1 )) objects[$dir]=$(( objects[$dir] + count ))
   [[ $last == - ]] || cursor[$dir]=$last
   [[ $name == _* ]] || progress count "fetch $name" "$count"
@@ -1042,13 +1048,10 @@ probe_before() {
 }
 
 probe_answer() {  # J: the answer of probe ROUND_KEYS[J] (in probe_before)
-  local i=${ROUND_KEYS[$1]} has_more count
+  local i=${ROUND_KEYS[$1]}
   split_page "${ROUND_OUTS[$1]}" /dev/null
-  read -r has_more count _ <<<"$SPLIT_HEAD"
-  if [[ $has_more != true && $has_more != false ]]; then
-    fatal "$name: GET $path?created[lt]=${moments[i]} did not answer a Stripe list ($SPLIT_HEAD)"
-  fi
-  if (( count > 0 )); then FOUND[i]=1; fi
+  page_head "$name (probe)" "${ROUND_URLS[$1]}"
+  if (( COUNT > 0 )); then FOUND[i]=1; fi
   rm -f "${ROUND_OUTS[$1]}" "${ROUND_OUTS[$1]}.headers"
 }
 
@@ -1085,7 +1088,7 @@ complete_embedded() {
 # from: one endpoint for every parent).
 complete_page_lists() {
   local name=$1 dir=$2 page=$3 envelope=$4 endpoint=$5
-  local more=$dir/embedded.jsonl parent cursor path sep url status head has_more count last n=0
+  local more=$dir/embedded.jsonl parent cursor path sep url status has_more n=0
   : >"$more"
   while read -r parent cursor; do
     [[ $cursor == - ]] && cursor=""
@@ -1103,17 +1106,10 @@ complete_page_lists() {
         continue 2
       fi
       split_page "$dir/response" "$dir/items.page"
-      head=$SPLIT_HEAD
-      read -r has_more count last <<<"$head"
-      if [[ $has_more != true && $has_more != false ]]; then
-        fatal "$name: GET ${url#"$STRIPE_API_BASE"} did not answer a Stripe list ($head)"
-      fi
-      if [[ $has_more == true && $last == - ]]; then
-        fatal "$name: $parent: has_more is true on an empty page of $envelope; cannot paginate"
-      fi
+      page_head "$name ($parent $envelope)" "$url"
+      has_more=$HAS_MORE
       cat "$dir/items.page" >>"$dir/items.jsonl"
-      [[ $last != - ]] && cursor=$last
-      : "$count"
+      [[ $LAST == - ]] || cursor=$LAST
     done
     jq -c -s --arg id "$parent" '{id: $id, data: .}' "$dir/items.jsonl" >>"$more"
     n=$(( n + 1 ))
@@ -1243,7 +1239,7 @@ fetch_methods_batch() {
 }
 
 methods_page() {  # I: pending[I]'s answer (in fetch_methods_batch), kept; done, or one more page
-  local cus=${pending[$1]} body head has_more count last
+  local cus=${pending[$1]} body
   pages[$cus]=$(( ${pages[$cus]:-0} + 1 ))
   body=""
   IFS= read -r -d '' body <"$work/$cus.page" || true
@@ -1254,12 +1250,9 @@ methods_page() {  # I: pending[I]'s answer (in fetch_methods_batch), kept; done,
     return 0
   fi
   split_page "$work/$cus.page" /dev/null
-  head=$SPLIT_HEAD
-  read -r has_more count last <<<"$head"
-  [[ $has_more == true || $has_more == false ]] || fatal "payment_methods: $cus: not a Stripe list ($head)"
-  : "$count"
-  if [[ $has_more == true && $last != - ]]; then
-    cursor[$cus]=$last
+  page_head "${ROUND_WHAT[$1]}" "${ROUND_URLS[$1]}"
+  if [[ $HAS_MORE == true ]]; then
+    cursor[$cus]=$LAST
     retrying+=("$cus")
   else
     finished+=("$cus")

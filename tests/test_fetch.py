@@ -337,6 +337,33 @@ def test_payment_methods_in_batches_following_the_customers_miss_none(sandbox, t
     )
 
 
+def test_a_customer_with_more_payment_methods_than_a_page_gets_them_all(sandbox, tmp_path):
+    sandbox.seed(customers=3)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TEST_KEY}"
+    buyer = session.post(sandbox.url + "/v1/customers", data={"email": "m@x.io"}).json()
+    for _ in range(5):
+        attached = session.post(
+            sandbox.url + "/v1/payment_methods/pm_card_visa/attach", data={"customer": buyer["id"]}
+        )
+        assert attached.status_code == 200, attached.text
+    # pages of 2: three requests for this customer, the next two going on from a cursor
+    result = run_fetch(
+        sandbox.url, tmp_path, FETCH_PAGE_LIMIT="2", RESOURCES="customers payment_methods"
+    )
+    assert result.returncode == 0, result.stderr
+    assert_files_match_sandbox(
+        tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
+    )
+    listed = session.get(
+        f"{sandbox.url}/v1/customers/{buyer['id']}/payment_methods", params={"limit": 100}
+    ).json()["data"]
+    mine = [
+        m["id"] for m in objects_in(tmp_path, "payment_methods") if m["customer"] == buyer["id"]
+    ]
+    assert mine == [m["id"] for m in listed] and len(mine) == 5  # in the API's order
+
+
 def test_help_describes_the_environment():
     result = subprocess.run(
         ["bash", str(FETCH), "--help"], capture_output=True, text=True, check=False
