@@ -685,7 +685,7 @@ config_string() {
 # network errors, retried like any other.
 send_round() {
   local path=${1%%\?*} at_once=$2 on_ok=$3 on_gone=$4 n=${#ROUND_URLS[@]} config="" i idx code
-  local exitcode errmsg status sent log_fd judged said=""
+  local exitcode errmsg status sent log_fd answers judged said=""
   local -A seen=()
   ROUND_AGAIN=() ROUND_WAIT_US=0
   budget_wait "$path" "$n"
@@ -703,7 +703,9 @@ send_round() {
   done
   sent=$EPOCHREALTIME
   exec {log_fd}>>"$WORK_DIR/requests.log"
-  while IFS='|' read -r idx code exitcode errmsg; do
+  # on a descriptor of its own: nothing ON_OK runs can read the answers' lines by mistake
+  exec {answers}< <(curl --config - <<<"$ROUND_OPTIONS$config" 2>&1 >/dev/null)
+  while IFS='|' read -r -u "$answers" idx code exitcode errmsg; do
     idx=${idx##*$'\r'}
     if ! [[ $idx =~ ^[0-9]+$ && -n ${ROUND_URLS[idx]:-} && -z ${seen[$idx]:-} ]]; then
       said="$idx${code:+|$code}${exitcode:+|$exitcode}${errmsg:+|$errmsg}"  # curl's own words
@@ -727,8 +729,8 @@ send_round() {
     [[ $status == 000 ]] && rm -f "${ROUND_OUTS[idx]}.headers"
     round_retry "$idx" "$(header_value "${ROUND_OUTS[idx]}.headers" stripe-should-retry)" \
       "$(header_value "${ROUND_OUTS[idx]}.headers" retry-after)"
-  done < <(curl --config - <<<"$ROUND_OPTIONS$config" 2>&1 >/dev/null)
-  exec {log_fd}>&-
+  done
+  exec {log_fd}>&- {answers}<&-
   for i in "${!ROUND_URLS[@]}"; do
     [[ -z ${seen[$i]:-} ]] || continue
     printf '000 %s %s\n' "$EPOCHREALTIME" "$path" >>"$WORK_DIR/requests.log"
