@@ -17,7 +17,7 @@
 # payment-method requests one curl sends over one connection, 50), FETCH_RESTART=1 (same as
 # --restart: drop what a stopped fetch left), FETCH_SPLITTER=jq (pages split by a jq per page
 # instead of the fetch's one splitter process, scripts/split_pages.py). Needs curl 7.75 or newer
-# (7.84 to send batches inside a budget), and jq.
+# (7.84 to send rounds of several requests inside a budget), and jq.
 #
 # Global lists run concurrently. A list longer than one page is split into `created` ranges
 # after its first page (its oldest second found by a few one-object probes), each range paged by
@@ -27,9 +27,9 @@
 # with the customers' first page. Every request takes a turn of its endpoint's budget
 # (`/v1/customers/{customer}/payment_methods` is one endpoint for all customers), then one of the
 # budget in all: at Stripe's live limits (FETCH_RATE=100) several endpoints run at 25/s each.
-# Requests go in rounds, one curl a round over one connection, paced at the budgets' rate: the
-# next page of each chain a worker runs (two workers a list), or half a second of a
-# payment-method worker's customers.
+# Requests go in rounds, one curl a round: the next page of each chain a worker runs (two
+# workers a list), or a batch of a payment-method worker's customers (half a second of them
+# under a budget) — under a budget over one connection at the budgets' pace, else at once.
 # Exit: 0 all written; 1 a fetch failed (earlier files untouched); 2 bad usage; 130 interrupted
 # (run again to resume).
 set -euo pipefail
