@@ -864,7 +864,7 @@ chain_ended() {
     if [[ $more == false ]]; then ended=$(( ended + 1 )); fi
   done
   # the first worker to see a tenth reached says so (a file made only if it is not there)
-  if (( ended < total && ended * 10 / total > (ended - 1) * 10 / total )) \
+  if (( ended < total && ended * 10 / total > 0 )) \
     && ( set -C; : >"$WORK_DIR/$name/logged-$(( ended * 10 / total ))" ) 2>/dev/null; then
     chain_totals "$WORK_DIR/$name"
     log "$name: $ended/$total ranges done, $PAGES pages, $OBJECTS objects"

@@ -13,8 +13,8 @@ For each, it reads the list page in `response` and writes its objects one per li
 objects_out and, when needs_out is named, the embedded lists that have more to it
 (app.list_pages), then the page's head line ("has_more count last_id", or "not-a-list" /
 "not-json") to reply_fifo, which the worker that asked holds open. The second form saves a page
-of a chain whole, as fetch_chain would with mv: its needs, then its objects (page_out), then
-the chain's state line ("pages objects cursor has_more", counting this page), each written
+of a chain whole (fetch_lib.sh's save_page, which does the same with jq and mv when the splitter
+is off): its needs, then its objects (page_out), then the chain's state line ("pages objects cursor has_more", counting this page), each written
 beside and renamed over its final name, so a fetch killed at any point leaves either the page
 or not, and a state that never counts a page that is not on disk. It saves nothing when the
 page is not a list that can be paged on. It ends when every process of the fetch has closed the
