@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import ctypes
 import logging
+import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from graphlib import TopologicalSorter
@@ -24,6 +26,7 @@ from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
 from app.errors import InputFileError, PipelineError, first_line
+from app.fetch_watch import RunningFetch
 from app.ingest import MODES, IngestResult, ingest, stripe_now
 from app.progress import ProgressBoard, ProgressTask
 from app.rejects import RejectSink
@@ -58,7 +61,8 @@ def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
         "--json-dir",
         type=Path,
         default=None,
-        help="folder of <resource>.json files (default: data/imported_stripe_data)",
+        help="folder of <resource>.json files (default: data/imported_stripe_data); while "
+        "`make fetch` writes it, each file is loaded once the fetch has written it",
     )
     if one:
         parser.add_argument(
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
 
+# how often an ingest following a fetch looks for the files it waits for
+FETCH_POLL_SECONDS = 0.5
+
 # loads running at once (SOURCE=api): each holds WRITERS connections and PostgreSQL has a core
 # per busy connection; more would only queue on the server
 PARALLEL_LOADS = 3
@@ -193,8 +200,24 @@ def run(
     With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
     every resource is loaded so, the sync cursor starts at the earliest listing's start.
 
+    A curl fetch still writing `json_dir` (app.fetch_watch) is followed: each file is loaded
+    once the fetch has written it and pages no list any more, the others' loads going first
+    (the payment methods, the longest to fetch, are no one's parent).
+
     `board` shows a task per resource as it loads (none: nothing drawn)."""
     results = [] if results is None else results
+    fetch = RunningFetch.find(json_dir) if source == "json" and single_file is None else None
+    if fetch is not None:
+        # the fetch's requests are on the clock (a second of its budget unused is lost); the
+        # load is not: it yields the CPU
+        with contextlib.suppress(OSError):
+            os.nice(10)
+        log.info(
+            "a fetch is writing %s (pid %d, `%s`): each file is loaded once it is written",
+            json_dir,
+            fetch.pid,
+            fetch.command,
+        )
     board = board or ProgressBoard(enabled=False)
     listed: list[datetime | None] = []
     engine = get_engine(url)
@@ -250,6 +273,7 @@ def run(
         )
         sorter.prepare()
         ready: list[str] = []
+        waiting: set[str] = set()  # said to wait for the fetch
         running = 0
         parallel = PARALLEL_LOADS if source == "api" else 1
         crash: BaseException | None = None
@@ -257,12 +281,20 @@ def run(
             while sorter.is_active() and crash is None:
                 ready.extend(sorter.get_ready())
                 ready.sort(key=position.__getitem__)  # among the ready, the registry's order
-                while ready and running < parallel:
-                    resource = BY_NAME[ready.pop(0)]
+                while running < parallel and (name := _next(ready, fetch)) is not None:
+                    ready.remove(name)
                     threading.Thread(
-                        target=load, args=(resource,), name=f"load-{resource.name}", daemon=True
+                        target=load, args=(BY_NAME[name],), name=f"load-{name}", daemon=True
                     ).start()
                     running += 1
+                if running == 0:  # every resource ready to load waits for the fetch
+                    for name in set(ready) - waiting:
+                        log.info(
+                            "%s: waiting for the fetch to write %s", name, BY_NAME[name].file_name
+                        )
+                    waiting.update(ready)
+                    time.sleep(FETCH_POLL_SECONDS)
+                    continue
                 ended = done.get()
                 running -= 1
                 _keep(results, ended.result, position)
@@ -378,6 +410,16 @@ class _Ended(NamedTuple):
     state_at: datetime | None
     # an unexpected error or KeyboardInterrupt, raised again in the run's thread
     crash: BaseException | None
+
+
+def _next(ready: list[str], fetch: RunningFetch | None) -> str | None:
+    """The first of the ready resources whose file can be read now: with a fetch writing the
+    folder, once the fetch wrote it and pages no list any more (the two would compete for the
+    CPU while the fetch's requests are on the clock; the payment methods, its long pole, go
+    on alone long after)."""
+    if fetch is not None and fetch.paging_lists():
+        return None
+    return next((name for name in ready if fetch is None or fetch.wrote(name)), None)
 
 
 def _wait_for(

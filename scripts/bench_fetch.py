@@ -6,8 +6,9 @@ endpoint (default 100 and 25: Stripe's live-mode limit and its default per-endpo
 the fetch told the same; (2) no limit, no budget — and each path:
 
   api   `ingest_all.py --source api`: the API read concurrently, streamed into the bulk load;
-  curl  `fetch_stripe_data.sh` then `ingest_all.py` on its files (large lists paged in
-        `created` ranges; FETCH_RATE and FETCH_ENDPOINT_RATE as for the api path);
+  curl  `fetch_stripe_data.sh`, and `ingest_all.py` on its files started alongside (it loads
+        each file once the fetch has written it; large lists paged in `created` ranges;
+        FETCH_RATE and FETCH_ENDPOINT_RATE as for the api path);
 
 prints objects/s for the whole backfill, requests/s (overall, and the busiest second) against
 the budget, the share of 429s, and the peak memory of the backfill's processes. The sandbox
@@ -133,6 +134,40 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, stderr
 
 
+def timed_alongside(
+    fetch: list[str], ingest: list[str], env: dict[str, str], json_dir: Path
+) -> tuple[float, float, float]:
+    """Run the fetch, and the ingest of its folder once the fetch holds the folder's lock (so
+    the ingest follows it, loading each file once it is written); the seconds until both ended,
+    the fetch's seconds, and the peak memory in MB of the larger (as `timed`)."""
+    started = time.monotonic()
+    ended: dict[int, tuple[float, float]] = {}  # pid → (seconds, peak MB)
+
+    def reap(process: subprocess.Popen[bytes], command: list[str], block: bool) -> bool:
+        pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return False
+        ended[process.pid] = (time.monotonic() - started, usage.ru_maxrss / 1024)
+        if (code := os.waitstatus_to_exitcode(status)) not in (0, 1):
+            err.seek(0)
+            sys.exit(f"{' '.join(command)} failed ({code}):\n{err.read()[-3000:]}")
+        return True
+
+    with tempfile.TemporaryFile("w+") as err:
+        fetching = subprocess.Popen(fetch, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        lock = json_dir / ".partial" / "run.lock"
+        while not (lock.exists() and lock.read_text().startswith(f"{fetching.pid} ")):
+            if reap(fetching, fetch, block=False):
+                break  # done already: the ingest reads its files as they are
+            time.sleep(0.02)
+        loading = subprocess.Popen(ingest, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        if fetching.pid not in ended:
+            reap(fetching, fetch, block=True)
+        reap(loading, ingest, block=True)
+    fetch_seconds = ended[fetching.pid][0]
+    return time.monotonic() - started, fetch_seconds, max(peak for _, peak in ended.values())
+
+
 def backfill(
     path: str,
     sandbox: Sandbox,
@@ -165,9 +200,9 @@ def backfill(
     else:
         with tempfile.TemporaryDirectory(prefix="bench_fetch_") as tmp:
             env["JSON_DIR"] = tmp
-            fetch_seconds, fetch_peak, _ = timed(["bash", str(FETCH)], env)
-            ingest_seconds, ingest_peak, _ = timed([*ingest, "--json-dir", tmp], env)
-        seconds, peak = fetch_seconds + ingest_seconds, max(fetch_peak, ingest_peak)
+            seconds, fetch_seconds, peak = timed_alongside(
+                ["bash", str(FETCH)], [*ingest, "--json-dir", tmp], env, Path(tmp)
+            )
     requests = sandbox.tally()
     if timeline is not None:
         write_timeline(timeline, requests)

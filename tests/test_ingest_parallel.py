@@ -5,7 +5,9 @@ the others whole."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select, text
@@ -14,9 +16,10 @@ import app.ingest_command as command
 import app.sources as sources
 from app.config import load_settings
 from app.errors import FetchError
+from app.fetch_watch import FetchStopped
 from app.resources import BY_NAME, load_order
 from app.sources import ListingSpool, ListingStopped
-from tests.fetch_helpers import TEST_KEY
+from tests.fetch_helpers import TEST_KEY, objects_in, start_fetch
 
 TABLES = (
     "products, prices, customers, payment_methods, subscriptions, subscription_items, "
@@ -169,3 +172,75 @@ def test_sweep_starts_the_sync_cursor_after_a_whole_api_run(sandbox, api_run, mo
     results = api_run(sweep=True)
     assert not any(r.error for r in results)
     assert len(started) == 1
+
+
+def json_run(test_database_url, json_dir, tmp_path):
+    return command.run(
+        test_database_url,
+        load_order(),
+        load_settings("DEV"),
+        source="json",
+        json_dir=json_dir,
+        single_file=None,
+        mode="upsert",
+        rejects_dir=tmp_path / "rejects",
+    )
+
+
+def fetch_holding_the_lock(url, json_dir, **settings):
+    """A curl fetch in the background, once it holds the folder's lock (the ingest sees it)."""
+    process = start_fetch(url, json_dir, **settings)
+    lock = json_dir / ".partial" / "run.lock"
+    deadline = time.monotonic() + 20
+    while not (lock.exists() and lock.read_text().startswith(f"{process.pid} ")):
+        assert time.monotonic() < deadline and process.poll() is None, "the fetch did not start"
+        time.sleep(0.05)
+    return process
+
+
+def test_an_ingest_during_a_fetch_loads_each_file_once_it_is_written(
+    sandbox_factory, engine, test_database_url, tmp_path
+):
+    # payment methods at 5 requests/s, one a customer: the other lists are written long before
+    slow = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=5)
+    slow.seed(customers=30)
+    json_dir = tmp_path / "json"
+    fetch = fetch_holding_the_lock(
+        slow.url, json_dir, FETCH_RATE="40", FETCH_ENDPOINT_RATE="5", FETCH_PAGE_LIMIT="50"
+    )
+    try:
+        results = json_run(test_database_url, json_dir, tmp_path)
+        assert fetch.wait(timeout=60) == 0, fetch.stderr.read() if fetch.stderr else ""
+        assert not any(r.error for r in results), [r.error for r in results]
+        for result in results:  # every file, whole, as the fetch wrote it
+            assert count(engine, result.resource) == len(objects_in(json_dir, result.resource))
+        # the customers were loaded while the payment methods were still being fetched
+        written = (json_dir / "payment_methods.json").stat().st_mtime
+        with engine.connect() as conn:
+            loaded = conn.execute(text("SELECT max(synced_at) FROM customers")).scalar_one()
+        assert loaded.timestamp() < written - 1
+    finally:
+        fetch.kill()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
+
+
+def test_an_ingest_says_which_file_a_stopped_fetch_never_wrote(
+    sandbox_factory, engine, test_database_url, tmp_path
+):
+    slow = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=2)
+    slow.seed(customers=30)
+    json_dir = tmp_path / "json"
+    fetch = fetch_holding_the_lock(
+        slow.url, json_dir, FETCH_RATE="40", FETCH_ENDPOINT_RATE="2", FETCH_PAGE_LIMIT="50"
+    )
+    threading.Timer(4, fetch.send_signal, (signal.SIGINT,)).start()  # Ctrl-C, mid-fetch
+    try:
+        with pytest.raises(FetchStopped, match="stopped before writing payment_methods.json"):
+            json_run(test_database_url, json_dir, tmp_path)
+        assert fetch.wait(timeout=30) == 130
+        assert count(engine, "customers") == 30  # what it did write is loaded
+    finally:
+        fetch.kill()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
