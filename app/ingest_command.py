@@ -26,7 +26,7 @@ from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
 from app.errors import InputFileError, PipelineError, first_line
-from app.fetch_watch import RunningFetch
+from app.fetch_watch import FetchStopped, RunningFetch
 from app.ingest import MODES, IngestResult, ingest, stripe_now
 from app.progress import ProgressBoard, ProgressTask
 from app.rejects import RejectSink
@@ -417,9 +417,20 @@ def _next(ready: list[str], fetch: RunningFetch | None) -> str | None:
     folder, once the fetch wrote it and pages no list any more (the two would compete for the
     CPU while the fetch's requests are on the clock; the payment methods, its long pole, go
     on alone long after)."""
-    if fetch is not None and fetch.paging_lists():
+    if fetch is None:
+        return ready[0] if ready else None
+    if fetch.paging_lists():
         return None
-    return next((name for name in ready if fetch is None or fetch.wrote(name)), None)
+    stopped: FetchStopped | None = None
+    for name in ready:
+        try:
+            if fetch.wrote(name):
+                return name
+        except FetchStopped as exc:  # never to be written: the others still load first
+            stopped = stopped or exc
+    if stopped is not None:
+        raise stopped
+    return None
 
 
 def _wait_for(

@@ -198,16 +198,24 @@ def fetch_holding_the_lock(url, json_dir, **settings):
     return process
 
 
+# one chain a list (no probes): the lists take a few requests each
+SLOW_FETCH = {
+    "FETCH_RATE": "40",
+    "FETCH_ENDPOINT_RATE": "5",
+    "FETCH_PAGE_LIMIT": "50",
+    "FETCH_RANGES": "1",
+}
+
+
 def test_an_ingest_during_a_fetch_loads_each_file_once_it_is_written(
     sandbox_factory, engine, test_database_url, tmp_path
 ):
-    # payment methods at 5 requests/s, one a customer: the other lists are written long before
+    # payment methods at 5 requests/s, one a customer (6 s): the lists, a few pages each, are
+    # written long before
     slow = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=5)
     slow.seed(customers=30)
     json_dir = tmp_path / "json"
-    fetch = fetch_holding_the_lock(
-        slow.url, json_dir, FETCH_RATE="40", FETCH_ENDPOINT_RATE="5", FETCH_PAGE_LIMIT="50"
-    )
+    fetch = fetch_holding_the_lock(slow.url, json_dir, **SLOW_FETCH)
     try:
         results = json_run(test_database_url, json_dir, tmp_path)
         assert fetch.wait(timeout=60) == 0, fetch.stderr.read() if fetch.stderr else ""
@@ -228,18 +236,31 @@ def test_an_ingest_during_a_fetch_loads_each_file_once_it_is_written(
 def test_an_ingest_says_which_file_a_stopped_fetch_never_wrote(
     sandbox_factory, engine, test_database_url, tmp_path
 ):
-    slow = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=2)
+    slow = sandbox_factory(rate_limit=True, test_rate=40, endpoint_rate=5)
     slow.seed(customers=30)
     json_dir = tmp_path / "json"
-    fetch = fetch_holding_the_lock(
-        slow.url, json_dir, FETCH_RATE="40", FETCH_ENDPOINT_RATE="2", FETCH_PAGE_LIMIT="50"
-    )
-    threading.Timer(4, fetch.send_signal, (signal.SIGINT,)).start()  # Ctrl-C, mid-fetch
+    fetch = fetch_holding_the_lock(slow.url, json_dir, **SLOW_FETCH)
+    lists = {r.name for r in load_order()} - {"payment_methods"}
+
+    def written() -> set[str]:  # what the fetch says it wrote (fetch_lib.sh's mark_fetched)
+        completed = json_dir / ".partial" / "completed"
+        text_ = completed.read_text() if completed.exists() else ""
+        return {line.split(" ")[0] for line in text_.splitlines()}
+
+    def interrupt_once_only_payment_methods_are_left() -> None:
+        deadline = time.monotonic() + 30
+        while not lists <= written() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fetch.send_signal(signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=interrupt_once_only_payment_methods_are_left, daemon=True).start()
     try:
         with pytest.raises(FetchStopped, match="stopped before writing payment_methods.json"):
             json_run(test_database_url, json_dir, tmp_path)
         assert fetch.wait(timeout=30) == 130
-        assert count(engine, "customers") == 30  # what it did write is loaded
+        for resource in load_order():  # what it did write is loaded
+            if resource.name != "payment_methods":
+                assert count(engine, resource.name) == len(objects_in(json_dir, resource.name))
     finally:
         fetch.kill()
         with engine.begin() as conn:
