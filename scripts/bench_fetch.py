@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -118,20 +118,30 @@ def bench_url() -> str:
     return url.render_as_string(hide_password=False)
 
 
+def reap(
+    process: subprocess.Popen[bytes], command: list[str], err: IO[str], started: float, block: bool
+) -> tuple[float, float] | None:
+    """The seconds since `started` and the peak memory in MB (the largest process: itself, or
+    the largest of its children) of `process` once it ended (None: it still runs and `block` is
+    false); the benchmark stops with its stderr if it failed."""
+    pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    if (code := os.waitstatus_to_exitcode(status)) not in (0, 1):
+        err.seek(0)
+        sys.exit(f"{' '.join(command)} failed ({code}):\n{err.read()[-3000:]}")
+    return time.monotonic() - started, usage.ru_maxrss / 1024
+
+
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run `command`; its seconds, its peak memory in MB (the largest process: itself, or the
-    largest of its children) and its stderr."""
+    """Run `command`; its seconds, its peak memory in MB (as `reap`) and its stderr."""
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
+        ended = reap(process, command, err, started, block=True)
+        assert ended is not None
         err.seek(0)
-        stderr = err.read()
-    if process.returncode not in (0, 1):
-        sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, stderr
+        return *ended, err.read()
 
 
 def timed_alongside(
@@ -139,33 +149,23 @@ def timed_alongside(
 ) -> tuple[float, float, float]:
     """Run the fetch, and the ingest of its folder once the fetch holds the folder's lock (so
     the ingest follows it, loading each file once it is written); the seconds until both ended,
-    the fetch's seconds, and the peak memory in MB of the larger (as `timed`)."""
+    the fetch's seconds, and the peak memory in MB of the larger (as `reap`)."""
+    from app.fetch_watch import RunningFetch
+
     started = time.monotonic()
-    ended: dict[int, tuple[float, float]] = {}  # pid → (seconds, peak MB)
-
-    def reap(process: subprocess.Popen[bytes], command: list[str], block: bool) -> bool:
-        pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
-        if pid == 0:
-            return False
-        ended[process.pid] = (time.monotonic() - started, usage.ru_maxrss / 1024)
-        if (code := os.waitstatus_to_exitcode(status)) not in (0, 1):
-            err.seek(0)
-            sys.exit(f"{' '.join(command)} failed ({code}):\n{err.read()[-3000:]}")
-        return True
-
     with tempfile.TemporaryFile("w+") as err:
         fetching = subprocess.Popen(fetch, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        lock = json_dir / ".partial" / "run.lock"
-        while not (lock.exists() and lock.read_text().startswith(f"{fetching.pid} ")):
-            if reap(fetching, fetch, block=False):
+        fetched = None
+        while (holder := RunningFetch.find(json_dir)) is None or holder.pid != fetching.pid:
+            fetched = reap(fetching, fetch, err, started, block=False)
+            if fetched is not None:
                 break  # done already: the ingest reads its files as they are
             time.sleep(0.02)
         loading = subprocess.Popen(ingest, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        if fetching.pid not in ended:
-            reap(fetching, fetch, block=True)
-        reap(loading, ingest, block=True)
-    fetch_seconds = ended[fetching.pid][0]
-    return time.monotonic() - started, fetch_seconds, max(peak for _, peak in ended.values())
+        fetched = fetched or reap(fetching, fetch, err, started, block=True)
+        loaded = reap(loading, ingest, err, started, block=True)
+    assert fetched is not None and loaded is not None
+    return time.monotonic() - started, fetched[0], max(fetched[1], loaded[1])
 
 
 def backfill(

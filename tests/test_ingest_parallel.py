@@ -16,7 +16,7 @@ import app.ingest_command as command
 import app.sources as sources
 from app.config import load_settings
 from app.errors import FetchError
-from app.fetch_watch import FetchStopped
+from app.fetch_watch import FetchStopped, RunningFetch
 from app.resources import BY_NAME, load_order
 from app.sources import ListingSpool, ListingStopped
 from tests.fetch_helpers import TEST_KEY, objects_in, start_fetch
@@ -190,9 +190,8 @@ def json_run(test_database_url, json_dir, tmp_path):
 def fetch_holding_the_lock(url, json_dir, **settings):
     """A curl fetch in the background, once it holds the folder's lock (the ingest sees it)."""
     process = start_fetch(url, json_dir, **settings)
-    lock = json_dir / ".partial" / "run.lock"
     deadline = time.monotonic() + 20
-    while not (lock.exists() and lock.read_text().startswith(f"{process.pid} ")):
+    while (holder := RunningFetch.find(json_dir)) is None or holder.pid != process.pid:
         assert time.monotonic() < deadline and process.poll() is None, "the fetch did not start"
         time.sleep(0.05)
     return process
