@@ -80,7 +80,9 @@ def read_json_objects(
         except orjson.JSONDecodeError:
             head = None  # an indented envelope or array, or a first line that is not whole
         if (isinstance(head, dict) and not _is_envelope(head)) or (
-            head is None and _looks_like_json_lines(handle, line)
+            head is None
+            and not strict_json.opens_a_list(line)
+            and _looks_like_json_lines(handle, line)
         ):
             handle.seek(0)
             yield from _json_lines(handle, path)

@@ -288,6 +288,37 @@ _TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}:,]|"')
 _BLANK = b" \t\r\n"
 
 
+def opens_a_list(text: bytes) -> bool:
+    """Whether `text` is (or begins) a Stripe list envelope: a top-level object whose `data` is
+    an array, with `"object": "list"` or no `id` (as `sources` tells a decoded one). Read from
+    the structure alone, so text that does not decode (an object in `data` cannot be stored,
+    or the line is cut short) is still known for what it is."""
+    depth, key, last, keys = 0, None, None, {}
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in (b"{", b"["):
+            if depth == 0 and token != b"{":
+                return False
+            if depth == 1 and last == b":" and key is not None:
+                keys[key] = token
+            depth += 1
+        elif token in (b"}", b"]"):
+            depth -= 1
+            if depth <= 0:
+                break
+        elif depth == 1 and token[:1] == b'"':
+            if last == b":" and key is not None:
+                keys[key] = token
+            else:
+                key = token
+        elif depth == 1 and token == b",":
+            key = None
+        last = token
+    return keys.get(b'"data"') == b"[" and (
+        keys.get(b'"object"') == b'"list"' or b'"id"' not in keys
+    )
+
+
 class Oversized:
     """An element of an array larger than MAX_OBJECT_BYTES: its size and first bytes."""
 

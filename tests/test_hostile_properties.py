@@ -227,3 +227,115 @@ def test_deep_answers_are_not_plain_and_a_sandbox_page_is():
     assert not strict_json.plain_answer('{"data": [{"x": NaN}]}')
     # Stripe's objects stay under 20 levels: the check saves the walk for them
     assert strict_json.plain_answer(json.dumps({"object": "list", "data": SAMPLE["invoices"]}))
+
+
+# Every layout a Stripe export comes in, for the same objects; the position each object is
+# named by is its element number in all of them (JSON Lines: its line, one object a line).
+EVERY_LAYOUT = (
+    *LAYOUTS,
+    "envelope_one_line",  # what curl saves with no splitter, or any minified export
+    "envelope_one_line_newline",
+    "array_one_per_line",
+    "array_indented",
+)
+
+
+def render_any(objects: list[object], layout: str) -> bytes:
+    texts = [json.dumps(o, ensure_ascii=True).encode() for o in objects]
+    envelope_head = b'{"object":"list","url":"/v1/x","has_more":false,"data":['
+    if layout in ("envelope_one_line", "envelope_one_line_newline"):
+        end = b"\n" if layout.endswith("newline") else b""
+        return envelope_head + b",".join(texts) + b"]}" + end
+    if layout == "array_one_per_line":
+        return b"[\n" + b",\n".join(texts) + b"\n]\n"
+    if layout == "array_indented":
+        return json.dumps(objects, indent=2).encode()
+    return render(objects, layout)
+
+
+def read_signature(path: Path) -> list[tuple[object, ...]]:
+    """What the reader made of each object: the object, or its position and id when set aside."""
+    found: list[tuple[object, ...]] = []
+    for obj in read_json_objects(path):
+        if isinstance(obj, strict_json.Unreadable):
+            found.append(("set aside", obj.position, strict_json.id_in_text(obj.text)))
+        else:
+            found.append(("read", exact(obj)))
+    return found
+
+
+customer_objects = st.lists(
+    st.sampled_from(SAMPLE["customers"]).map(lambda o: json.loads(json.dumps(o)))
+    | hostile_objects().filter(lambda case: case[0].name == "customers").map(lambda c: c[1]),
+    min_size=1,
+    max_size=4,
+)
+# the issue-17 case: one bad object between good ones, the list saved on one line
+ONE_BAD_AMONG_GOOD = [
+    {"id": "cus_a", "object": "customer"},
+    {"id": "cus_b", "object": "customer", "name": "\ud800"},
+    {"id": "cus_c", "object": "customer", "balance": 2**70},
+    {"id": "cus_d", "object": "customer"},
+]
+
+
+@settings(max_examples=600 if SLOW else 60, deadline=None)
+@given(objects=customer_objects)
+@example(objects=ONE_BAD_AMONG_GOOD)
+def test_every_layout_reads_the_same_objects_and_sets_aside_the_same(objects):
+    with tempfile.TemporaryDirectory() as folder:
+        signatures = {}
+        for layout in EVERY_LAYOUT:
+            path = Path(folder) / f"{layout}.json"
+            path.write_bytes(render_any(objects, layout))
+            signatures[layout] = read_signature(path)
+    first = signatures[EVERY_LAYOUT[0]]
+    assert len(first) == len(objects)
+    for layout, signature in signatures.items():
+        assert signature == first, f"{layout} read differently from {EVERY_LAYOUT[0]}"
+
+
+@settings(
+    max_examples=200 if SLOW else 12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(objects=customer_objects)
+@example(objects=ONE_BAD_AMONG_GOOD)
+def test_every_layout_gives_the_same_rows_and_the_same_rejects(conn, objects):
+    customers = next(r for r in RESOURCES if r.name == "customers")
+    outcomes = {}
+    for layout in EVERY_LAYOUT:
+        savepoint = conn.begin_nested()
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / customers.file_name
+                path.write_bytes(render_any(objects, layout))
+                with RejectSink(Path(folder) / "rejects") as rejects:
+                    result = ingest(conn, customers, read_json_objects(path), rejects=rejects)
+                rejects_file = Path(folder) / "rejects" / "customers.rejects.jsonl"
+                rejected = (
+                    sorted(
+                        str(orjson.loads(line).get("id"))
+                        for line in rejects_file.read_bytes().splitlines()
+                    )
+                    if rejects_file.exists()
+                    else []
+                )
+                rows = conn.execute(text("SELECT id, raw::text FROM customers ORDER BY id")).all()
+                report = check(conn, [customers], lambda r, path=path: read_json_objects(path))
+                stats = result.stats["customers"]
+                outcomes[layout] = (
+                    stats.read,
+                    stats.rejected,
+                    rejected,
+                    [(row_id, exact(json.loads(raw))) for row_id, raw in rows],
+                    report.tables[0].count("unreadable"),
+                    report.tables[0].count("missing"),
+                )
+        finally:
+            savepoint.rollback()
+    first = outcomes[EVERY_LAYOUT[0]]
+    assert first[0] == len(objects)
+    for layout, outcome in outcomes.items():
+        assert outcome == first, f"{layout} stored or set aside differently"
