@@ -21,7 +21,7 @@ import orjson
 import psycopg2
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.cli import add_debug_option, log_to_stderr
+from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import get_engine
@@ -34,8 +34,6 @@ from app.resources import BY_NAME, Resource, load_order, parse_names
 from app.sources import ApiListings, ListingStopped, read_api_objects, read_json_objects
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_REJECTS, EXIT_FAILED = 0, 1, 2
 
 
 def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
@@ -567,4 +565,4 @@ def exit_code(results: list[IngestResult], rejects_dir: Path) -> int:
         )
     if failed:
         return EXIT_FAILED
-    return EXIT_REJECTS if rejected else EXIT_OK
+    return EXIT_PARTIAL if rejected else EXIT_OK

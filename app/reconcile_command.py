@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
-from app.cli import add_debug_option, log_to_stderr
+from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
 from app.config import Settings, load_settings, mask_secrets
 from app.db.schema import require_tables, unreachable
 from app.db.session import sqlalchemy_url
@@ -25,7 +25,6 @@ from app.sources import read_api_objects, read_json_objects
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_DIFFERENCES, EXIT_FAILED = 0, 1, 2
 
 DESCRIPTION = """\
 Check that PostgreSQL mirrors Stripe: table by table and field by field.
@@ -330,4 +329,4 @@ def write_report(report: CheckReport, path: Path, database: str) -> None:
 def exit_code(report: CheckReport) -> int:
     if report.errors:
         return EXIT_FAILED
-    return EXIT_OK if report.ok else EXIT_DIFFERENCES
+    return EXIT_OK if report.ok else EXIT_PARTIAL

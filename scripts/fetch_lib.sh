@@ -35,16 +35,20 @@ FETCH_CONCURRENCY=${FETCH_CONCURRENCY:-8}    # per-customer payment-method worke
 FETCH_RANGES=${FETCH_RANGES:-8}              # page chains one global list runs at once; 1 = one
 FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-8}
 FETCH_PAGE_LIMIT=${FETCH_PAGE_LIMIT:-100}    # Stripe's maximum; smaller only for tests
-FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}
+FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}           # seconds one request may take in all
+# seconds a request may receive nothing before curl gives it up: a request never answered (a
+# dropped connection that was never closed, a stuck server) becomes a network error, retried,
+# long before FETCH_TIMEOUT
+FETCH_STALL_TIMEOUT=${FETCH_STALL_TIMEOUT:-15}
 FETCH_BURST=${FETCH_BURST:-3}                # budget slots banked while all workers were busy
 FETCH_BATCH=${FETCH_BATCH:-50}               # most requests one curl sends (payment methods)
 
-EXIT_FAILED=1
-EXIT_USAGE=2
-EXIT_INTERRUPTED=130
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT_ROOT=$(dirname "$SCRIPT_DIR")
+# the exit codes every command keeps (EXIT_OK, EXIT_PARTIAL, EXIT_FAILED, EXIT_INTERRUPTED):
+# one table, which app/cli.py reads too. A fetch sets nothing aside, so it ends 0, 2 or 130.
+# shellcheck source=app/exit_codes.env
+source "$PROJECT_ROOT/app/exit_codes.env"
 PYTHON=${PYTHON:-$PROJECT_ROOT/.venv/bin/python}
 [[ -x $PYTHON ]] || PYTHON=python3
 
@@ -104,10 +108,10 @@ parse_fetch_args() {  # SCRIPT ARGS…: --help prints the script's header commen
   RUN_COMMAND="$script${*:+ $*}"
   RUN_COMMAND=${RUN_COMMAND//[$'\n\t']/ }
   case ${1:-} in
-    -h | --help) sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'; exit "$EXIT_OK" ;;
     --restart) FETCH_RESTART=1 ;;
     "") ;;
-    *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_USAGE" ;;
+    *) log "error: unknown argument '$1' (try --help)"; exit "$EXIT_FAILED" ;;
   esac
 }
 
@@ -152,24 +156,26 @@ load_setup() {
   local setup
   # shellcheck disable=SC2086  # RESOURCES is a word list on purpose: RESOURCES="customers charges"
   if ! setup=$(cd "$PROJECT_ROOT" && "$PYTHON" scripts/list_resources.py --shell ${RESOURCES:-}); then
-    exit "$EXIT_USAGE"
+    exit "$EXIT_FAILED"
   fi
   eval "$setup"
-  [[ -n ${STRIPE_SECRET_KEY:-} ]] || { log "error: STRIPE_SECRET_KEY is not set"; exit "$EXIT_USAGE"; }
+  [[ -n ${STRIPE_SECRET_KEY:-} ]] || { log "error: STRIPE_SECRET_KEY is not set"; exit "$EXIT_FAILED"; }
   if ! [[ $FETCH_PAGE_LIMIT =~ ^[0-9]+$ ]] || (( FETCH_PAGE_LIMIT < 1 || FETCH_PAGE_LIMIT > 100 )); then
     log "error: FETCH_PAGE_LIMIT must be 1..100"
-    exit "$EXIT_USAGE"
+    exit "$EXIT_FAILED"
   fi
   [[ $FETCH_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
-    || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_USAGE"; }
+    || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_FAILED"; }
   # Stripe's default per-endpoint limit, 25/s, unless set; none when FETCH_RATE=0 (no budget at
   # all: the local sandbox, a benchmark) and FETCH_ENDPOINT_RATE is not set
   if [[ -z $FETCH_ENDPOINT_RATE ]]; then
     if [[ $FETCH_RATE =~ ^0*([.]0*)?$ ]]; then FETCH_ENDPOINT_RATE=0; else FETCH_ENDPOINT_RATE=25; fi
   fi
   [[ $FETCH_ENDPOINT_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
-    || { log "error: FETCH_ENDPOINT_RATE must be a number of requests per second (0: none)"; exit "$EXIT_USAGE"; }
-  [[ $FETCH_RANGES =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_RANGES must be a positive number"; exit "$EXIT_USAGE"; }
+    || { log "error: FETCH_ENDPOINT_RATE must be a number of requests per second (0: none)"; exit "$EXIT_FAILED"; }
+  [[ $FETCH_RANGES =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_RANGES must be a positive number"; exit "$EXIT_FAILED"; }
+  [[ $FETCH_TIMEOUT =~ ^[1-9][0-9]*$ && $FETCH_STALL_TIMEOUT =~ ^[1-9][0-9]*$ ]] \
+    || { log "error: FETCH_TIMEOUT and FETCH_STALL_TIMEOUT must be whole seconds (1 or more)"; exit "$EXIT_FAILED"; }
   exec {SLEEP_FD}<> <(:)
   # the fetch itself: every worker stops when it is gone ($$ is the same in every subshell)
   LEADER_PID=$$
@@ -183,7 +189,7 @@ load_setup() {
   # the budgets in µs between two requests, whoever sends them (in all; to one endpoint)
   BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
   ENDPOINT_GAP_US=$(awk -v r="$FETCH_ENDPOINT_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
-  [[ $FETCH_BATCH =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_BATCH must be a positive number"; exit "$EXIT_USAGE"; }
+  [[ $FETCH_BATCH =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_BATCH must be a positive number"; exit "$EXIT_FAILED"; }
   curl_features
 }
 
@@ -200,10 +206,10 @@ curl_features() {
   version=$(curl --version 2>/dev/null | head -n 1) || true
   version=${version#curl } version=${version%% *}
   IFS=. read -r major minor _ <<<"$version"
-  [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || { log "error: curl not found (or unreadable version '$version')"; exit "$EXIT_USAGE"; }
+  [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || { log "error: curl not found (or unreadable version '$version')"; exit "$EXIT_FAILED"; }
   if (( major < 7 || (major == 7 && minor < 75) )); then
     log "error: curl $version is too old: the fetch needs curl 7.75 or newer"
-    exit "$EXIT_USAGE"
+    exit "$EXIT_FAILED"
   fi
   CURL_RATE_OK=""
   if (( major > 7 || minor >= 84 )); then CURL_RATE_OK=1; fi
@@ -665,6 +671,7 @@ request_options() {
     REQUEST_OPTIONS+="header = $QUOTED"$'\n'
   fi
   REQUEST_OPTIONS+=$'globoff\nconnect-timeout = 10\n'"max-time = $FETCH_TIMEOUT"$'\n'
+  REQUEST_OPTIONS+=$'speed-limit = 1\n'"speed-time = $FETCH_STALL_TIMEOUT"$'\n'
 }
 
 # config_string VALUE: QUOTED, VALUE quoted for a curl config file (no subshell: once a request)

@@ -13,7 +13,9 @@
 # FETCH_ENDPOINT_RATE (requests/s to any one endpoint, default 25 = Stripe's default per-endpoint
 # limit; 0 = none; with FETCH_RATE=0 none unless set), FETCH_CONCURRENCY (payment-method workers,
 # default 8), FETCH_RANGES (page chains one global list runs at once, default 8; 1 = one
-# sequential chain), FETCH_MAX_RETRIES (8), FETCH_PAGE_LIMIT (100), FETCH_BATCH (most
+# sequential chain), FETCH_MAX_RETRIES (8), FETCH_PAGE_LIMIT (100), FETCH_STALL_TIMEOUT (15:
+# seconds a request may go without a byte of its answer before it is retried as a network
+# error), FETCH_TIMEOUT (60: seconds one request may take in all), FETCH_BATCH (most
 # payment-method requests one curl sends over one connection, 50), FETCH_RESTART=1 (same as
 # --restart: drop what a stopped fetch left), FETCH_SPLITTER=jq (pages split by a jq per page
 # instead of the fetch's one splitter process, scripts/split_pages.py). Needs curl 7.75 or newer
@@ -30,8 +32,9 @@
 # Requests go in rounds, one curl a round: the next page of each chain a worker runs (two
 # workers a list), or a batch of a payment-method worker's customers (half a second of them
 # under a budget) — under a budget over one connection at the budgets' pace, else at once.
-# Exit: 0 all written; 1 a fetch failed (earlier files untouched); 2 bad usage; 130 interrupted
-# (run again to resume).
+# Exit (the contract of every command, README "Exit codes"; the table is app/exit_codes.env):
+# 0 all written; 2 a fetch failed or bad usage (earlier files untouched); 130 interrupted (run
+# again to resume). A fetch sets nothing aside, so it never ends 1.
 set -euo pipefail
 
 # shellcheck source=scripts/fetch_lib.sh

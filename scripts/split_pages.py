@@ -18,7 +18,8 @@ is off): its needs, then its objects (page_out), then the chain's state line ("p
 beside and renamed over its final name, so a fetch killed at any point leaves either the page
 or not, and a state that never counts a page that is not on disk. It saves nothing when the
 page is not a list that can be paged on. It ends when every process of the fetch has closed the
-FIFO; Ctrl-C is the fetch's to handle.
+FIFO, or at once, quietly, when the fetch has already ended before it started (a fetch that
+fails fast removes the FIFO); Ctrl-C is the fetch's to handle.
 """
 
 from __future__ import annotations
@@ -76,15 +77,22 @@ def answer(fields: list[str]) -> None:
         if exc.errno in (errno.ENXIO, errno.ENOENT):
             return
         raise
-    with os.fdopen(fd, "w") as out:
-        out.write(head + "\n")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(head + "\n")
+    except BrokenPipeError:
+        pass  # the worker stopped between our open and write: nobody waits for this answer
 
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the fetch's other pipes stay the fetch's: holding them would keep their readers waiting
     os.closerange(3, 1024)
-    with open(sys.argv[1], encoding="utf-8", errors="surrogateescape") as requests:
+    try:
+        requests = open(sys.argv[1], encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return 0  # the fetch ended (and removed the FIFO) before this process started: no pages
+    with requests:
         for line in requests:
             fields = line.rstrip("\n").split("\t")
             if len(fields) in (5, 9):

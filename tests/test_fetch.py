@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from app.resources import BY_NAME, RESOURCES
 from tests.fetch_helpers import (
     FETCH,
@@ -99,13 +100,29 @@ def test_resources_variable_limits_the_run(sandbox, tmp_path):
 
 def test_unknown_resource_is_a_usage_error(sandbox, tmp_path):
     result = run_fetch(sandbox.url, tmp_path, RESOURCES="customers refunds")
-    assert result.returncode == 2
+    assert result.returncode == EXIT_FAILED
     assert "unknown resource(s): refunds" in result.stderr
+
+
+def test_the_fetchers_exit_codes_are_the_python_commands_table():
+    # one table for both languages: the bash side sources what app/cli.py reads
+    script = 'source "$1"; echo "$EXIT_OK $EXIT_PARTIAL $EXIT_FAILED $EXIT_INTERRUPTED"'
+    shown = subprocess.run(
+        ["bash", "-c", script, "bash", str(FETCH.parent / "fetch_lib.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == [str(c) for c in (EXIT_OK, EXIT_PARTIAL, EXIT_FAILED, 130)]
+    assert EXIT_INTERRUPTED == 130
+    unknown = subprocess.run([str(FETCH), "--frobnicate"], capture_output=True, text=True)
+    assert unknown.returncode == EXIT_FAILED
+    assert "unknown argument '--frobnicate' (try --help)" in unknown.stderr
 
 
 def test_missing_endpoint_is_an_error_naming_it(sandbox, tmp_path):
     result = run_fetch(sandbox.url + "/nowhere", tmp_path, RESOURCES="products")
-    assert result.returncode == 1
+    assert result.returncode == EXIT_FAILED
     assert "/nowhere has no endpoint GET /v1/products (404" in result.stderr
     assert not (tmp_path / "products.json").exists()
 
@@ -116,7 +133,7 @@ def test_wrong_key_stops_clearly_and_leaves_earlier_files(sandbox, tmp_path):
     before = digest(tmp_path)
     wrong = "sk_wrong_0123456789abcdefWXYZ"
     result = run_fetch(sandbox.url, tmp_path, STRIPE_SECRET_KEY=wrong)
-    assert result.returncode == 1
+    assert result.returncode == EXIT_FAILED  # the API failed: 2, as every command says it
     assert "authentication failed (401)" in result.stderr
     assert wrong not in result.stderr and "WXYZ" in result.stderr  # masked, still recognisable
     assert digest(tmp_path) == before
@@ -238,7 +255,7 @@ def test_interrupted_ranged_fetch_resumes_to_the_same_file(sandbox, tmp_path):
     wait_for(lambda: sum(chain_pages(s) for s in partial.glob("c*/state")) >= 8)
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
-    assert process.returncode == 130, stderr
+    assert process.returncode == EXIT_INTERRUPTED, stderr
     plan = (partial / "ranges").read_text().splitlines()
     assert len(plan) > 3  # chain 0 and its ranges, more than run at once
     done_pages = sum(chain_pages(s) for s in partial.glob("c*/state"))
@@ -387,7 +404,7 @@ def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=10)
-    assert process.returncode == 130, stderr
+    assert process.returncode == EXIT_INTERRUPTED, stderr
     assert "run the same command again to resume" in stderr
     finished = len(list(done.iterdir()))
     assert 8 <= finished < 30
@@ -451,7 +468,7 @@ def test_second_fetch_names_the_one_holding_the_lock(sandbox, tmp_path):
     lock = tmp_path / ".partial" / "run.lock"
     wait_for(lambda: lock.exists() and lock.read_text().strip())
     second = run_fetch(sandbox.url, tmp_path, **settings)
-    assert second.returncode == 1
+    assert second.returncode == EXIT_FAILED
     assert f"another fetch (pid {first.pid}, started " in second.stderr
     assert f"`{FETCH}`) is writing {tmp_path}" in second.stderr
     assert f"stop it with `kill {first.pid}`" in second.stderr
@@ -554,14 +571,20 @@ def data_files(folder: Path) -> dict[str, str]:
     return {name: d for name, d in digest(folder).items() if not name.endswith(".meta.json")}
 
 
-def python_that_logs(tmp_path: Path, *, splitter_crashes: bool = False) -> Path:
+def python_that_logs(
+    tmp_path: Path, *, splitter_crashes: bool = False, splitter_starts_late: bool = False
+) -> Path:
     """A PYTHON for the fetch that notes each script it runs (and can make the splitter die
-    at once, as a crash would)."""
+    at once, as a crash would, or start a second late, as on a machine whose cores are busy)."""
     import sys
 
     log = tmp_path / "python.log"
     wrapper = tmp_path / "python"
-    crash = 'case "$1" in *split_pages.py) exit 3 ;; esac\n' if splitter_crashes else ""
+    crash = ""
+    if splitter_crashes:
+        crash = 'case "$1" in *split_pages.py) exit 3 ;; esac\n'
+    elif splitter_starts_late:
+        crash = 'case "$1" in *split_pages.py) sleep 1 ;; esac\n'
     wrapper.write_text(
         f'#!/usr/bin/env bash\nprintf "%s\\n" "$1" >>"{log}"\n{crash}exec "{sys.executable}" "$@"\n'
     )
@@ -589,3 +612,40 @@ def test_a_splitter_that_dies_leaves_the_pages_to_jq(sandbox, tmp_path):
     assert crashed.returncode == plain.returncode == 0, crashed.stderr
     assert "the page splitter stopped answering" in crashed.stderr
     assert data_files(tmp_path / "a") == data_files(tmp_path / "b")
+
+
+def test_a_fetch_that_fails_before_its_splitter_starts_ends_quietly(sandbox, tmp_path):
+    # a wrong key fails the fetch at once; a splitter that only starts afterwards finds its
+    # FIFO gone with the fetch and must end without a word, not with a traceback
+    sandbox.seed(customers=3)
+    python = python_that_logs(tmp_path, splitter_starts_late=True)
+    wrong = "sk_wrong_0123456789abcdefWXYZ"
+    result = run_fetch(sandbox.url, tmp_path / "out", STRIPE_SECRET_KEY=wrong, PYTHON=str(python))
+    assert result.returncode == EXIT_FAILED
+    assert "authentication failed (401)" in result.stderr
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr, result.stderr
+    assert any("split_pages.py" in line for line in (tmp_path / "python.log").open())
+
+
+def test_a_request_never_answered_is_retried_not_waited_for(sandbox_factory, tmp_path):
+    # a fifth of the requests get no answer for two minutes (the sandbox holds them): each is
+    # given up after FETCH_STALL_TIMEOUT seconds without a byte and retried, so the fetch
+    # completes long before FETCH_TIMEOUT or this test's own timeout
+    sandbox = sandbox_factory(slow_rate=0.2, slow_seconds=120, fault_seed=17)
+    sandbox.seed(customers=12)
+    started = time.monotonic()
+    result = run_fetch(
+        sandbox.url,
+        tmp_path,
+        FETCH_STALL_TIMEOUT="1",
+        FETCH_PAGE_LIMIT="5",
+        RESOURCES="customers payment_methods",
+        timeout=50,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert time.monotonic() - started < 40
+    tally = next(line for line in result.stderr.splitlines() if line.startswith("requests:"))
+    assert "network errors: 0)" not in tally, tally  # the stalled ones, retried
+    assert_files_match_sandbox(
+        tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
+    )
