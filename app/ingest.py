@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import orjson
 import psycopg2
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["upsert", "skip"]
+Ties = Literal["take", "keep"]
 MODES: tuple[Mode, ...] = ("upsert", "skip")
 # rows per batch come from a cell budget, so wide tables get smaller batches…
 CELLS_PER_BATCH = 60_000
@@ -290,8 +291,11 @@ class _Writer:
         self.rejects = rejects
         self.source_name = source_name
         self.result = IngestResult(resource.name)
-        self.loader = TableLoader(conn, resource.table)
-        self.child_loaders = {c.name: TableLoader(conn, c.table) for c in resource.children}
+        # a listing's rows: of a state read in some second, which a same-second event may follow
+        self.loader = TableLoader(conn, resource.table, ties="keep")
+        self.child_loaders = {
+            c.name: TableLoader(conn, c.table, ties="keep") for c in resource.children
+        }
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         _load_batch(
@@ -499,13 +503,14 @@ def _write_batch(
     live = [r for r in rows if not r["deleted"]]
     gone = [r for r in rows if r["deleted"]]
     stats.placeholders += loader.ensure_referenced(live, skip=())
-    written = loader.upsert(live, mode, stats)
+    written, held = loader.upsert(live, mode, stats, held=True)
     marked = loader.mark_deleted(gone)
     stats.deleted += marked
     stats.unchanged += len(gone) - marked
     # upsert: the items of every parent, so that a re-run also repairs items changed or lost
-    # in the database (unchanged ones are compared, not rewritten); skip: only new parents'
-    parents = {r["id"] for r in live} if mode == "upsert" else written
+    # in the database (unchanged ones are compared, not rewritten), but not a parent's whose
+    # row holds a newer state (its items are that state's); skip: only new parents'
+    parents = {r["id"] for r in live} - held if mode == "upsert" else written
     for child in resource.children:
         child_stats = TableStats()
         child_stats.read = sum(len(r[CHILDREN][child.name]) for r in live)
@@ -632,11 +637,23 @@ def formats_for(resource: Resource) -> dict[str, CopyFormat]:
     }
 
 
-class TableLoader:
-    """Bulk writes into one table through a temporary staging table."""
+class Upserted(NamedTuple):
+    written: set[str]  # the ids inserted or updated
+    held: set[str]  # the ids whose row holds a newer state than the one offered, and keeps it
 
-    def __init__(self, conn: Connection, table: Table) -> None:
+
+class TableLoader:
+    """Bulk writes into one table through a temporary staging table.
+
+    `ties`: what a state of the same Stripe second as the row's does. "take" (events, whose
+    same-second ties the caller settled by reading the object again): it replaces the row.
+    "keep" (a listing, whose read may have come before a change in its own second): the row
+    keeps its state unless the object is the same (a re-run still repairs its columns); a
+    change after the listing's read has an event of its own, which the live path applies."""
+
+    def __init__(self, conn: Connection, table: Table, *, ties: Ties = "take") -> None:
         self.conn = conn
+        self.ties = ties
         self.table = table
         self.name = table.name
         self.format = CopyFormat(table)
@@ -686,8 +703,11 @@ class TableLoader:
             size=len(data) + 1,
         )
 
-    def upsert(self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats) -> set[str]:
-        """Insert new rows, update changed ones (upsert mode); return the ids written.
+    def upsert(
+        self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats, *, held: bool = False
+    ) -> Upserted:
+        """Insert new rows, update changed ones (upsert mode); the ids written, and (`held`)
+        those whose row holds a newer state.
 
         Ids the table does not have yet are COPied straight into it: on a first load that halves
         the server's work. The others go through the staging table and one ON CONFLICT
@@ -697,23 +717,28 @@ class TableLoader:
         writers never race for an id: each id has one writer.)
         """
         if not rows:
-            return set()
+            return Upserted(set(), set())
         cursor = self._cursor()
         cursor.execute(f"SELECT id FROM {self.name} WHERE id = ANY(%s)", ([r["id"] for r in rows],))
         existing = {row_id for (row_id,) in cursor.fetchall()}
         new = [r for r in rows if r["id"] not in existing]
         written: set[str] = set()
+        holding: set[str] = set()
         if new:
             self._copy(self.name, new)
             stats.inserted += len(new)
             written.update(r["id"] for r in new)
         if existing:
-            written |= self._upsert_existing([r for r in rows if r["id"] in existing], mode, stats)
-        return written
+            updated = self._upsert_existing(
+                [r for r in rows if r["id"] in existing], mode, stats, held
+            )
+            written |= updated.written
+            holding = updated.held
+        return Upserted(written, holding)
 
     def _upsert_existing(
-        self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats
-    ) -> set[str]:
+        self, rows: list[dict[str, Any]], mode: Mode, stats: TableStats, held: bool
+    ) -> Upserted:
         cursor = self._cursor()
         # every batch: a rolled-back batch takes the temp table it created with it
         cursor.execute(
@@ -729,10 +754,14 @@ class TableLoader:
         compared = [c for c in self.columns if c not in ("id", "deleted", *_WHEN)]
         mine = ", ".join(f"{self.name}.{c}" for c in compared)
         theirs = ", ".join(f"excluded.{c}" for c in compared)
-        # never an older state over a newer one (states of unknown time always apply)
+        # never an older state over a newer one (states of unknown time always apply); a state
+        # of the row's own second as `ties` says
+        tie = f"excluded.state_at = {self.name}.state_at"
+        if self.ties == "keep" and "raw" in self.columns:
+            tie += f" AND excluded.raw IS NOT DISTINCT FROM {self.name}.raw"
         newer = (
             f"(excluded.state_at IS NULL OR {self.name}.state_at IS NULL "
-            f"OR excluded.state_at >= {self.name}.state_at)"
+            f"OR excluded.state_at > {self.name}.state_at OR ({tie}))"
         )
         when = (
             f"(({mine}) IS DISTINCT FROM ({theirs}) AND {newer}) OR {self.name}.is_placeholder"
@@ -750,7 +779,15 @@ class TableLoader:
         stats.inserted += inserted
         stats.updated += len(written) - inserted
         stats.unchanged += len(rows) - len(written)
-        return {row_id for row_id, _new in written}
+        holding: set[str] = set()
+        if held and mode == "upsert" and "raw" in self.columns:
+            # what still differs was refused: the row holds a newer state
+            cursor.execute(
+                f"SELECT s.id FROM {self.stage} s JOIN {self.name} t ON t.id = s.id "
+                "WHERE t.raw IS DISTINCT FROM s.raw"
+            )
+            holding = {row_id for (row_id,) in cursor.fetchall()}
+        return Upserted({row_id for row_id, _new in written}, holding)
 
     def mark_deleted(self, rows: list[dict[str, Any]]) -> int:
         """Soft delete: a `deleted: true` object flags its row; nothing is dropped."""

@@ -467,3 +467,29 @@ def test_lines_missing_from_a_list_cut_short_are_kept(conn, has_more, lines_kept
     first_page["status"] = "void"  # and it changed, so its items are written again
     ingest(conn, BY_NAME["invoices"], [first_page])
     assert count(conn, InvoiceLine) == lines_kept
+
+
+def test_a_listing_older_than_the_row_leaves_the_rows_items_alone(conn):
+    # an event at 10:00:05 added an item; a listing that began at 10:00:04 (read before it)
+    # must keep the parent's state and its items, not delete the item it never saw
+    from datetime import UTC, datetime
+
+    from app.ingest import IngestResult, formats_for, load_rows, transform_object
+
+    subscriptions = BY_NAME["subscriptions"]
+    listed = subscription(1, 1, 1)
+    newer = copy.deepcopy(listed)
+    newer["items"]["data"].append(copy.deepcopy(newer["items"]["data"][0]) | {"id": "si_added"})
+    event_time = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC)
+    row = transform_object(subscriptions, newer, None, formats_for(subscriptions), event_time)
+    load_rows(conn, subscriptions, [row], IngestResult("subscriptions"))
+
+    for began in (event_time.replace(second=4), event_time):  # an earlier second, the same one
+        result = ingest(conn, subscriptions, [listed], state_at=began)
+        assert result.stats["subscriptions"].updated == 0
+        items = (
+            conn.execute(select(SubscriptionItem.id).order_by(SubscriptionItem.id)).scalars().all()
+        )
+        assert items == ["si_00000000000001", "si_added"], began
+        raw = conn.execute(text("SELECT raw FROM subscriptions")).scalar_one()
+        assert len(raw["items"]["data"]) == 2

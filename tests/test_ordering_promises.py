@@ -28,6 +28,7 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine, text
 
+import app.ingest_command
 import app.sources as sources
 import app.webhook as webhook
 from app.config import Settings, load_settings
@@ -118,14 +119,21 @@ def at(seconds: int) -> datetime:
 # ---------------------------------------------------------------- (a) a listing racing a webhook
 
 
+@pytest.mark.parametrize("second", ["a_later_second", "the_listings_own_second"])
 def test_a_full_load_listed_before_a_webhook_keeps_the_webhooks_newer_state(
-    db, settings, sandbox, stripe_sdk, monkeypatch
+    db, settings, sandbox, stripe_sdk, monkeypatch, second
 ):
     stripe = stripe_sdk
     kept = stripe.Customer.create(email="old@example.com")
     assert sync_customers(db, settings).error is None  # the mirror holds the old state
     real_listing = sources.read_api_objects
     raced: dict[str, Any] = {}
+    if second == "the_listings_own_second":
+        # the change comes in the second the listing began, after its read: the listing's rows
+        # and the event's state then have the same time, and the row must keep the event's
+        # (the listing's start is held to one second, so the tie is certain)
+        began = stripe_now()
+        monkeypatch.setattr(app.ingest_command, "stripe_now", lambda: began)
 
     def listing_raced_by_a_webhook(resource, listing_settings):
         # the listing began (its start is the state its rows record) and read every page…
@@ -134,7 +142,10 @@ def test_a_full_load_listed_before_a_webhook_keeps_the_webhooks_newer_state(
         # …then, in a later second than it began (within its second the order is unknown to
         # the mirror), the customer changed and another was created, and their webhooks were
         # delivered, stored and applied before the load wrote a row
-        when = int(stripe_now().timestamp()) + 1
+        if second == "the_listings_own_second":
+            when = int(began.timestamp())
+        else:
+            when = int(stripe_now().timestamp()) + 1
         raced["when"] = when
         served_at(sandbox, when, "POST", f"/v1/customers/{kept.id}", email="new@example.com")
         born, _ = served_at(sandbox, when, "POST", "/v1/customers", email="born@example.com")
