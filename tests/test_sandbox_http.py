@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +20,15 @@ import requests
 
 from app.sandbox.params import MAX_DEPTH, MAX_PARAMS
 from app.sandbox.server import MAX_BODY_BYTES, SandboxHandle
-from app.sandbox.versions import API_VERSIONS, DEFAULT_API_VERSION
+from app.sandbox.versions import (
+    API_VERSIONS,
+    DEFAULT_API_VERSION,
+    NEWEST_API_VERSION,
+    before_basil,
+    embeds_charge_refunds,
+    is_accepted,
+    rendered_as,
+)
 from tests.fetch_helpers import create_long_lists
 
 KEY = "sk_test_http"
@@ -586,3 +596,106 @@ def test_every_published_stripe_version_is_accepted(api: requests.Session, versi
         timeout=5,
     )
     assert beta.status_code == 200 and beta.headers["Stripe-Version"] == version
+
+
+# What stripe-node 23.2.0 sends: a version released after the sandbox's list was written.
+NEWER_VERSION = "2026-11-18.endive"
+
+
+@pytest.mark.parametrize(
+    "version", [NEWER_VERSION, "2026-11-18", f"{NEWER_VERSION}; some_feature_beta=v1"]
+)
+def test_a_client_newer_than_the_sandbox_gets_its_newest_shapes_and_is_told_so(
+    sandbox: SandboxHandle, api: requests.Session, version: str
+) -> None:
+    sandbox.seed(customers=8, seed=3)
+    for path in (
+        "/v1/subscriptions?status=all",
+        "/v1/invoices?expand[]=data.payments&expand[]=data.customer",
+        "/v1/charges?expand[]=data.refunds",
+        "/v1/events?limit=30",
+    ):
+        newest = api.get(  # type: ignore[attr-defined]
+            api.base_url + path, headers={"Stripe-Version": NEWEST_API_VERSION}, timeout=30
+        )
+        newer = api.get(  # type: ignore[attr-defined]
+            api.base_url + path, headers={"Stripe-Version": version}, timeout=30
+        )
+        assert newer.status_code == 200, newer.text
+        assert newer.json() == newest.json() and newer.json()["data"], path
+        assert newer.headers["Stripe-Version"] == NEWEST_API_VERSION
+        assert newer.headers["Sandbox-Rendered-As"] == NEWEST_API_VERSION
+        assert "Sandbox-Rendered-As" not in newest.headers
+        if path.startswith("/v1/invoices"):  # basil's shapes, not the oldest's
+            invoice = newer.json()["data"][0]
+            assert "parent" in invoice and "paid" not in invoice and "payments" in invoice
+    created = api.post(  # type: ignore[attr-defined]
+        api.base_url + "/v1/customers", data={"email": "new@example.com"},
+        headers={"Stripe-Version": version}, timeout=30,
+    )  # fmt: skip
+    assert created.status_code == 200 and created.json()["email"] == "new@example.com"
+
+
+def test_a_newer_version_is_logged_once_not_per_request(
+    sandbox_factory: Callable[..., SandboxHandle], caplog: pytest.LogCaptureFixture
+) -> None:
+    session = _api(sandbox_factory())
+    with caplog.at_level(logging.WARNING, logger="app.sandbox.server"):
+        for version in (NEWER_VERSION, NEWER_VERSION, "2026-11-18", NEWER_VERSION):
+            assert _get_versioned(session, version).status_code == 200
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.sandbox.server"]
+    assert len(logged) == 2, logged
+    assert NEWER_VERSION in logged[0] and NEWEST_API_VERSION in logged[0]
+    assert logged[1].startswith("Stripe-Version 2026-11-18 ")
+
+
+def test_newer_versions_are_accepted_up_to_today_and_shaped_as_the_newest() -> None:
+    assert not is_accepted(NEWER_VERSION, today=date(2026, 11, 17))
+    assert is_accepted(NEWER_VERSION, today=date(2026, 11, 18))
+    assert rendered_as(NEWER_VERSION) == rendered_as("2026-11-18") == NEWEST_API_VERSION
+    assert rendered_as("2024-06-20") == "2024-06-20"
+    # a version this sandbox accepted as newer, kept by an endpoint, read by a sandbox whose list
+    # has since grown past it: the published one before it
+    assert rendered_as("2025-04-15.basil") == "2025-03-31.basil"
+    assert not before_basil(NEWER_VERSION) and not embeds_charge_refunds(NEWER_VERSION)
+    # one version a day, in order: the dates alone place a version among them
+    dates = [version[:10] for version in API_VERSIONS]
+    assert dates == sorted(set(dates))
+
+
+def _tomorrow() -> str:
+    return (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "2026-10-01",  # before the newest known, and never a version
+        "2026-10-01.endive",
+        "2026-10-28",  # the newest known date, not as Stripe published it
+        "2026-11-31.endive",  # no such day
+        "2026-11-18.Endive",
+        "2026-11-18.",
+        "2026-11-18.endive.x",
+        "2026-11-18endive",
+        "26-11-18",
+        f"{NEWER_VERSION}; beta",
+        "tomorrow",
+        "tomorrow.endive",
+    ],
+)
+def test_a_malformed_never_published_or_future_version_is_still_refused(
+    api: requests.Session, version: str
+) -> None:
+    version = version.replace("tomorrow", _tomorrow())
+    response = _get_versioned(api, version)
+    error = _assert_stripe_error(response.status_code, response.content, 400)
+    assert error["message"] == f"Invalid Stripe API version: {version}"
+    assert "Stripe-Version" not in response.headers
+    assert "Sandbox-Rendered-As" not in response.headers
+
+
+def _get_versioned(session: requests.Session, version: str) -> requests.Response:
+    return session.get(  # type: ignore[attr-defined]
+        session.base_url + "/v1/customers", headers={"Stripe-Version": version}, timeout=5
+    )

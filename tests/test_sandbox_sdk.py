@@ -6,6 +6,8 @@ from types import ModuleType
 
 import pytest
 
+from app.sandbox.versions import NEWEST_API_VERSION
+
 
 def _customer_with_card(stripe: ModuleType, **fields: object) -> tuple[object, object]:
     customer = stripe.Customer.create(email="ada@example.com", name="Ada", **fields)
@@ -321,3 +323,20 @@ def test_events_record_changes(stripe_sdk: ModuleType) -> None:
         "invoice.paid",
         "invoice.created",
     }
+
+
+def test_an_sdk_pinned_to_a_newer_api_version_works(
+    stripe_sdk: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stripe = stripe_sdk
+    monkeypatch.setattr(stripe, "api_version", "2026-11-18.endive")  # newer than the sandbox
+    customer, pm = _customer_with_card(stripe)
+    assert customer.last_response.headers["Sandbox-Rendered-As"] == NEWEST_API_VERSION
+    product = stripe.Product.create(name="Newer")
+    price = stripe.Price.create(
+        product=product.id, currency="usd", unit_amount=900, recurring={"interval": "month"}
+    )
+    sub = stripe.Subscription.create(customer=customer.id, items=[{"price": price.id}])
+    invoice = stripe.Invoice.retrieve(sub.latest_invoice, expand=["payments"])
+    assert invoice.status == "paid" and invoice.parent.subscription_details.subscription == sub.id
+    assert invoice.last_response.headers["Stripe-Version"] == NEWEST_API_VERSION

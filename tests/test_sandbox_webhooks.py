@@ -17,7 +17,7 @@ import requests
 import stripe
 
 from app.sandbox.server import SandboxHandle
-from app.sandbox.versions import DEFAULT_API_VERSION
+from app.sandbox.versions import DEFAULT_API_VERSION, NEWEST_API_VERSION
 from app.sandbox.webhooks import USER_AGENT, WebhookConfig, signature_header
 from tests.fetch_helpers import create_long_lists
 
@@ -183,6 +183,10 @@ def test_endpoint_create_retrieve_update_list_delete(
             {"url": "https://example.com", "enabled_events[]": "*", "api_version": "1999-01-01"},
             "api_version",
         ),
+        (
+            {"url": "https://example.com", "enabled_events[]": "*", "api_version": "2026-10-01"},
+            "api_version",
+        ),
     ],
 )
 def test_endpoint_parameters_are_checked(
@@ -245,6 +249,20 @@ def test_events_carry_the_account_version_whatever_the_request_asked(
     [delivered] = receiver.deliveries
     # an endpoint with its own version gets the event rendered in that version
     assert delivered.event["api_version"] == pinned["api_version"] == "2024-06-20"
+
+
+def test_an_endpoint_pinned_to_a_newer_version_gets_the_newest_shapes(
+    sandbox: SandboxHandle, api: Callable[..., requests.Response], receiver: Receiver
+) -> None:
+    newer = "2026-11-18.endive"  # stripe-node 23.2.0's, newer than the sandbox
+    pinned = _endpoint(api, receiver.url, ["customer.created"], api_version=newer)
+    assert pinned["api_version"] == newer
+    api("POST", "/v1/customers", {"email": "newer@example.com"})
+    _wait(sandbox)
+    [delivered] = receiver.deliveries
+    # rendered in the newest version the sandbox knows, and labelled so
+    assert delivered.event["api_version"] == NEWEST_API_VERSION
+    assert delivered.event["data"]["object"]["email"] == "newer@example.com"
 
 
 def test_only_enabled_endpoints_get_the_event_types_they_asked_for(

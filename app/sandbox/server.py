@@ -7,7 +7,8 @@ scripts/bench_sandbox.py measures this path.
 Malformed requests get Stripe's 400-family error body, never a 500 or a stuck thread: a body is
 at most `MAX_BODY_BYTES` with a valid Content-Length, read within `read_timeout` seconds; an
 unknown `Stripe-Version` is refused as Stripe refuses it (the parameters' own limits are in
-params.py).
+params.py). A version newer than the sandbox knows is answered in its newest shapes, with a
+`Sandbox-Rendered-As` header saying so (versions.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from app.sandbox.limits import FaultConfig, FaultInjector, RateLimiter
 from app.sandbox.params import Params, as_int, decode_form
 from app.sandbox.persist import StatePersister
 from app.sandbox.store import Store
-from app.sandbox.versions import DEFAULT_API_VERSION, api_version_of
+from app.sandbox.versions import (
+    DEFAULT_API_VERSION,
+    NEWEST_API_VERSION,
+    api_version_of,
+    rendered_as,
+)
 from app.sandbox.webhooks import WebhookConfig, WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,11 @@ MAX_BODY_BYTES = 1 << 20
 # sending, gets the 413 rather than a reset connection; a bigger one closes the connection.
 _DRAIN_BYTES = 8 << 20
 DEFAULT_READ_TIMEOUT = 30.0
+# Added to an answer rendered in another version than the one asked (a client newer than the
+# sandbox): names the version the body is in, as `Stripe-Version` then does too.
+RENDERED_AS_HEADER = "Sandbox-Rendered-As"
+# The newer versions the log has named (each once); a client inventing names cannot grow it past this.
+_MAX_NEWER_VERSIONS_LOGGED = 100
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,8 @@ class Sandbox:
         # Bumped under the store's lock by every request that may change state: the persister
         # snapshots when it moves.
         self.generation = 0
+        self._newer_versions: set[str] = set()
+        self._newer_versions_lock = threading.Lock()
         # how far the last (or running) seed got: {"running": bool, step: {"done", "total"}}
         self.seeding: dict[str, Any] = {"running": False}
         # Every event either store records is delivered to its webhook endpoints.
@@ -213,8 +226,12 @@ class Sandbox:
         request_id = "req_" + secrets.token_hex(7)
         base_headers = {"Request-Id": request_id}
         try:
-            api_version = api_version_of(headers.get("stripe-version"), self.config.api_version)
+            asked = api_version_of(headers.get("stripe-version"), self.config.api_version)
+            api_version = rendered_as(asked)
             base_headers["Stripe-Version"] = api_version
+            if api_version != asked:
+                base_headers[RENDERED_AS_HEADER] = api_version
+                self._log_newer_version(asked, api_version)
             response = self._dispatch(method, target, headers, body, request_id, api_version)
         except StripeError as error:
             response = error_response(error, request_id)
@@ -224,6 +241,21 @@ class Sandbox:
             response = Response(500, orjson.dumps(failure.body()))
         response.headers = {**base_headers, **response.headers}
         return response
+
+    def _log_newer_version(self, asked: str, rendered: str) -> None:
+        """One warning per version newer than the sandbox, not one per request."""
+        with self._newer_versions_lock:
+            if (
+                asked in self._newer_versions
+                or len(self._newer_versions) >= _MAX_NEWER_VERSIONS_LOGGED
+            ):
+                return
+            self._newer_versions.add(asked)
+        logger.warning(
+            "Stripe-Version %s is newer than the sandbox's newest (%s): answered in %s's shapes, "
+            "with a %s header",
+            asked, NEWEST_API_VERSION, rendered, RENDERED_AS_HEADER,
+        )  # fmt: skip
 
     def _dispatch(
         self,

@@ -3,11 +3,23 @@
 The account's default version (a sandbox setting, `--api-version`) answers requests that name
 none, and is the version events are rendered in, whatever version the request that caused them
 asked for. The default is the version the stripe package pinned in pyproject speaks.
+
+A client newer than the sandbox is not refused: a well-formed version (`YYYY-MM-DD` or
+`YYYY-MM-DD.name`, beta flags after it as usual) dated after the newest one in `API_VERSIONS`
+and no later than today (UTC) is answered in the newest shapes the sandbox knows (`rendered_as`).
+The answer says so: its `Stripe-Version` header names the version the body is really in
+(`2026-10-28.endive`), a `Sandbox-Rendered-As` header with the same value is added only to such
+substituted answers, and the sandbox logs one warning per distinct newer version. A webhook
+endpoint created with such an `api_version` keeps it, and receives its events rendered in (and
+labelled with) the newest known version. Malformed versions, dates in the future, and dates up to
+the newest known that never were versions (`2026-10-01`) get Stripe's 400.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+from datetime import UTC, date, datetime
 
 from app.sandbox.errors import InvalidRequestError
 
@@ -18,7 +30,8 @@ BASIL = "2025-03-31.basil"
 REFUNDS_INCLUDABLE = "2022-11-15"
 
 # Every API version Stripe has published (as listed by its SDK's webhook-endpoint parameters,
-# from the OpenAPI spec), oldest first; a `Stripe-Version` outside this list gets Stripe's 400.
+# from the OpenAPI spec), oldest first; a `Stripe-Version` outside this list gets Stripe's 400,
+# unless it is newer than all of them (`is_accepted`).
 API_VERSIONS: tuple[str, ...] = tuple(
     """
     2011-01-01 2011-06-21 2011-06-28 2011-08-01 2011-09-15 2011-11-17 2012-02-23 2012-03-25
@@ -44,35 +57,57 @@ API_VERSIONS: tuple[str, ...] = tuple(
 )
 _KNOWN_VERSIONS = frozenset(API_VERSIONS)
 _POSITION = {version: index for index, version in enumerate(API_VERSIONS)}
+# One version a day at most: the dates alone order the versions.
+_DATES = [version[:10] for version in API_VERSIONS]
+NEWEST_API_VERSION = API_VERSIONS[-1]
+# Release names are short lowercase words (acacia, basil, …).
+_WELL_FORMED = re.compile(r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.[a-z]{1,30})?")
 # Preview features ride after the version: `2025-01-27.acacia; some_beta=v1`.
 _BETAS = re.compile(r"(?:\s*;\s*[A-Za-z0-9_]+=v[0-9]+)*\s*")
 
 
+def is_accepted(version: str, today: date | None = None) -> bool:
+    """Whether `version` is one Stripe has published, or a well-formed one newer than the newest
+    the sandbox knows and dated no later than `today` (the real date, UTC, by default)."""
+    if version in _KNOWN_VERSIONS:
+        return True
+    well_formed = _WELL_FORMED.fullmatch(version)
+    if well_formed is None:
+        return False
+    try:
+        day = date.fromisoformat(well_formed["date"])
+    except ValueError:  # 2024-02-30
+        return False
+    newest = date.fromisoformat(_DATES[-1])
+    return newest < day <= (today or datetime.now(UTC).date())
+
+
+def rendered_as(version: str) -> str:
+    """The published version whose shapes answer `version`: itself when Stripe published it,
+    else the latest published before it (for a version newer than the sandbox, its newest)."""
+    if version in _KNOWN_VERSIONS:
+        return version
+    return API_VERSIONS[max(bisect.bisect_right(_DATES, version[:10]) - 1, 0)]
+
+
 def before_basil(version: str) -> bool:
     """Whether `version` sends the shapes basil moved (DESIGN.md, "Shapes that moved")."""
-    return _POSITION[version] < _POSITION[BASIL]
+    return _POSITION[rendered_as(version)] < _POSITION[BASIL]
 
 
 def embeds_charge_refunds(version: str) -> bool:
     """Whether `version` embeds `charge.refunds` without being asked (before 2022-11-15)."""
-    return _POSITION[version] < _POSITION[REFUNDS_INCLUDABLE]
-
-
-def check_version(version: str, param: str | None = None) -> str:
-    """`version` itself when Stripe knows it, else Stripe's 400."""
-    if version not in _KNOWN_VERSIONS:
-        shown = version if len(version) <= 80 else version[:80] + "…"
-        raise InvalidRequestError(f"Invalid Stripe API version: {shown}", param=param)
-    return version
+    return _POSITION[rendered_as(version)] < _POSITION[REFUNDS_INCLUDABLE]
 
 
 def api_version_of(header: str | None, default: str = DEFAULT_API_VERSION) -> str:
-    """The version a `Stripe-Version` header asks for (`default` when absent), or Stripe's 400."""
+    """The version a `Stripe-Version` header asks for (`default` when absent), or Stripe's 400;
+    a version newer than the sandbox is returned as asked (see `rendered_as`)."""
     if not header:
         return default
     version, semicolon, betas = header.partition(";")
     version = version.strip()
-    if version not in _KNOWN_VERSIONS or not _BETAS.fullmatch(semicolon + betas):
+    if not is_accepted(version) or not _BETAS.fullmatch(semicolon + betas):
         shown = header if len(header) <= 80 else header[:80] + "…"
         raise InvalidRequestError(f"Invalid Stripe API version: {shown}")
     return version

@@ -44,6 +44,7 @@ import orjson
 
 from app.sandbox import render
 from app.sandbox.store import Obj, Store
+from app.sandbox.versions import rendered_as
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +269,10 @@ class WebhookDispatcher:
             return
         if delivery.body is None:
             # an endpoint pinned to a version gets the event's object in that version's shape
+            # (one newer than the sandbox: in its newest, the event saying which)
+            version = endpoint["api_version"]
             with store.lock:
-                rendered = render.event(store, delivery.event, endpoint["api_version"])
+                rendered = render.event(store, delivery.event, version and rendered_as(version))
                 delivery.body = orjson.dumps(rendered)
         headers = {
             "Content-Type": CONTENT_TYPE,

@@ -18,7 +18,7 @@ from app.sandbox.listing import list_page
 from app.sandbox.params import Params, as_bool, as_list, as_str, merged_metadata
 from app.sandbox.resources.common import deleted_stub, plain_changes
 from app.sandbox.store import Obj
-from app.sandbox.versions import API_VERSIONS
+from app.sandbox.versions import is_accepted
 
 # Stripe's limit per account and mode.
 MAX_ENDPOINTS = 16
@@ -73,7 +73,7 @@ def create_webhook_endpoint(ctx: Context, params: Params) -> Obj:
     enabled_events = _enabled_events(params, required=True)
     assert url is not None and enabled_events is not None
     api_version = as_str(params, "api_version") or None
-    if api_version is not None and api_version not in API_VERSIONS:
+    if api_version is not None and not is_accepted(api_version):
         raise InvalidRequestError(f"Invalid api_version: {api_version[:80]}", param="api_version")
     table = ctx.store.table("webhook_endpoint")
     if len(table) >= MAX_ENDPOINTS:
