@@ -6,7 +6,9 @@ its type — `Optional[...]` when Stripe may send null, `Literal[...]` for enums
 `problems(obj)` checks a sandbox object against it, through expanded and embedded objects: a
 field the class does not declare, a declared field that is missing (Stripe sends every field,
 null when there is no value, except those it may leave out: `may_be_absent()`), a null where the
-type is not Optional, a value of the wrong type, and a string outside an enum. The package widens
+field is not nullable (the type is not Optional, or Stripe's schema says so: `never_null()` — the
+package types a field Stripe may leave out as Optional too, so "may be absent" and "may be null"
+look the same in it), a value of the wrong type, and a string outside an enum. The package widens
 every enum with `str` so that old SDKs survive new values; that `str` is not taken as a licence.
 """
 
@@ -20,6 +22,7 @@ import re
 import sys
 import types
 import typing
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, ForwardRef, Literal, Union
@@ -29,9 +32,11 @@ from stripe._list_object import ListObject
 from stripe._object_classes import OBJECT_CLASSES
 from stripe._stripe_object import StripeObject, UntypedStripeObject
 
-# The fields Stripe may leave out (includables such as `invoice.payments`, `deleted`, the hash of
-# each other payment-method type): the stripe package's classes cannot tell them from fields sent
-# as null; stripe-node's types for the same API version mark them `field?:`. Written by
+# What the stripe package's classes cannot tell: the fields Stripe may leave out (includables
+# such as `invoice.payments`, `deleted`, the hash of each other payment-method type), and which of
+# the fields they type `Optional` Stripe never sends as null (`billing_mode.updated_at` is left
+# out, never null). stripe-node's types for the same API version tell both: `field?:` may be
+# absent, `… | null` may be null (OpenAPI's `nullable: true`). Written by
 # `python -m tests.stripe_schema <stripe-node package folder>` for the classes the sandbox sends.
 OPTIONAL_FIELDS_FILE = Path(__file__).resolve().parent / "data" / "stripe_optional_fields.json"
 # The objects the sandbox sends, by the stripe package's class names.
@@ -43,14 +48,26 @@ SENT_CLASSES = (
 
 
 @cache
-def may_be_absent() -> dict[str, frozenset[str]]:
-    table = json.loads(OPTIONAL_FIELDS_FILE.read_text())
+def _node_table() -> dict[str, Any]:
+    table: dict[str, Any] = json.loads(OPTIONAL_FIELDS_FILE.read_text())
     if table["api_version"] != stripe.api_version:
         raise RuntimeError(
             f"{OPTIONAL_FIELDS_FILE} is for {table['api_version']}, the stripe package speaks "
             f"{stripe.api_version}: regenerate it (python -m tests.stripe_schema --help)"
         )
-    return {name: frozenset(names) for name, names in table["optional"].items()}
+    return table
+
+
+@cache
+def may_be_absent() -> dict[str, frozenset[str]]:
+    """Class → the fields Stripe may leave out."""
+    return {name: frozenset(names) for name, names in _node_table()["optional"].items()}
+
+
+@cache
+def never_null() -> dict[str, frozenset[str]]:
+    """Class → the fields typed `Optional` that Stripe never sends as null."""
+    return {name: frozenset(names) for name, names in _node_table()["never_null"].items()}
 
 
 # Stripe sends `total_count` on the lists it embeds (subscription items, invoice lines), though
@@ -114,11 +131,15 @@ class Checker:
             return
         declared = fields(cls)
         absent_ok = may_be_absent().get(_qualname(cls), frozenset())
+        not_null = never_null().get(_qualname(cls), frozenset())
         for key in obj:
             if key not in declared:
                 self.add(f"{path}.{key}", f"unknown field of {_qualname(cls)}")
         for key, annotation in declared.items():
-            if key in obj:
+            if key in obj and obj[key] is None and key in not_null:
+                leave_out = " (Stripe leaves it out)" if key in absent_ok else ""
+                self.add(f"{path}.{key}", f"null, but the field is not nullable{leave_out}")
+            elif key in obj:
                 self.value(obj[key], annotation, f"{path}.{key}")
             elif key not in absent_ok:
                 self.add(f"{path}.{key}", f"missing (required by {_qualname(cls)})")
@@ -256,15 +277,15 @@ def _classes_in(annotation: Any) -> list[type]:
     return [found for arg in typing.get_args(annotation) for found in _classes_in(arg)]
 
 
-def reachable_classes(roots: tuple[str, ...]) -> set[str]:
-    """The qualified names of the classes (and their nested hashes) reachable from `roots`."""
-    seen: set[str] = set()
+def reachable_classes(roots: tuple[str, ...]) -> dict[str, type]:
+    """The classes (and their nested hashes) reachable from `roots`, by qualified name."""
+    seen: dict[str, type] = {}
     todo: list[type] = [_named(name) for name in roots]
     while todo:
         cls = todo.pop()
         if _qualname(cls) in seen:
             continue
-        seen.add(_qualname(cls))
+        seen[_qualname(cls)] = cls
         for annotation in fields(cls).values():
             for found in _classes_in(annotation):
                 # other top-level resources are reached only as the sandbox sends them
@@ -274,28 +295,50 @@ def reachable_classes(roots: tuple[str, ...]) -> set[str]:
     return seen
 
 
+def _is_optional(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin in (Union, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
 _BLOCK = re.compile(r"(?:export )?(?:declare )?(interface|namespace) (\w+)(?: extends [^{]+)? \{$")
-_OPTIONAL = re.compile(r"(\w+)\?:")
+_FIELD = re.compile(r"(\w+)(\??): (.*)$")
 
 
-def node_optional_fields(package: Path) -> dict[str, set[str]]:
-    """`Interface.Path` → its `field?:` names, from stripe-node's resource type declarations."""
-    found: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class NodeField:
+    optional: bool  # `field?:` — Stripe may leave it out
+    nullable: bool  # `… | null;` — Stripe may send null
+
+
+def node_fields(package: Path) -> dict[str, dict[str, NodeField]]:
+    """`Interface.Path` → its fields, from stripe-node's resource type declarations."""
+    found: dict[str, dict[str, NodeField]] = {}
     for path in sorted((package / "cjs" / "resources").glob("*.d.ts")):
         stack: list[tuple[str, str]] = []
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        at = 0
+        while at < len(lines):
+            line = lines[at]
             text = line.strip()
             indent = len(line) - len(line.lstrip())
             block = _BLOCK.match(text)
+            field = _FIELD.match(text)
             if block:
                 stack.append((block.group(1), block.group(2)))
             elif text == "}" and stack and indent == 4 * (len(stack) - 1):
                 stack.pop()
-            elif stack and stack[-1][0] == "interface" and indent == 4 * len(stack):
-                field = _OPTIONAL.match(text)
-                if field:
-                    name = ".".join(part for _, part in stack)
-                    found.setdefault(name, set()).add(field.group(1))
+            elif stack and stack[-1][0] == "interface" and indent == 4 * len(stack) and field:
+                declared = field.group(3)
+                if not declared.endswith(";"):  # an inline `{ … }`: its last line says `| null`
+                    at += 1
+                    while not lines[at].startswith(" " * indent + "}"):
+                        at += 1
+                    declared = lines[at].strip()
+                name = ".".join(part for _, part in stack)
+                found.setdefault(name, {})[field.group(1)] = NodeField(
+                    optional=field.group(2) == "?", nullable=declared.endswith("| null;")
+                )
+            at += 1
     return found
 
 
@@ -315,21 +358,39 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    optional = node_optional_fields(args.package)
-    classes = sorted(reachable_classes(SENT_CLASSES))
+    declared = node_fields(args.package)
+    classes = reachable_classes(SENT_CLASSES)
     # stripe-node names a few classes otherwise
     node_name = {"Event": "EventBase"}
-    table = {}
-    for name in classes:
-        names = optional.get(name) or optional.get(node_name.get(name, name))
-        if names:
-            table[name] = sorted(names)
+    optional: dict[str, list[str]] = {}
+    never_null: dict[str, list[str]] = {}
+    for name, cls in sorted(classes.items()):
+        node = declared.get(name) or declared.get(node_name.get(name, name)) or {}
+        if names := sorted(field for field, found in node.items() if found.optional):
+            optional[name] = names
+        if names := sorted(
+            field
+            for field, annotation in fields(cls).items()
+            if _is_optional(annotation) and field in node and not node[field].nullable
+        ):
+            never_null[name] = names
     OPTIONAL_FIELDS_FILE.parent.mkdir(exist_ok=True)
-    OPTIONAL_FIELDS_FILE.write_text(
-        json.dumps({"api_version": stripe.api_version, "optional": table}, indent=1) + "\n"
+    table = {
+        "api_version": stripe.api_version,
+        "source": f"stripe-node {_node_package_version(args.package)} (python -m tests.stripe_schema)",
+        "optional": optional,
+        "never_null": never_null,
+    }
+    OPTIONAL_FIELDS_FILE.write_text(json.dumps(table, indent=1) + "\n")
+    print(
+        f"{OPTIONAL_FIELDS_FILE}: {len(optional)} of {len(classes)} classes have optional fields, "
+        f"{sum(map(len, never_null.values()))} fields typed Optional that are never null"
     )
-    print(f"{OPTIONAL_FIELDS_FILE}: {len(table)} of {len(classes)} classes have optional fields")
     return 0
+
+
+def _node_package_version(package: Path) -> str:
+    return str(json.loads((package / "package.json").read_text())["version"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from app.sandbox.server import SandboxHandle
+from tests.stripe_schema import object_class, problems
 
 # Keys of Stripe's example objects the sandbox leaves out on purpose, with the reason.
 DELIBERATE_OMISSIONS: dict[str, dict[str, str]] = {
@@ -128,3 +129,18 @@ def test_basil_shapes_of_linked_objects(sample_objects: dict[str, dict[str, Any]
                 "token": "tok_"}  # fmt: skip
     for resource, prefix in prefixes.items():
         assert sample_objects[resource]["id"].startswith(prefix), resource
+
+
+def test_stripes_examples_send_no_null_where_the_schema_says_never(
+    stripe_examples: dict[str, Any],
+) -> None:
+    """A second source for tests/data's nullability (taken from stripe-node's types): Stripe's own
+    example objects never send null where it says a field is never null."""
+    found = [
+        problem
+        for name, example in stripe_examples.items()
+        if isinstance(example, dict) and object_class(str(example.get("object"))) is not None
+        for problem in problems(example, name)
+        if "not nullable" in problem
+    ]
+    assert found == []

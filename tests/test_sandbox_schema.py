@@ -20,6 +20,7 @@ from tests.stripe_schema import (
     expandable_fields,
     fields,
     may_be_absent,
+    never_null,
     object_class,
     problems,
 )
@@ -212,6 +213,27 @@ def test_every_object_conforms_to_the_pinned_schema(
         for problem in problems(obj, f"{kind} {obj.get('id')}"):
             found[problem.split(": ", 1)[1] + " @ " + _field_path(problem)] += 1
     assert not found, "\n".join(f"{n} × {p}" for p, n in found.most_common())
+
+
+def test_absent_and_null_are_told_apart(account: dict[str, list[dict[str, Any]]]) -> None:
+    """The stripe package types `billing_mode.updated_at` Optional because Stripe may leave it
+    out; stripe-node's types (tests/data) say it is never null: absent or a value, not null."""
+    assert "updated_at" in may_be_absent()["Subscription.BillingMode"]
+    assert "updated_at" in never_null()["Subscription.BillingMode"]
+    sub = account["subscription"][0]
+    mode = {k: v for k, v in sub["billing_mode"].items() if k != "updated_at"}
+    assert problems({**sub, "billing_mode": mode}) == []
+    assert problems({**sub, "billing_mode": {**mode, "updated_at": 1_700_000_000}}) == []
+    assert problems({**sub, "billing_mode": {**mode, "updated_at": None}}) == [
+        "subscription.billing_mode.updated_at: null, but the field is not nullable "
+        "(Stripe leaves it out)"
+    ]
+    # a field Stripe always sends but the package types Optional all the same
+    customer = account["customer"][0]
+    assert problems({**customer, "balance": None}) == [
+        "customer.balance: null, but the field is not nullable"
+    ]
+    assert problems({**customer, "description": None}) == []  # one that may be null
 
 
 def _field_path(problem: str) -> str:

@@ -127,6 +127,13 @@ def decline_error(ch: Obj, pm: Obj, *, payment_intent: Obj | None = None) -> Car
     return CardError(str(ch["failure_message"]), code=ch["failure_code"], extra=extra)
 
 
+def last_payment_error(error: CardError, pm: Obj) -> Obj:
+    """The decline as `payment_intent.last_payment_error` shows it: its fields without a value
+    (`param`) are left out, as Stripe does, not sent as null."""
+    body = {key: value for key, value in error.body()["error"].items() if value is not None}
+    return {**body, "payment_method": dict(pm)}
+
+
 def confirm_payment_intent(ctx: Context, pi: Obj, pm: Obj) -> Obj | None:
     """Confirm with a card: the charge it made, failed when declined (the caller raises the 402;
     state is kept, as Stripe does), or None when the card waits for the customer to authenticate."""
@@ -167,10 +174,7 @@ def confirm_payment_intent(ctx: Context, pi: Obj, pm: Obj) -> Obj | None:
                 "latest_charge": ch["id"],
                 "payment_method": None,
                 "next_action": None,
-                "last_payment_error": {
-                    **error.body()["error"],
-                    "payment_method": dict(pm),
-                },
+                "last_payment_error": last_payment_error(error, pm),
             },
         )
         ctx.emit("payment_intent.payment_failed", pi)

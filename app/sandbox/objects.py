@@ -450,7 +450,8 @@ def subscription(
         "automatic_tax": _AUTOMATIC_TAX_OFF,
         "billing_cycle_anchor": billing_cycle_anchor,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        # `updated_at` only once the mode was changed: Stripe leaves it out, never sends null
+        "billing_mode": {"flexible": None, "type": "classic"},
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": None,
