@@ -155,10 +155,11 @@ bench-check-db: guard-dev $(STAMP) db-up ## Check vs ingest on N synthetic objec
 test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
 	$(PY) -m pytest
 
-lint: $(STAMP) ## ruff, mypy, and shellcheck when installed
+lint: $(STAMP) ## ruff, mypy, the layers and no import cycle (import-linter), and shellcheck when installed
 	$(VENV)/bin/ruff check app scripts tests alembic
 	$(VENV)/bin/ruff format --check app scripts tests alembic
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	@if command -v shellcheck >/dev/null; then shellcheck -x scripts/*.sh; \
 	else echo "shellcheck not installed: skipped (apt-get install shellcheck)"; fi
 

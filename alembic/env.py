@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
-from app.config import load_settings
+from app.core.config import load_settings
 from app.db.base import Base
 from app.db.session import sqlalchemy_url
 

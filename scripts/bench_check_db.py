@@ -27,12 +27,12 @@ import orjson
 from sqlalchemy import create_engine, pool
 
 from app import synthetic
-from app.cli import run_command
-from app.config import PROJECT_ROOT, load_settings, mask_secrets, refuse_in_prod
-from app.db.schema import drop_database, recreate_database
+from app.commands.cli import run_command
+from app.core.config import PROJECT_ROOT, load_settings, mask_secrets, refuse_in_prod
+from app.core.errors import PipelineError
 from app.db.session import sqlalchemy_url
-from app.errors import PipelineError
-from app.resources import RESOURCES, load_order
+from app.registry import RESOURCES, load_order
+from app.schema import drop_database, recreate_database
 
 BENCH_DIR = PROJECT_ROOT / "data" / "bench" / "check_db"
 PLANS = 100
@@ -93,7 +93,7 @@ def peak_mb() -> float:
 
 
 def phase_ingest(url: str, directory: Path) -> dict[str, Any]:
-    from app.ingest import ingest_file
+    from app.load.runner import ingest_file
 
     recreate_database(url)
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
@@ -109,7 +109,7 @@ def phase_ingest(url: str, directory: Path) -> dict[str, Any]:
 
 
 def phase_check(url: str, directory: Path) -> dict[str, Any]:
-    from app.reconcile_command import run
+    from app.commands.check_db import run
 
     started = time.monotonic()
     report = run(url, load_order(), load_settings(), source="json", json_dir=directory)

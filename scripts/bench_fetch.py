@@ -36,8 +36,8 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cli import run_command  # noqa: E402
-from app.config import PROJECT_ROOT, load_settings, refuse_in_prod  # noqa: E402
+from app.commands.cli import run_command  # noqa: E402
+from app.core.config import PROJECT_ROOT, load_settings, refuse_in_prod  # noqa: E402
 
 FETCH = PROJECT_ROOT / "scripts" / "fetch_stripe_data.sh"
 INGEST = PROJECT_ROOT / "scripts" / "ingest_all.py"
@@ -150,7 +150,7 @@ def timed_alongside(
     """Run the fetch, and the ingest of its folder once the fetch holds the folder's lock (so
     the ingest follows it, loading each file once it is written); the seconds until both ended,
     the fetch's seconds, and the peak memory in MB of the larger (as `reap`)."""
-    from app.fetch_watch import RunningFetch
+    from app.load.fetch_watch import RunningFetch
 
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as err:
@@ -178,7 +178,7 @@ def backfill(
 ) -> tuple[str, dict[str, tuple[int, str]]]:
     """One backfill into a fresh database: its line of figures, and the rows it loaded
     (`rows_digest`); with `timeline`, the requests of each second by endpoint as CSV there."""
-    from app.db.schema import recreate_database
+    from app.schema import recreate_database
 
     recreate_database(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCH_", "STRIPE_"))}
@@ -240,7 +240,7 @@ def rows_digest(url: str) -> dict[str, tuple[int, str]]:
     backfills that loaded the same rows have the same digests."""
     from sqlalchemy import create_engine, pool, text
 
-    import app.resources  # noqa: F401  (the models)
+    import app.registry  # noqa: F401  (the models)
     from app.db.base import Base
     from app.db.session import sqlalchemy_url
 
@@ -393,7 +393,7 @@ def main() -> int:
                 print(compare_rows(loaded), flush=True)
         finally:
             sandbox.stop()
-    from app.db.schema import drop_database
+    from app.schema import drop_database
 
     drop_database(url)
     return 0

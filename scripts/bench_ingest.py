@@ -23,13 +23,14 @@ from pathlib import Path
 import orjson
 from sqlalchemy import create_engine, pool, text
 
-from app.cli import run_command
-from app.config import PROJECT_ROOT, load_settings, refuse_in_prod
-from app.db.schema import drop_database, recreate_database
+from app.commands.cli import run_command
+from app.core.config import PROJECT_ROOT, load_settings, refuse_in_prod
 from app.db.session import sqlalchemy_url
-from app.ingest import TableLoader, ingest_file
-from app.resources import BY_NAME
-from app.sources import read_json_objects
+from app.load.json_files import read_json_objects
+from app.load.runner import ingest_file
+from app.load.table_loader import TableLoader
+from app.registry import BY_NAME
+from app.schema import drop_database, recreate_database
 from app.synthetic import charge, customer
 
 BENCH_DIR = PROJECT_ROOT / "data" / "bench"

@@ -32,15 +32,16 @@ from typing import Any
 import requests
 from sqlalchemy import text
 
-from app.cli import run_command
-from app.config import PROJECT_ROOT, load_settings
-from app.db import schema
+from app import schema
+from app.check.reconcile import check
+from app.commands.cli import run_command
+from app.commands.ingest import start_sync_cursor
+from app.core.config import PROJECT_ROOT, load_settings
 from app.db.session import get_engine
-from app.ingest_command import run as ingest_run
-from app.reconcile import check
-from app.resources import load_order
-from app.sources import read_api_objects
-from app.sync import sync_events
+from app.live.sync import sync_events
+from app.load.api_source import read_api_objects
+from app.load.runner import run as ingest_run
+from app.registry import load_order
 
 KEY = "sk_test_bench_sync"
 PY = sys.executable
@@ -192,6 +193,7 @@ def main() -> int:
         results = ingest_run(
             url, load_order(), settings, source="api", json_dir=work, single_file=None,
             mode="upsert", rejects_dir=work / "rejects", sweep=True,
+            on_whole_listing=lambda at: start_sync_cursor(get_engine(url), settings, at),
         )  # fmt: skip
         rows = sum(s.read for r in results for s in r.stats.values())
         load_seconds = time.monotonic() - started

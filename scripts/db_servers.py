@@ -11,10 +11,10 @@ taken by something that does not answer as that PostgreSQL; 130 interrupted.
 import argparse
 import sys
 
-from app.cli import EXIT_FAILED, add_debug_option, run_command
-from app.config import mask_secrets
+from app.commands.cli import EXIT_FAILED, add_debug_option, run_command
+from app.core.config import mask_secrets
+from app.core.errors import PipelineError
 from app.db import servers
-from app.errors import PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:

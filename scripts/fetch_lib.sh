@@ -46,9 +46,9 @@ FETCH_BATCH=${FETCH_BATCH:-50}               # most requests one curl sends (pay
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT_ROOT=$(dirname "$SCRIPT_DIR")
 # the exit codes every command keeps (EXIT_OK, EXIT_PARTIAL, EXIT_FAILED, EXIT_INTERRUPTED):
-# one table, which app/cli.py reads too. A fetch sets nothing aside, so it ends 0, 2 or 130.
-# shellcheck source=app/exit_codes.env
-source "$PROJECT_ROOT/app/exit_codes.env"
+# one table, which app/commands/cli.py reads too. A fetch sets nothing aside, so it ends 0, 2 or 130.
+# shellcheck source=app/core/exit_codes.env
+source "$PROJECT_ROOT/app/core/exit_codes.env"
 PYTHON=${PYTHON:-$PROJECT_ROOT/.venv/bin/python}
 [[ -x $PYTHON ]] || PYTHON=python3
 
@@ -62,7 +62,7 @@ log() {
   printf '%s\n' "$*" >&2
 }
 
-# progress KIND TASK [VALUE [UNIT]]: tell the drawer (app.progress.follow_feed reads these lines)
+# progress KIND TASK [VALUE [UNIT]]: tell the drawer (app.core.progress.follow_feed reads these lines)
 # — `count` VALUE more done, `total` how many there are, `done` — and nothing when it is off
 progress() {
   [[ -n ${PROGRESS_FD:-} ]] || return 0
@@ -150,7 +150,7 @@ seconds_since() {  # $1 = start in µs → "12.34"
   printf '%d.%02d' $((d / 1000000)) $((d % 1000000 / 10000))
 }
 
-# Load the Stripe settings and the chosen resources from Python (app.config, app.resources), so
+# Load the Stripe settings and the chosen resources from Python (app.core.config, app.registry), so
 # .env files, ENV and the registry are read in one place. Sets STRIPE_*, JSON_DIR, RESOURCE_LINES.
 load_setup() {
   local setup
@@ -884,7 +884,7 @@ run_embedded() {  # NAME DIR EMBEDDED: a chain's embedded lists, counted in DIR/
 }
 
 # A large list is paged by several chains at once, each over its own `created` range, as the
-# API path does (app/stripe_api.py): the first page is read; when it has more, probes find the
+# API path does (app/client/lister.py): the first page is read; when it has more, probes find the
 # second of the oldest object, and [oldest, edge) — edge: the second of the first page's last
 # object — is cut into ranges `[gte, lt)` on whole seconds, newest first, the oldest open below
 # (no gaps, no overlaps). Chain 0 goes on from the first page within its last second

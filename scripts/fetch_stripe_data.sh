@@ -5,7 +5,7 @@
 #   scripts/fetch_stripe_data.sh [--restart]
 #   RESOURCES="customers charges" scripts/fetch_stripe_data.sh
 #
-# Environment (defaults from .env.dev / .env.local via app.config): STRIPE_SECRET_KEY,
+# Environment (defaults from .env.dev / .env.local via app.core.config): STRIPE_SECRET_KEY,
 # STRIPE_API_BASE, STRIPE_API_VERSION (pinned as Stripe-Version), STRIPE_ACCOUNT (a connected
 # account, sent as Stripe-Account), JSON_DIR, RESOURCES; FETCH_PROGRESS=0 (no progress drawer:
 # the log lines as they are, without bars or rate and ETA lines);
@@ -32,7 +32,7 @@
 # Requests go in rounds, one curl a round: the next page of each chain a worker runs (two
 # workers a list), or a batch of a payment-method worker's customers (half a second of them
 # under a budget) — under a budget over one connection at the budgets' pace, else at once.
-# Exit (the contract of every command, README "Exit codes"; the table is app/exit_codes.env):
+# Exit (the contract of every command, README "Exit codes"; the table is app/core/exit_codes.env):
 # 0 all written; 2 a fetch failed or bad usage (earlier files untouched); 130 interrupted (run
 # again to resume). A fetch sets nothing aside, so it never ends 1.
 set -euo pipefail

@@ -11,10 +11,11 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.cli import EXIT_FAILED, add_debug_option, run_command
-from app.config import load_settings, mask_secrets, refuse_in_prod
-from app.db import schema
-from app.errors import ConfigError, PipelineError, first_line
+from app import schema
+from app.commands.cli import add_debug_option, run_command
+from app.core.config import load_settings, mask_secrets, refuse_in_prod
+from app.core.errors import ConfigError, PipelineError, first_line
+from app.core.exit_codes import EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,10 @@ import sys
 
 from alembic import command
 
-from app.cli import EXIT_FAILED, add_debug_option, run_command
-from app.config import load_settings, mask_secrets
-from app.db import schema
-from app.errors import PipelineError
+from app import schema
+from app.commands.cli import EXIT_FAILED, add_debug_option, run_command
+from app.core.config import load_settings, mask_secrets
+from app.core.errors import PipelineError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,10 +22,11 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cli import EXIT_FAILED, add_debug_option, run_command  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.errors import PipelineError  # noqa: E402
-from app.resources import load_order  # noqa: E402
+from app.commands.cli import add_debug_option, run_command  # noqa: E402
+from app.core.config import load_settings  # noqa: E402
+from app.core.errors import PipelineError  # noqa: E402
+from app.core.exit_codes import EXIT_FAILED  # noqa: E402
+from app.registry import load_order  # noqa: E402
 
 
 def resource_lines(names: list[str] | None, api_version: str) -> list[str]:

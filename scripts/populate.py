@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cli import add_debug_option, log_to_stderr, run_command  # noqa: E402
-from app.config import PROJECT_ROOT, load_settings, mask_key, mask_secrets  # noqa: E402
-from app.errors import PipelineError  # noqa: E402
-from app.populate import check_allowed, load_fixtures, populate  # noqa: E402
+from app.commands.cli import add_debug_option, log_to_stderr, run_command  # noqa: E402
+from app.commands.populate import check_allowed, load_fixtures, populate  # noqa: E402
+from app.core.config import PROJECT_ROOT, load_settings, mask_key, mask_secrets  # noqa: E402
+from app.core.errors import PipelineError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ written at once, so requests of workers writing together never interleave), tab-
 
 For each, it reads the list page in `response` and writes its objects one per line to
 objects_out and, when needs_out is named, the embedded lists that have more to it
-(app.list_pages), then the page's head line ("has_more count last_id", or "not-a-list" /
+(app.client.list_pages), then the page's head line ("has_more count last_id", or "not-a-list" /
 "not-json") to reply_fifo, which the worker that asked holds open. The second form saves a page
 of a chain whole (fetch_lib.sh's save_page, which does the same with jq and mv when the splitter
 is off): its needs, then its objects (page_out), then the chain's state line ("pages objects cursor has_more", counting this page), each written
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.list_pages import ListPage, split_list_page  # noqa: E402
+from app.client.list_pages import ListPage, split_list_page  # noqa: E402
 
 
 def replace(path: str, data: bytes) -> None:

@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import uvicorn  # noqa: E402
 
-from app.cli import EXIT_FAILED, EXIT_OK, add_debug_option, run_command  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.errors import ConfigError  # noqa: E402
-from app.webhook import (  # noqa: E402
+from app.commands.cli import add_debug_option, run_command  # noqa: E402
+from app.core.config import load_settings  # noqa: E402
+from app.core.errors import ConfigError  # noqa: E402
+from app.core.exit_codes import EXIT_FAILED, EXIT_OK  # noqa: E402
+from app.live.webhook import (  # noqa: E402
     DEFAULT_PATH,
     DRAIN_INTERVAL,
     TOLERANCE,

@@ -18,10 +18,10 @@ from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.orm import Session
 
 import app.models  # noqa: F401
-from app.config import PROJECT_ROOT, load_settings
+from app.core.config import PROJECT_ROOT, load_settings
 from app.db.base import Base
-from app.db.schema import alembic_config, create_database
 from app.db.session import sqlalchemy_url
+from app.schema import alembic_config, create_database
 
 FIXTURES3 = Path(
     os.environ.get("STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json")

@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from app.config import PROJECT_ROOT
-from app.resources import RESOURCES, Resource
+from app.core.config import PROJECT_ROOT
+from app.registry import RESOURCES, Resource
 
 FETCH = PROJECT_ROOT / "scripts" / "fetch_stripe_data.sh"
 FETCH_PMS = PROJECT_ROOT / "scripts" / "fetch_payment_methods.sh"

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import stripe
 
-from app.config import load_settings
-from app.resources import BY_NAME, load_order
-from app.sources import api_client, read_api_objects
-from app.stripe_api import ListSpec, ParallelLister, RequestBudget, TokenBucket, budget_from_env
+from app.client.budget import RequestBudget, TokenBucket, budget_from_env
+from app.client.lister import ListSpec, ParallelLister
+from app.core.config import load_settings
+from app.load.api_source import api_client, read_api_objects
+from app.registry import BY_NAME, load_order
 from tests.fetch_helpers import TEST_KEY, sandbox_ids, serve_body
 
 
@@ -272,7 +273,8 @@ def test_first_changes_nothing_without_an_endpoint_budget():
 def test_a_slow_consumer_holds_the_workers_back_before_they_ask():
     # pages asked for and not yet taken stay bounded: a worker waits for its turn before it
     # asks for a page, instead of holding a parsed page while the consumer is busy
-    from app.stripe_api import MAX_WAITING_PAGES, RequestBudget
+    from app.client.budget import RequestBudget
+    from app.client.lister import MAX_WAITING_PAGES
 
     asked = 0
     lock = threading.Lock()
@@ -293,7 +295,7 @@ def test_a_slow_consumer_holds_the_workers_back_before_they_ask():
 
 
 def test_a_listing_has_as_many_workers_as_its_endpoint_can_use():
-    from app.stripe_api import RequestBudget
+    from app.client.budget import RequestBudget
 
     assert RequestBudget(100, 25).endpoint_workers() == 13  # 25/s at half a second each
     assert RequestBudget(100, 0).endpoint_workers() == 50
@@ -303,7 +305,7 @@ def test_a_listing_has_as_many_workers_as_its_endpoint_can_use():
 def test_answers_decode_to_what_the_sdk_decodes(sandbox, unlimited):
     # successful answers are decoded by orjson, not the SDK's OrderedDict reader: the same
     # values, for every list the backfill reads
-    from app.stripe_api import get_json
+    from app.client.stripe_api import get_json
 
     sandbox.seed(customers=30)
     client = api_client(settings_for(sandbox.url))
@@ -336,7 +338,7 @@ def test_answers_decode_to_what_the_sdk_decodes(sandbox, unlimited):
 def test_what_orjson_would_refuse_or_round_is_decoded_exactly_and_walked(unlimited, value, kept):
     # Python's reader takes them (decimals beyond a double kept apart), and the listing then
     # walks each object, so the ingest sets it aside by name instead of storing another value
-    from app.stripe_api import get_json
+    from app.client.stripe_api import get_json
 
     body = b'{"object": "list", "has_more": false, "data": [{"id": "cus_1", "x": ' + value + b"}]}"
     server = serve_body(body)
@@ -355,7 +357,7 @@ def test_what_orjson_would_refuse_or_round_is_decoded_exactly_and_walked(unlimit
 # beyond a double's precision, and below its smallest number (read as 0.0, short as it is)
 @pytest.mark.parametrize("number", ["0.10000000000000000000001", "1e-400"])
 def test_a_decimal_no_double_holds_is_set_aside_by_name_not_rounded(unlimited, number):
-    from app.strict_json import Unreadable
+    from app.core.strict_json import Unreadable
 
     body = (
         b'{"object": "list", "has_more": false, "data": ['

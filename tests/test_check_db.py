@@ -1,4 +1,4 @@
-"""The integrity check (app/reconcile.py, scripts/check_db_integrity.py) on a real PostgreSQL:
+"""The integrity check (app/check/reconcile.py, scripts/check_db_integrity.py) on a real PostgreSQL:
 each kind of damage is found and named, and a clean mirror reports nothing."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import orjson
 import pytest
 from sqlalchemy import Connection, create_engine, pool, text
 
-from app import reconcile_command
+from app.check.reconcile import CheckReport, check
+from app.commands import check_db as reconcile_command
+from app.core.strict_json import Unreadable
 from app.db.base import Base
-from app.db.schema import create_database, drop_database
 from app.db.session import sqlalchemy_url
-from app.ingest import ingest
-from app.reconcile import CheckReport, check
-from app.resources import BY_NAME, RESOURCES, load_order
-from app.strict_json import Unreadable
+from app.load.ingest import ingest
+from app.registry import BY_NAME, RESOURCES, load_order
+from app.schema import create_database, drop_database
 from app.synthetic import deleted_customer, list_envelope, sample_export
 
 Export = dict[str, list[Any]]
@@ -395,7 +395,7 @@ def sandbox_settings() -> Iterator[Any]:
     server = pytest.importorskip("app.sandbox.server", reason="the local sandbox is not here")
     from dataclasses import replace
 
-    from app.config import load_settings
+    from app.core.config import load_settings
 
     with server.run_in_thread() as handle:
         handle.seed(customers=3)
@@ -405,7 +405,7 @@ def sandbox_settings() -> Iterator[Any]:
 
 
 def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
-    from app.sources import read_api_objects
+    from app.load.api_source import read_api_objects
 
     for resource in load_order():
         ingest(conn, resource, read_api_objects(resource, sandbox_settings))

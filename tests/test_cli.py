@@ -8,7 +8,7 @@ import sys
 import orjson
 import pytest
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 from app.synthetic import customer
 
 PYTHON = sys.executable
@@ -155,7 +155,8 @@ def test_a_file_that_breaks_off_keeps_and_reports_the_batches_before_the_break(c
 FAULTY = """
 import sys
 import {module} as command
-from app.cli import run_command
+from app.commands.cli import run_command
+from {command} import main
 
 real = command.{target}
 
@@ -166,12 +167,14 @@ def faulty(conn, resources, *args, **kwargs):
     return real(conn, resources, *args, **kwargs)
 
 command.{target} = faulty
-run_command(lambda: command.main(sys.argv[1:]))
+run_command(lambda: main(sys.argv[1:]))
 """
 
 
 def run_faulty(module, target, resource, exc, args, env_extra, tmp_path):
-    code = FAULTY.format(module=module, target=target, resource=resource, exc=exc)
+    # the ingest command's loads run in app.load.runner: its faults are planted there
+    command = "app.commands.ingest" if module == "app.load.runner" else module
+    code = FAULTY.format(module=module, command=command, target=target, resource=resource, exc=exc)
     return run(["-c", code, *args], env_extra, tmp_path)
 
 
@@ -180,7 +183,7 @@ SAMPLE_ARGS = ["--json-dir", "data/sample", "-q", "--resources", "products,price
 
 def test_a_crash_during_ingest_exits_2_with_one_line_and_what_was_done(cli_db, tmp_path):
     result = run_faulty(
-        "app.ingest_command",
+        "app.load.runner",
         "ingest",
         "prices",
         'RuntimeError("boom with sk_test_4eC39HqLyjWDarjtT1zdp7dc\\nsecond line")',
@@ -204,7 +207,7 @@ def test_a_crash_during_ingest_exits_2_with_one_line_and_what_was_done(cli_db, t
 def test_debug_asks_for_the_traceback(cli_db, tmp_path):
     for how, env in ((["--debug"], {}), ([], {"STRIPE_MIRROR_DEBUG": "1"})):
         result = run_faulty(
-            "app.ingest_command",
+            "app.load.runner",
             "ingest",
             "products",
             'RuntimeError("boom")',
@@ -218,7 +221,7 @@ def test_debug_asks_for_the_traceback(cli_db, tmp_path):
 
 def test_ctrl_c_during_ingest_exits_130_with_the_partial_summary(cli_db, tmp_path):
     result = run_faulty(
-        "app.ingest_command",
+        "app.load.runner",
         "ingest",
         "customers",
         "KeyboardInterrupt",
@@ -237,7 +240,7 @@ def test_ctrl_c_during_ingest_exits_130_with_the_partial_summary(cli_db, tmp_pat
 
 def test_a_crash_during_check_db_exits_2_not_1(cli_db, tmp_path):
     result = run_faulty(
-        "app.reconcile_command",
+        "app.commands.check_db",
         "check",
         "products",
         'ValueError("unexpected shape")',
@@ -252,7 +255,7 @@ def test_a_crash_during_check_db_exits_2_not_1(cli_db, tmp_path):
 
 def test_ctrl_c_during_check_db_exits_130(cli_db, tmp_path):
     result = run_faulty(
-        "app.reconcile_command",
+        "app.commands.check_db",
         "check",
         "products",
         "KeyboardInterrupt",
@@ -264,7 +267,7 @@ def test_ctrl_c_during_check_db_exits_130(cli_db, tmp_path):
 
 
 def test_run_command_turns_a_message_exit_into_2(capsys):
-    from app.cli import run_command
+    from app.commands.cli import run_command
 
     def main():
         raise SystemExit("fetch failed (sk_test_4eC39HqLyjWDarjtT1zdp7dc)")

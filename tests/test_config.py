@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from app.config import (
+from app.core.config import (
     PROJECT_ROOT,
     load_settings,
     mask_key,
@@ -12,8 +12,8 @@ from app.config import (
     refuse_in_prod,
     refuse_live_key,
 )
+from app.core.errors import ConfigError, LiveKeyError, ProdGuardError
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError, LiveKeyError, ProdGuardError
 
 PYTHON = sys.executable
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
-from app.resources import BY_NAME, RESOURCES
+from app.core.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
+from app.registry import BY_NAME, RESOURCES
 from tests.fetch_helpers import (
     FETCH,
     FETCH_PMS,
@@ -105,7 +105,7 @@ def test_unknown_resource_is_a_usage_error(sandbox, tmp_path):
 
 
 def test_the_fetchers_exit_codes_are_the_python_commands_table():
-    # one table for both languages: the bash side sources what app/cli.py reads
+    # one table for both languages: the bash side sources what app/commands/cli.py reads
     script = 'source "$1"; echo "$EXIT_OK $EXIT_PARTIAL $EXIT_FAILED $EXIT_INTERRUPTED"'
     shown = subprocess.run(
         ["bash", "-c", script, "bash", str(FETCH.parent / "fetch_lib.sh")],

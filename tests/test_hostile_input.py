@@ -11,13 +11,13 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from app import strict_json
-from app.errors import InputFileError
-from app.ingest import ingest
-from app.reconcile import check
-from app.rejects import RejectSink
-from app.resources import BY_NAME
-from app.sources import read_json_objects
+from app.check.reconcile import check
+from app.core import strict_json
+from app.core.errors import InputFileError
+from app.load.ingest import ingest
+from app.load.json_files import read_json_objects
+from app.load.rejects import RejectSink
+from app.registry import BY_NAME
 from app.synthetic import customer
 
 CUSTOMERS = BY_NAME["customers"]

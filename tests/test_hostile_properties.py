@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app import strict_json
-from app.ingest import ingest
-from app.reconcile import check
-from app.rejects import RejectSink
-from app.resources import RESOURCES
-from app.sources import read_json_objects
+from app.check.reconcile import check
+from app.core import strict_json
+from app.load.ingest import ingest
+from app.load.json_files import read_json_objects
+from app.load.rejects import RejectSink
+from app.registry import RESOURCES
 from app.synthetic import sample_export
 
 SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"

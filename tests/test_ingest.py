@@ -4,13 +4,14 @@ import orjson
 import pytest
 from sqlalchemy import func, select, text
 
-from app import ingest as ingest_module
-from app.errors import InputFileError
-from app.ingest import ingest, ingest_file
+from app.core.errors import InputFileError
+from app.load import ingest as ingest_module
+from app.load.ingest import ingest
+from app.load.json_files import read_json_objects
+from app.load.rejects import RejectSink
+from app.load.runner import ingest_file
 from app.models import Charge, Customer, InvoiceLine, SubscriptionItem
-from app.rejects import RejectSink
-from app.resources import BY_NAME, load_order
-from app.sources import read_json_objects
+from app.registry import BY_NAME, load_order
 from app.synthetic import (
     charge,
     customer,
@@ -474,7 +475,8 @@ def test_a_listing_older_than_the_row_leaves_the_rows_items_alone(conn):
     # must keep the parent's state and its items, not delete the item it never saw
     from datetime import UTC, datetime
 
-    from app.ingest import IngestResult, formats_for, load_rows, transform_object
+    from app.load.ingest import IngestResult, load_rows
+    from app.load.rows import formats_for, transform_object
 
     subscriptions = BY_NAME["subscriptions"]
     listed = subscription(1, 1, 1)

@@ -12,13 +12,13 @@ import time
 import pytest
 from sqlalchemy import func, select, text
 
-import app.ingest_command as command
-import app.sources as sources
-from app.config import load_settings
-from app.errors import FetchError
-from app.fetch_watch import FetchStopped, RunningFetch
-from app.resources import BY_NAME, load_order
-from app.sources import ListingSpool, ListingStopped
+import app.load.api_source as sources
+import app.load.runner as command
+from app.core.config import load_settings
+from app.core.errors import FetchError
+from app.load.api_source import ListingSpool, ListingStopped
+from app.load.fetch_watch import FetchStopped, RunningFetch
+from app.registry import BY_NAME, load_order
 from tests.fetch_helpers import TEST_KEY, objects_in, start_fetch
 
 TABLES = (
@@ -165,13 +165,15 @@ def test_a_failed_listing_spares_the_other_resources(sandbox, api_run, engine, m
     assert count(engine, "customers") == 30
 
 
-def test_sweep_starts_the_sync_cursor_after_a_whole_api_run(sandbox, api_run, monkeypatch):
+def test_sweep_starts_the_sync_cursor_after_a_whole_api_run(sandbox, api_run):
     sandbox.seed(customers=10)
     started: list[object] = []
-    monkeypatch.setattr(command, "start_sync_cursor", lambda _e, _s, at: started.append(at))
-    results = api_run(sweep=True)
+    results = api_run(sweep=True, on_whole_listing=started.append)
     assert not any(r.error for r in results)
     assert len(started) == 1
+    partial: list[object] = []  # without the sweep, no listing is known to be whole
+    api_run(on_whole_listing=partial.append)
+    assert partial == []
 
 
 def json_run(test_database_url, json_dir, tmp_path):

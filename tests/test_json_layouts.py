@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import sources
-from app.errors import InputFileError
-from app.sources import read_json_objects
+from app.core.errors import InputFileError
+from app.load import json_files as sources
+from app.load.json_files import read_json_objects
 
 FETCH_LIB = Path(__file__).resolve().parent.parent / "scripts" / "fetch_lib.sh"
 OBJECTS = [{"id": f"cus_{i}", "object": "customer", "n": i} for i in range(3)]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.list_pages import split_list_page
+from app.client.list_pages import split_list_page
 from app.synthetic import sample_export
 
 SAMPLE = sample_export(customers=3)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 from tests.fetch_helpers import TEST_KEY, objects_in
 
 MAKEFILE = PROJECT_ROOT / "Makefile"

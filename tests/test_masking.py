@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
-from app import config
-from app.config import mask_key, mask_secrets, parse_database_url
-from app.db.schema import create_database
+from app.core import config
+from app.core.config import mask_key, mask_secrets, parse_database_url
 from app.db.session import sqlalchemy_url
+from app.schema import create_database
 
 SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2")
 FAST = settings(max_examples=40, deadline=None)

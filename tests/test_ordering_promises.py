@@ -28,16 +28,16 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine, text
 
-import app.ingest_command
-import app.sources as sources
-import app.webhook as webhook
-from app.config import Settings, load_settings
-from app.events import drain
-from app.ingest import stripe_now
+import app.live.webhook as webhook
+import app.load.api_source as sources
+import app.load.runner
+from app.core.clock import stripe_now
+from app.core.config import Settings, load_settings
+from app.live.events import drain
+from app.live.sync import StripeApi, read_cursor, sync_customers, sync_events, write_cursor
 from app.sandbox import resources
 from app.sandbox.context import Context
 from app.sandbox.server import SandboxHandle
-from app.sync import StripeApi, read_cursor, sync_customers, sync_events, write_cursor
 from tests.sandbox_plugin import TEST_KEY
 
 MIRROR_TABLES = "customers, payment_methods, stripe_events, sync_state"
@@ -133,7 +133,7 @@ def test_a_full_load_listed_before_a_webhook_keeps_the_webhooks_newer_state(
         # and the event's state then have the same time, and the row must keep the event's
         # (the listing's start is held to one second, so the tie is certain)
         began = stripe_now()
-        monkeypatch.setattr(app.ingest_command, "stripe_now", lambda: began)
+        monkeypatch.setattr(app.load.runner, "stripe_now", lambda: began)
 
     def listing_raced_by_a_webhook(resource, listing_settings):
         # the listing began (its start is the state its rows record) and read every page…

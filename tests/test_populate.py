@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT, load_settings
-from app.errors import LiveKeyError, ProdGuardError
-from app.populate import load_fixtures, populate
+from app.commands.populate import load_fixtures, populate
+from app.core.config import PROJECT_ROOT, load_settings
+from app.core.errors import LiveKeyError, ProdGuardError
 
 FIXTURES = PROJECT_ROOT / "data" / "fixtures"
 SCRIPT = PROJECT_ROOT / "scripts" / "populate.py"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
-from app.progress import ProgressBoard, follow_feed
+from app.core.config import PROJECT_ROOT
+from app.core.progress import ProgressBoard, follow_feed
 from app.synthetic import customer
 
 INGEST_ALL = PROJECT_ROOT / "scripts" / "ingest_all.py"

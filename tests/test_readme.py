@@ -2,7 +2,7 @@
 
 import re
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 
 
 def test_every_make_target_with_help_is_in_the_readme():

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import requests
 
-from app.config import load_settings
-from app.resources import RESOURCES, Resource
+from app.core.config import load_settings
+from app.load.api_source import read_api_objects
+from app.registry import RESOURCES, Resource
 from app.sandbox.server import SandboxHandle
 from app.sandbox.versions import DEFAULT_API_VERSION
-from app.sources import read_api_objects
 from tests.fetch_helpers import TEST_KEY, create_long_lists
 
 OLD = "2024-06-20"

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import create_engine, inspect, pool
 
-from app.db import schema
+from app import schema
 from app.db.session import sqlalchemy_url
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
-from app.config import PROJECT_ROOT, load_settings
-from app.errors import FetchError
-from app.ingest import ingest
-from app.populate import load_fixtures, populate
-from app.resources import load_order
-from app.sources import read_api_objects, read_json_objects
+from app.commands.populate import load_fixtures, populate
+from app.core.config import PROJECT_ROOT, load_settings
+from app.core.errors import FetchError
+from app.load.api_source import read_api_objects
+from app.load.ingest import ingest
+from app.load.json_files import read_json_objects
+from app.registry import load_order
 from tests.fetch_helpers import TEST_KEY, create_long_lists, run_fetch, sandbox_ids
 
 pytestmark = pytest.mark.skipif(
@@ -134,7 +135,7 @@ def test_api_source_retries_rate_limited_pages(sandbox_factory, settings, monkey
     limited.seed(customers=8)
     settings = dataclasses.replace(settings, stripe_api_base=limited.url)
     monkeypatch.setenv("FETCH_RATE", "0")  # no budget: the sandbox answers 429s, the pager waits
-    from app.resources import BY_NAME
+    from app.registry import BY_NAME
 
     methods = list(read_api_objects(BY_NAME["payment_methods"], settings))
     assert {m["id"] for m in methods} == sandbox_ids(limited.store, BY_NAME["payment_methods"])
@@ -171,7 +172,7 @@ def test_a_connected_account_is_listed_not_the_platform(sandbox_factory, setting
     connected = dataclasses.replace(
         settings, stripe_api_base=served.url, stripe_account="acct_1Connected"
     )
-    from app.resources import BY_NAME
+    from app.registry import BY_NAME
 
     assert list(read_api_objects(BY_NAME["payment_methods"], connected))
     assert seen and set(seen) == {"acct_1Connected"}

@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from app import sync as sync_module
-from app.config import load_settings
-from app.errors import FetchError
-from app.events import apply_events, drain, store_events
-from app.ingest import ingest
-from app.reconcile import check
-from app.resources import BY_NAME, load_order
-from app.sources import read_api_objects
-from app.sync import StripeApi, refresh, sync_customers, sync_events
+from app.check.reconcile import check
+from app.core.config import load_settings
+from app.core.errors import FetchError
+from app.live import sync as sync_module
+from app.live.events import apply_events, drain, store_events
+from app.live.sync import StripeApi, refresh, sync_customers, sync_events
+from app.load.api_source import read_api_objects
+from app.load.ingest import ingest
+from app.registry import BY_NAME, load_order
 from app.synthetic import customer
 from tests.fetch_helpers import serve_body
 from tests.sandbox_plugin import TEST_KEY
@@ -216,7 +216,7 @@ def test_a_crash_before_the_cursor_moves_loses_nothing(db, settings, stripe_sdk,
 def test_a_crash_while_applying_leaves_the_batch_to_the_next_drain(db, monkeypatch):
     with db.begin() as conn:
         store_events(conn, [event(1, 1_000, with_email("a@x.io"))], "webhook")
-    import app.events as events_module
+    import app.live.events as events_module
 
     with monkeypatch.context() as patch:
         patch.setattr(events_module, "load_rows", lambda *a, **k: (_ for _ in ()).throw(OSError))
@@ -284,8 +284,8 @@ def test_a_swept_load_of_a_whole_fetch_starts_the_cursor(
 ):
     import orjson
 
-    from app.ingest_command import main as ingest_main
-    from app.sync import read_cursor
+    from app.commands.ingest import main as ingest_main
+    from app.live.sync import read_cursor
     from tests.fetch_helpers import run_fetch
 
     sandbox.seed(customers=3)
@@ -306,7 +306,7 @@ def test_a_swept_load_of_a_whole_fetch_starts_the_cursor(
 
 
 def test_sweep_refuses_a_file_whose_listing_time_is_unknown(db, settings, monkeypatch, tmp_path):
-    from app.ingest_command import main as ingest_main
+    from app.commands.ingest import main as ingest_main
 
     (tmp_path / "customers.json").write_text('[{"id": "cus_1", "object": "customer"}]')
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
@@ -331,7 +331,7 @@ def test_the_sync_command_runs_a_pass_and_says_what_it_did(db, settings, stripe_
     import subprocess
     import sys
 
-    from app.config import PROJECT_ROOT
+    from app.core.config import PROJECT_ROOT
 
     env = {
         **os.environ,
@@ -520,8 +520,8 @@ def test_items_of_an_older_version_take_their_subscriptions_period(db):
 
 
 def test_a_full_load_that_fails_starts_no_cursor(db, settings, sandbox_factory):
-    from app.errors import PipelineError
-    from app.sync import read_cursor
+    from app.core.errors import PipelineError
+    from app.live.sync import read_cursor
 
     down = sandbox_factory()
     down.stop()

@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.errors import TransformError
-from app.resources import BY_NAME, RESOURCES
+from app.core.errors import TransformError
+from app.registry import BY_NAME, RESOURCES
 from app.synthetic import charge, customer, invoice, invoice_line, subscription
 from app.transformers import (
     stripe_charge_to_model,

@@ -28,9 +28,9 @@ import uvicorn
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 
-import app.webhook as webhook
-from app.config import PROJECT_ROOT, Settings, load_settings, parse_database_url
-from app.events import drain
+import app.live.webhook as webhook
+from app.core.config import PROJECT_ROOT, Settings, load_settings, parse_database_url
+from app.live.events import drain
 from app.synthetic import customer
 
 SECRET = "whsec_" + "k3y" * 11

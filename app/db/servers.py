@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psycopg2
 
-from app.config import PROJECT_ROOT, load_settings, parse_database_url
-from app.errors import PipelineError, first_line
+from app.core.config import PROJECT_ROOT, load_settings, parse_database_url
+from app.core.errors import PipelineError, first_line
 
 log = logging.getLogger(__name__)
 

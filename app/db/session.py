@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine
 
-from app.config import load_settings, parse_database_url
+from app.core.config import load_settings, parse_database_url
 
 DRIVER = "postgresql+psycopg2"
 

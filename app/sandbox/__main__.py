@@ -212,8 +212,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _refuse_in_prod(action: str) -> int:
     """The sandbox is a DEV tool: emptying or filling it is refused under ENV=PROD, as in make."""
-    from app.config import load_settings, refuse_in_prod
-    from app.errors import PipelineError
+    from app.core.config import load_settings, refuse_in_prod
+    from app.core.errors import PipelineError
 
     try:
         refuse_in_prod(load_settings(), action)
@@ -250,7 +250,7 @@ def _seed_with_progress(url: str, data: bytes, customers: int, *, quiet: bool) -
     then the events announcing them), asking it four times a second."""
     import threading
 
-    from app.progress import ProgressBoard
+    from app.core.progress import ProgressBoard
 
     outcome: dict[str, Any] = {}
 

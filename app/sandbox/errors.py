@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import PipelineError
+from app.core.errors import PipelineError
 
 
 class SandboxError(PipelineError):

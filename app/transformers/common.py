@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app.errors import TransformError
+from app.core.errors import TransformError
 
 Row = dict[str, Any]
 StripeDict = dict[str, Any]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Ingest customers (see --help)."""
 
-from app.cli import run_command
-from app.ingest_command import main
+from app.commands.cli import run_command
+from app.commands.ingest import main
 
 if __name__ == "__main__":
     run_command(lambda: main(resources=["customers"]))

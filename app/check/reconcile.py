@@ -24,20 +24,15 @@ from typing import Any
 import psycopg2
 from sqlalchemy import Connection, Table
 
+from app.core.errors import PipelineError, TransformError, first_line
+from app.core.progress import ProgressCallback
 from app.db.session import raw_cursor
-from app.errors import PipelineError, TransformError, first_line
 
-# the ingest's own COPY formatting: the check must see values exactly as the ingest writes them
-from app.ingest import (
-    CHILDREN,
-    LINE,
-    BatchWriter,
-    CopyFormat,
-    batch_size_for,
-    transform_object,
-)
-from app.progress import ProgressCallback
-from app.resources import RESOURCES, Child, Resource
+# the ingest's own rows and COPY formatting: the check must see values exactly as the ingest
+# writes them
+from app.load.ingest import BatchWriter, batch_size_for
+from app.load.rows import CopyFormat, PreparedRow, transform_object
+from app.registry import RESOURCES, Child, Resource
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +253,7 @@ def _load_expected(
     """Stream the source through the ingest's own transform into the expected tables."""
     size = batch_size_for(resource.table)
     formats = {loader.table.name: loader.format for loader in loaders}
-    batches: list[list[dict[str, Any]]] = [[] for _ in loaders]
+    batches: list[list[PreparedRow]] = [[] for _ in loaders]
 
     def send(texts: list[tuple[ExpectedTable, str]]) -> None:
         for loader, data in texts:
@@ -285,7 +280,7 @@ def _load_expected(
                 continue
             batches[0].append(row)
             for child, child_batch in zip(resource.children, batches[1:], strict=True):
-                child_batch.extend(row.get(CHILDREN, {}).get(child.name, ()))
+                child_batch.extend(row.children.get(child.name, ()))
             if len(batches[0]) >= size:
                 flush(writer)
             if progress is not None:
@@ -312,12 +307,12 @@ class ExpectedTable:
             f"CREATE TEMP TABLE {self.name} (LIKE {table.name} INCLUDING DEFAULTS, seq bigint)"
         )
 
-    def lines(self, rows: list[dict[str, Any]]) -> str:
+    def lines(self, rows: list[PreparedRow]) -> str:
         """The rows' COPY lines, numbered in the source's order."""
         out = []
         for row in rows:
             self.seq += 1
-            out.append(f"{row[LINE][:-1]}\t{self.seq}\n")
+            out.append(f"{row.line[:-1]}\t{self.seq}\n")
         return "".join(out)
 
     def send(self, data: str) -> None:

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from app.errors import InputFileError
+from app.core.errors import InputFileError
 
 # Stripe's objects are under 20 levels deep even with expand[] (its limit is 4 levels of
 # expansion); 64 leaves room and stays far below the serializers' own limits (orjson writes

@@ -1,6 +1,6 @@
 """How every command ends: one exit-code contract, one line per failure, no tracebacks.
 
-Exit codes, for every script (and the bash fetchers; the table is app/exit_codes.env):
+Exit codes, for every script (and the bash fetchers; the table is app/core/exit_codes.env, read by app/core/exit_codes.py):
   0    everything done (all stored, the database agrees, ...)
   1    the work was done but some objects were set aside (ingest, populate) or differences
        were found (check-db) — and nothing else
@@ -19,25 +19,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
 
-from app.config import mask_secrets
-from app.errors import PipelineError, first_line
+from app.core.config import mask_secrets
+from app.core.errors import PipelineError, first_line
+from app.core.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
-
-def _exit_codes() -> dict[str, int]:
-    """The contract's table, which the bash fetchers source too: one definition for both."""
-    lines = (Path(__file__).with_name("exit_codes.env")).read_text().splitlines()
-    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
-    return {name: int(value) for name, value in pairs}
-
-
-_CODES = _exit_codes()
-EXIT_OK = _CODES["EXIT_OK"]
-EXIT_PARTIAL = _CODES["EXIT_PARTIAL"]
-EXIT_FAILED = _CODES["EXIT_FAILED"]
-EXIT_INTERRUPTED = _CODES["EXIT_INTERRUPTED"]
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "STRIPE_MIRROR_DEBUG"
 

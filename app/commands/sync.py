@@ -10,15 +10,16 @@ from datetime import timedelta
 
 from sqlalchemy.exc import OperationalError
 
-from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
-from app.config import load_settings, mask_secrets
-from app.db.schema import require_tables, unreachable
+from app.commands.cli import add_debug_option, log_to_stderr
+from app.commands.ingest import format_summary
+from app.core.config import load_settings, mask_secrets
+from app.core.errors import PipelineError
+from app.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from app.core.progress import ProgressBoard
 from app.db.session import get_engine
-from app.errors import PipelineError
-from app.ingest_command import format_summary
-from app.progress import ProgressBoard
-from app.resources import load_order
-from app.sync import EVENT_RETENTION, OVERLAP, SyncReport, sync_events
+from app.live.sync import EVENT_RETENTION, OVERLAP, SyncReport, sync_events
+from app.registry import load_order
+from app.schema import require_tables, unreachable
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ the tolerance (a replay) or is not an event gets a 400 and nothing is stored; wh
 cannot take the event the answer is 503, so Stripe delivers it again later and nothing is lost.
 
 Applying is not the handler's job: a worker thread drains the inbox through the one apply path
-(`app.events.drain`, the one `make sync` uses), woken when the handler stored something and
+(`app.live.events.drain`, the one `make sync` uses), woken when the handler stored something and
 every few seconds anyway. It outlives database and API outages (a line in the log, a retry with
 backoff) and stops with the server. `GET /healthz` says how many events wait to be applied.
 """
@@ -30,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.config import Settings, mask_secrets, parse_database_url
+from app.core.config import Settings, mask_secrets, parse_database_url
+from app.core.errors import ConfigError, first_line
+from app.core.strict_json import MAX_OBJECT_BYTES, Unreadable, decode_object
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError, first_line
-from app.events import ObjectReader, drain, store_events, valid_event
-from app.strict_json import MAX_OBJECT_BYTES, Unreadable, decode_object
-from app.sync import StripeApi
+from app.live.events import ObjectReader, drain, store_events, valid_event
+from app.live.sync import StripeApi
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,11 @@ from alembic.config import Config
 from sqlalchemy import Connection, create_engine, inspect, pool, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.config import PROJECT_ROOT, mask_secrets
+import app.models  # noqa: F401  (every model's table, for create_all and autogenerate)
+from app.core.config import PROJECT_ROOT, mask_secrets
+from app.core.errors import ConfigError, first_line
+from app.db.base import Base
 from app.db.session import sqlalchemy_url
-from app.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,6 @@ def pending_changes(url: str) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    import app.models  # noqa: F401
-    from app.db.base import Base
-
     upgrade(url)
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
@@ -99,8 +98,6 @@ def drop_database(url: str) -> None:
 def recreate_database(url: str) -> None:
     """An empty database at `url` with the models' tables (a benchmark's scratch database):
     dropped if it exists, created, its tables made from the models."""
-    import app.resources  # noqa: F401  (the models, so that their tables are created)
-    from app.db.base import Base
 
     drop_database(url)
     create_database(url)

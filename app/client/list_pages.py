@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from app.errors import InputFileError
-from app.strict_json import array_elements, inexact_number
+from app.core.errors import InputFileError
+from app.core.strict_json import array_elements, inexact_number
 
 
 @dataclass

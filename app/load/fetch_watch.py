@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import PipelineError
+from app.core.errors import PipelineError
 
 
 class FetchStopped(PipelineError):

@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, unquote
 
 from dotenv import dotenv_values
 
-from app.errors import ConfigError, LiveKeyError, ProdGuardError
+from app.core.errors import ConfigError, LiveKeyError, ProdGuardError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ENVIRONMENTS = ("DEV", "PROD")
 
 # A Stripe key or secret, whatever its mode: `sk_test_…`, `rk_live_…`, `whsec_…`, and the

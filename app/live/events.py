@@ -23,19 +23,14 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection, Engine
 
-from app.config import mask_secrets
+from app.core.clock import stripe_now
+from app.core.config import mask_secrets
+from app.core.errors import PipelineError, TransformError
+from app.core.strict_json import api_object_problem, api_object_text
 from app.db.session import raw_cursor
-from app.errors import PipelineError, TransformError
-from app.ingest import (
-    IngestResult,
-    formats_for,
-    holds_nul,
-    load_rows,
-    stripe_now,
-    transform_object,
-)
-from app.resources import RESOURCES, Resource, load_order
-from app.strict_json import api_object_problem, api_object_text
+from app.load.ingest import IngestResult, load_rows
+from app.load.rows import PreparedRow, formats_for, holds_nul, transform_object
+from app.registry import RESOURCES, Resource, load_order
 from app.transformers.common import dig
 
 log = logging.getLogger(__name__)
@@ -145,7 +140,7 @@ def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str
 def _as_jsonb(event: dict[str, Any]) -> tuple[str, str | None]:
     """The event as jsonb text, or a stand-in holding its exact text, and why."""
     # read from the API (make sync), an event may hold NaN (orjson would write null) or a
-    # number no double holds (app.strict_json.InexactNumber)
+    # number no double holds (app.core.strict_json.InexactNumber)
     why = api_object_problem(event)
     if why is None:
         try:
@@ -334,7 +329,7 @@ def _apply_resource(
             to_read.append(object_id)
         kept.append((object_id, event, deletion))
     reread = _reread(reader, resource, to_read, counts) if reader is not None and to_read else {}
-    rows: list[dict[str, Any]] = []
+    rows: list[PreparedRow] = []
     for object_id, event, deletion in kept:
         when, obj = reread.get(object_id) or (event_time(event), _object(event))
         deleted = deletion or obj.get("deleted") is True
@@ -355,7 +350,7 @@ def _apply_resource(
             log.warning("event %s: set aside %s", event["id"], exc)
             continue
         if deleted:
-            row["deleted"] = True
+            row.values["deleted"] = True
         rows.append(row)
         outcomes[event["id"]] = "deleted" if deleted else "applied"
     if not rows:
@@ -371,7 +366,7 @@ def _apply_resource(
     cursor.execute(
         f"UPDATE {table} t SET state_at = v.s FROM unnest(%s::text[], %s::timestamptz[]) "
         "AS v(id, s) WHERE t.id = v.id AND (t.state_at IS NULL OR t.state_at < v.s)",
-        ([r["id"] for r in rows], [r["state_at"] for r in rows]),
+        ([r.id for r in rows], [r.state_at for r in rows]),
     )
 
 

@@ -3,7 +3,7 @@
 `sync_events()` is one pass of `make sync`: it lists `/v1/events` created since the cursor
 (less a short overlap: the list is eventually consistent), stores them in the inbox (the event
 id de-duplicates), moves the cursor once the listing is complete, and drains the inbox through
-the one apply path (app/events.py) that the webhook receiver's worker also uses. When there is
+the one apply path (app/live/events.py) that the webhook receiver's worker also uses. When there is
 no cursor yet, or it is older than Stripe keeps events (30 days), the pass says so and runs a
 full refresh instead: every resource listed whole, upserted, and the rows Stripe no longer
 lists soft-deleted (the delete sweep); the cursor then starts at the refresh's start.
@@ -24,15 +24,18 @@ from urllib.parse import quote
 import stripe
 from sqlalchemy import Engine
 
-from app.config import Settings, load_settings
+from app.client.budget import budget_from_env
+from app.client.stripe_api import ApiPager, api_errors, get_json, stripe_client
+from app.core.clock import stripe_now
+from app.core.config import Settings, load_settings
+from app.core.errors import PipelineError
+from app.core.progress import ProgressBoard
 from app.db.session import get_engine, raw_cursor
-from app.errors import PipelineError
-from app.events import ApplyCounts, drain, store_events, valid_event
-from app.ingest import IngestResult, stripe_now
-from app.progress import ProgressBoard
-from app.resources import BY_NAME, Resource, load_order
-from app.sources import complete_embedded
-from app.stripe_api import ApiPager, api_errors, budget_from_env, get_json, stripe_client
+from app.live.events import ApplyCounts, drain, store_events, valid_event
+from app.load.api_source import complete_embedded
+from app.load.ingest import IngestResult
+from app.load.runner import run
+from app.registry import BY_NAME, Resource, load_order
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class StripeApi:
         """The JSON body as Stripe sent it (the SDK's objects would cost more to build than
         the request takes, and coerce some fields), read as the backfill reads it (get_json):
         a number no column could keep exactly stays apart, for the event or object holding it
-        to be set aside (app.events), never rounded."""
+        to be set aside (app.live.events), never rounded."""
         body: dict[str, Any] = get_json(self.client, path, params).data
         return body
 
@@ -236,8 +239,6 @@ def refresh(
     """List resources whole from the API and load them as `make ingest-all SOURCE=api SWEEP=1`
     does (every listing at once inside the request budget; each resource's sweep only after its
     listing completed). A resource that failed fails the refresh: the cursor must not move."""
-    from app.ingest_command import run
-
     results = run(
         engine.url.render_as_string(hide_password=False),
         load_order(names),

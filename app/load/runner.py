@@ -1,14 +1,13 @@
-"""The command behind `make ingest-all` and every `scripts/ingest/ingest_<table>.py`."""
+"""Loading resources in dependency order, from files or the API: what `make ingest-all` runs,
+and what a full load of the live path (`sync_<resource>()`, a refresh) runs too."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,132 +18,28 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 import psycopg2
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
-from app.config import Settings, load_settings, mask_secrets
-from app.db.schema import require_tables, unreachable
+from app.core.clock import stripe_now
+from app.core.config import Settings, mask_secrets
+from app.core.errors import InputFileError, PipelineError, first_line
+from app.core.progress import ProgressBoard, ProgressTask
 from app.db.session import get_engine
-from app.errors import InputFileError, PipelineError, first_line
-from app.fetch_watch import FetchStopped, RunningFetch
-from app.ingest import MODES, IngestResult, ingest, stripe_now
-from app.progress import ProgressBoard, ProgressTask
-from app.rejects import RejectSink
-from app.resources import BY_NAME, Resource, load_order, parse_names
-from app.sources import ApiListings, ListingStopped, read_api_objects, read_json_objects
+from app.load.api_source import ApiListings, ListingStopped, read_api_objects
+from app.load.fetch_watch import FetchStopped, RunningFetch
+from app.load.ingest import IngestResult, ingest
+from app.load.json_files import read_json_objects
+from app.load.rejects import RejectSink
+from app.registry import BY_NAME, Resource
+from app.schema import require_tables, unreachable
 
 log = logging.getLogger(__name__)
 
 
-def build_parser(resources: list[str] | None) -> argparse.ArgumentParser:
-    one = resources is not None and len(resources) == 1
-    what = resources[0] if resources and one else "every resource, parents first"
-    parser = argparse.ArgumentParser(
-        description=f"Load Stripe objects into PostgreSQL: {what}.",
-        epilog=(
-            "Exit codes: 0 all loaded; 1 some objects were set aside (see the rejects files); "
-            "2 an input could not be read, the database refused the run or an unexpected error; "
-            "130 interrupted. "
-            "Environment: ENV (DEV|PROD), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE."
-        ),
-    )
-    parser.add_argument(
-        "--source",
-        choices=["json", "api"],
-        default="json",
-        help="json: files written by `make fetch` (default); api: the Stripe API "
-        "(or the local sandbox) through the stripe SDK",
-    )
-    parser.add_argument(
-        "--json-dir",
-        type=Path,
-        default=None,
-        help="folder of <resource>.json files (default: data/imported_stripe_data); while "
-        "`make fetch` writes it, each file is loaded once the fetch has written it",
-    )
-    if one:
-        parser.add_argument(
-            "--file",
-            type=Path,
-            default=None,
-            help="one JSON file to load instead of <json-dir>/<resource>.json",
-        )
-    else:
-        parser.add_argument(
-            "--resources",
-            default="",
-            help=f"comma- or space-separated subset of: {', '.join(BY_NAME)}",
-        )
-    parser.add_argument(
-        "--mode",
-        choices=MODES,
-        default="upsert",
-        help="upsert (default): changed objects update their row; "
-        "skip: keep the first version of every row",
-    )
-    parser.add_argument(
-        "--rejects-dir",
-        type=Path,
-        default=None,
-        help="where objects that could not be loaded are written (default: data/rejects)",
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="the input is a complete listing: soft-delete the rows it lacks (the delete sweep; "
-        "needs the listing's start time: SOURCE=api, or files written by `make fetch`). After "
-        "all eight resources, `make sync` goes on from the listing's start",
-    )
-    parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress display: errors and the summary"
-    )
-    add_debug_option(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None, resources: list[str] | None = None) -> int:
-    args = build_parser(resources).parse_args(argv)
-    fewer_malloc_arenas()
-    log_to_stderr(quiet=args.quiet)
-    try:
-        settings = load_settings()
-        names = resources or parse_names(args.resources) or None
-        chosen = load_order(names)
-    except (PipelineError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    url = args.database_url or settings.database_url
-    json_dir = args.json_dir or settings.json_dir
-    single_file = getattr(args, "file", None)
-    results: list[IngestResult] = []
-    try:
-        with ProgressBoard(enabled=not args.quiet) as board:
-            run(
-                url,
-                chosen,
-                settings,
-                source=args.source,
-                json_dir=json_dir,
-                single_file=single_file,
-                mode=args.mode,
-                rejects_dir=args.rejects_dir or settings.rejects_dir,
-                results=results,
-                sweep=args.sweep,
-                board=board,
-            )
-    except PipelineError as exc:
-        if results:
-            print(format_summary(results))
-        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
-    except BaseException:
-        # a crash or Ctrl-C: show what was done before it; run_command says what happened
-        if results:
-            print(format_summary(results), flush=True)
-        raise
-    print(format_summary(results))
-    return exit_code(results, args.rejects_dir or settings.rejects_dir)
+def ingest_file(conn: Connection, resource: Resource, path: Path, **kwargs: Any) -> IngestResult:
+    """One resource's JSON export into its table (a library call: tests, benchmarks)."""
+    return ingest(conn, resource, read_json_objects(path), source_name=str(path), **kwargs)
 
 
 # how often an ingest following a fetch looks for the files it waits for
@@ -184,21 +79,23 @@ def run(
     results: list[IngestResult] | None = None,
     sweep: bool = False,
     board: ProgressBoard | None = None,
+    on_whole_listing: Callable[[datetime], None] | None = None,
 ) -> list[IngestResult]:
     """Ingest `chosen`, a resource only once the resources it depends on are loaded; each
     resource's result joins `results` as it ends (kept in `chosen`'s order), so a caller
     interrupted half-way still knows what was done (the ones that broke or were stopped
     included).
 
-    SOURCE=api lists every resource at once from the start (app.sources.ApiListings: a listing
+    SOURCE=api lists every resource at once from the start (app.load.api_source.ApiListings: a listing
     whose load must wait for its parents goes on into a temporary file), so every endpoint
     keeps its share of the request budget busy, and loads up to PARALLEL_LOADS resources whose
     parents are done side by side. Files are loaded one at a time, parents first.
 
     With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
-    every resource is loaded so, the sync cursor starts at the earliest listing's start.
+    every resource is loaded so, `on_whole_listing` is told the earliest listing's start (where
+    `make sync` can go on from).
 
-    A curl fetch still writing `json_dir` (app.fetch_watch) is followed: each file is loaded
+    A curl fetch still writing `json_dir` (app.load.fetch_watch) is followed: each file is loaded
     once the fetch has written it and pages no list any more, the others' loads going first
     (the payment methods, the longest to fetch, are no one's parent).
 
@@ -312,8 +209,8 @@ def run(
             _wait_for(done, running, results, position)
             raise crash
     whole = {r.name for r in chosen} == set(BY_NAME) and not any(r.error for r in results)
-    if sweep and whole and all(listed):
-        start_sync_cursor(engine, settings, min(t for t in listed if t is not None))
+    if sweep and whole and all(listed) and on_whole_listing is not None:
+        on_whole_listing(min(t for t in listed if t is not None))
     return results
 
 
@@ -446,16 +343,6 @@ def _wait_for(
         _keep(results, result, position)
 
 
-def start_sync_cursor(engine: Any, settings: Settings, at: datetime) -> None:
-    """Every resource listed whole and swept: `make sync` can go on from the listing's start
-    instead of listing everything again (a cursor already there is never moved back)."""
-    from app.sync import read_cursor, write_cursor
-
-    if read_cursor(engine, settings) is None:
-        write_cursor(engine, settings, at, None, refreshed=True)
-        log.info("sync cursor set to %s: `make sync` goes on from there", f"{at:%Y-%m-%d %H:%M:%S}")
-
-
 def _source_of(
     resource: Resource,
     settings: Settings,
@@ -531,38 +418,3 @@ def _time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(microsecond=0) if parsed.tzinfo else None
-
-
-COLUMNS = ("read", "inserted", "updated", "unchanged", "deleted", "rejected", "placeholders")
-
-
-def format_summary(results: list[IngestResult]) -> str:
-    header = f"{'table':<24}" + "".join(f"{c:>13}" for c in COLUMNS) + f"{'seconds':>9}"
-    lines = [header, "-" * len(header)]
-    for result in results:
-        if not any(stats.read for stats in result.stats.values()):
-            result.stats.clear()  # nothing read (a failure before the first object): no rows
-        for index, (table, stats) in enumerate(result.stats.items()):
-            name = table if index == 0 else f"  └ {table}"
-            seconds = f"{result.seconds:>9.2f}" if index == 0 else ""
-            lines.append(
-                f"{name:<24}" + "".join(f"{getattr(stats, c):>13,}" for c in COLUMNS) + seconds
-            )
-        if result.error:
-            lines.append(f"{result.resource:<24}  FAILED: {result.error}")
-    return "\n".join(lines)
-
-
-def exit_code(results: list[IngestResult], rejects_dir: Path) -> int:
-    failed = [r.resource for r in results if r.error]
-    rejected = sum(r.rejected for r in results)
-    if failed:
-        print(f"\n{len(failed)} resource(s) failed: {', '.join(failed)}", file=sys.stderr)
-    if rejected:
-        print(
-            f"\n{rejected} object(s) set aside, with their reasons, in {rejects_dir}/",
-            file=sys.stderr,
-        )
-    if failed:
-        return EXIT_FAILED
-    return EXIT_PARTIAL if rejected else EXIT_OK

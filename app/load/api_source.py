@@ -1,238 +1,47 @@
-"""Where Stripe objects come from: a JSON export on disk, or the API through the stripe SDK.
-
-Every source yields plain dicts one at a time, so memory stays flat whatever the input size.
+"""Objects from the live API (or the sandbox) through the stripe SDK: one resource's listing
+(`read_api_objects`), or every resource listed at once into spools their loads read
+(`ApiListings`), embedded child lists completed from their own endpoints.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-import re
-import stat
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+import stripe
 
-from app import strict_json
-from app.errors import InputFileError
-from app.strict_json import (
-    KEPT_TEXT_BYTES,
-    Oversized,
-    Unreadable,
-    api_object_problem,
-    api_object_text,
-    array_elements,
-    checked,
-    decode_object,
-    too_large,
-)
+from app.client.budget import budget_from_env
+from app.client.lister import ListSpec, ParallelLister
+from app.client.stripe_api import ApiPager, api_errors, get_json, stripe_client
+from app.core.clock import stripe_now
+from app.core.progress import ProgressBoard
+from app.core.strict_json import Unreadable, api_object_problem, api_object_text
+from app.registry import Child, Resource
 from app.transformers.common import dig
 
-if TYPE_CHECKING:
-    import stripe
-
-    from app.progress import ProgressBoard
-    from app.resources import Child, Resource
-    from app.stripe_api import ApiPager, ParallelLister
-
 log = logging.getLogger(__name__)
-
-
-def read_json_objects(
-    path: Path, *, opened: Callable[[IO[bytes]], None] | None = None
-) -> Iterator[Any]:
-    """Yield the objects of a Stripe export: a list envelope, a plain array, or JSON Lines.
-
-    Every object is decoded strictly (app.strict_json): one that cannot be stored exactly is
-    yielded as an `Unreadable` with its reason and text, and the loop sets it aside. A file that
-    is not a Stripe export at all raises InputFileError naming the file before anything is
-    yielded; one whose JSON breaks off raises it after the objects before the break.
-
-    `opened(handle)` is shown the open file (progress measures the position read).
-    """
-    _check_regular_file(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputFileError(path, f"cannot be opened: {exc.strerror or exc}") from exc
-    with handle:
-        if opened is not None:
-            opened(handle)
-        first = _first_byte(handle)
-        if first is None:
-            raise InputFileError(path, "the file is empty; expected Stripe JSON")
-        if first == b"[":
-            yield from _one_per_line_or_split(handle, path, envelope=False)
-            return
-        if first != b"{":
-            raise InputFileError(path, f"not JSON: starts with {first!r}; expected '{{' or '['")
-        line = handle.readline(strict_json.MAX_OBJECT_BYTES + 1)
-        try:
-            head = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            head = None  # an indented envelope or array, or a first line that is not whole
-        if (isinstance(head, dict) and not _is_envelope(head)) or (
-            head is None
-            and not strict_json.opens_a_list(line)
-            and _looks_like_json_lines(handle, line)
-        ):
-            handle.seek(0)
-            yield from _json_lines(handle, path)
-            return
-        handle.seek(0)
-        yield from _one_per_line_or_split(handle, path, envelope=True)
-
-
-def _check_regular_file(path: Path) -> None:
-    """Only regular files are read: a FIFO or a device would block or never end."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise InputFileError(
-            path, "file not found (run `make fetch`, or pass JSON_DIR=… / FILE=…)"
-        ) from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
-    if stat.S_ISDIR(mode):
-        raise InputFileError(path, "is a directory; expected a JSON file")
-    if not stat.S_ISREG(mode):
-        raise InputFileError(
-            path, "is not a regular file (a FIFO, socket or device); expected a JSON file"
-        )
-
-
-def _looks_like_json_lines(handle: IO[bytes], first_line: bytes) -> bool:
-    """A first line that is one object which fails to decode, followed by a line that starts
-    another object: JSON Lines whose first object is bad, not a pretty-printed envelope."""
-    text = first_line.strip()
-    if not (text.startswith(b"{") and text.endswith(b"}")):
-        return False
-    for line in iter(lambda: handle.readline(1024), b""):
-        if line.strip():
-            return line.lstrip().startswith(b"{")
-    return True
-
-
-# the line that opens the array of objects: `[` for a plain array, `… "data": [` for an envelope
-_OPENING = {False: re.compile(rb"^\s*\[\s*$"), True: re.compile(rb'"data"\s*:\s*\[\s*$')}
-_HEADER_LINES = 50
-
-
-def _one_per_line_or_split(handle: IO[bytes], path: Path, envelope: bool) -> Iterator[Any]:
-    """Fast path for the layouts the fetchers write and Stripe exports use: one object per line
-    inside the array, the comma between two objects at the end of a line or at the start of the
-    next (the fetchers write `,{…}`). Anything else (pretty-printed, everything on one line, a
-    missing or doubled comma…) goes to the array splitter, which names what is wrong, skipping
-    the objects the fast path has already yielded."""
-    yielded = 0
-    header = b""
-    for number in range(_HEADER_LINES + 1):
-        line = handle.readline(strict_json.MAX_OBJECT_BYTES)
-        header += line
-        if not line or _OPENING[envelope].search(line.rstrip()) or number == _HEADER_LINES:
-            break
-    if _OPENING[envelope].search(header.rstrip()):
-        comma = None  # before the first object: None; then whether a comma followed the last
-        for line in iter(lambda: handle.readline(strict_json.MAX_OBJECT_BYTES + 2), b""):
-            text = line.strip()
-            if text.startswith(b"]") and comma is not True:
-                _check_trailer(
-                    header, text + handle.read(strict_json.MAX_OBJECT_BYTES), path, yielded
-                )
-                return
-            if text.startswith(b","):
-                if comma is not False:
-                    break  # a comma with no object before it, or a second one
-                text = text[1:].lstrip()
-            elif comma is False:
-                break  # two objects with no comma between them
-            comma = text.endswith(b",")
-            if comma:
-                text = text[:-1].rstrip()
-            if not (text.startswith(b"{") and text.endswith(b"}")):
-                break  # not one object per line after all
-            try:
-                obj = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                break  # the splitter says why, naming the object
-            if not isinstance(obj, dict):
-                break
-            yielded += 1
-            yield checked(obj, text, yielded)
-    handle.seek(0)
-    for index, obj in enumerate(_split(handle, path, envelope)):
-        if index >= yielded:
-            yield obj
-
-
-def _split(handle: IO[bytes], path: Path, envelope: bool) -> Iterator[Any]:
-    for position, element in enumerate(array_elements(handle, path, envelope), start=1):
-        if isinstance(element, Oversized):
-            yield too_large(position, element.size, element.head)
-        else:
-            yield decode_object(element, position)
-
-
-def _check_trailer(header: bytes, trailer: bytes, path: Path, count: int) -> None:
-    """What surrounds the objects must itself be valid JSON, as a streaming parser would insist."""
-    try:
-        orjson.loads(header + trailer)
-    except orjson.JSONDecodeError as exc:
-        raise InputFileError(path, f"not valid JSON after {count} objects: {exc}") from exc
-
-
-def _first_byte(handle: IO[bytes]) -> bytes | None:
-    while True:
-        char = handle.read(1)
-        if not char:
-            return None
-        if not char.isspace():
-            handle.seek(handle.tell() - 1)
-            return char
-
-
-def _is_envelope(obj: dict[str, Any]) -> bool:
-    return obj.get("object") == "list" or ("data" in obj and "id" not in obj)
-
-
-def _json_lines(handle: IO[bytes], path: Path) -> Iterator[Any]:
-    for number, line in enumerate(
-        iter(lambda: handle.readline(strict_json.MAX_OBJECT_BYTES + 2), b""), 1
-    ):
-        if len(line) > strict_json.MAX_OBJECT_BYTES and not line.endswith(b"\n"):
-            size, head = len(line), line[:KEPT_TEXT_BYTES]
-            while line and not line.endswith(b"\n"):  # the rest of the line, let go of
-                line = handle.readline(_SKIP)
-                size += len(line)
-            yield too_large(number, size - line.endswith(b"\n"), head, "line")
-            continue
-        if line.strip():
-            yield decode_object(line.strip(), number, "line")
-
-
-_SKIP = 1 << 20
 
 
 def read_api_objects(resource: Any, settings: Any) -> Generator[Any, None, None]:
     """Yield every object of a resource from the live API (or the sandbox) via the stripe SDK.
 
     The same list path, params and expand[] as the curl fetchers, many requests in flight
-    inside the FETCH_RATE / FETCH_ENDPOINT_RATE budget (app.stripe_api: 429s retried, 5xx and
+    inside the FETCH_RATE / FETCH_ENDPOINT_RATE budget (app.client.stripe_api: 429s retried, 5xx and
     network errors by the SDK's own retries): a large list in `created` ranges, payment methods
     for many customers at once, embedded lists completed by the worker that fetched their
     parent. Objects stream out as pages arrive (a bounded number wait), so the bulk load
     writes while the fetch goes on. Stripe's errors become a FetchError that says what to do,
     with the key masked.
     """
-    from app.stripe_api import ParallelLister, api_errors, budget_from_env
 
     def complete(lister: ParallelLister, obj: dict[str, Any]) -> None:
         for child in resource.children:
@@ -404,7 +213,6 @@ class ApiListings:
         board: ProgressBoard | None = None,
         memory_chunks: int = SPOOL_MEMORY_CHUNKS,
     ) -> None:
-        from app.ingest import stripe_now
 
         self.spools: dict[str, ListingSpool] = {}
         self.started: dict[str, datetime] = {}
@@ -481,14 +289,10 @@ def _list_into(
 
 
 def api_client(settings: Any) -> stripe.StripeClient:
-    from app.stripe_api import stripe_client
-
     return stripe_client(settings)
 
 
 def _api_pages(resource: Any, settings: Any, lister: ParallelLister) -> Iterator[dict[str, Any]]:
-    from app.stripe_api import ListSpec
-
     params: dict[str, Any] = dict(resource.list_params)
     expand = resource.expand_for(settings.stripe_api_version)
     if expand:
@@ -544,8 +348,6 @@ def _child_list(child: Child, parent_id: str) -> tuple[str, dict[str, Any]]:
 
 def complete_listed(lister: Any, parent: dict[str, Any], child: Child) -> None:
     """`complete_embedded` for the parallel lister: pages the rest in the calling worker."""
-    from app.stripe_api import ListSpec
-
     envelope = dig(parent, *child.envelope_path)
     if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
         return
@@ -562,8 +364,6 @@ def complete_embedded(
 ) -> None:
     """Stripe embeds only the first page of a child list (`has_more: true` when there is more):
     page the rest from the registry's list path and put the whole list in the parent."""
-    from app.stripe_api import get_json
-
     envelope = dig(parent, *child.envelope_path)
     if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
         return

@@ -13,15 +13,17 @@ import orjson
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
-from app.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_debug_option, log_to_stderr
-from app.config import Settings, load_settings, mask_secrets
-from app.db.schema import require_tables, unreachable
+from app.check.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
+from app.commands.cli import add_debug_option, log_to_stderr
+from app.core.config import Settings, load_settings, mask_secrets
+from app.core.errors import PipelineError
+from app.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from app.core.progress import ProgressBoard, ProgressCallback, ProgressTask
 from app.db.session import sqlalchemy_url
-from app.errors import PipelineError
-from app.progress import ProgressBoard, ProgressCallback, ProgressTask
-from app.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
-from app.resources import BY_NAME, Resource, load_order, parse_names
-from app.sources import read_api_objects, read_json_objects
+from app.load.api_source import read_api_objects
+from app.load.json_files import read_json_objects
+from app.registry import BY_NAME, Resource, load_order, parse_names
+from app.schema import require_tables, unreachable
 
 log = logging.getLogger(__name__)
 

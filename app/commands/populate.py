@@ -21,7 +21,7 @@ from typing import Any
 
 import stripe
 
-from app.config import (
+from app.core.config import (
     Settings,
     mask_key,
     mask_secrets,
@@ -29,7 +29,7 @@ from app.config import (
     refuse_live_key,
     remember_secret,
 )
-from app.errors import ConfigError, FetchError
+from app.core.errors import ConfigError, FetchError
 
 log = logging.getLogger(__name__)
 
