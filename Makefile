@@ -34,7 +34,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-TABLES := products prices customers payment_methods subscriptions invoices payment_intents charges
+# one table a per-table script (scripts/ingest/ingest_<table>.py), which tests keep one a
+# resource of the registry: a resource added there has its `make ingest-<table>` at once
+TABLES := $(patsubst scripts/ingest/ingest_%.py,%,$(wildcard scripts/ingest/ingest_*.py))
 INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \

@@ -52,3 +52,17 @@ def test_the_drawn_layers_are_the_enforced_ones():
     enforced = next(c for c in contracts if c["type"] == "layers")["layers"]
     normalise = lambda layer: re.sub(r"\s+", " ", layer)  # noqa: E731
     assert [normalise(layer) for layer in layers] == [normalise(layer) for layer in enforced]
+
+
+def test_the_registry_drives_the_per_table_entry_points():
+    # a resource of the registry has its script (and so its `make ingest-<table>`) and its
+    # sync_<resource>(); nothing lists a table the registry does not have
+    from app.live import sync
+    from app.registry import RESOURCES
+
+    names = {r.name for r in RESOURCES}
+    scripts = {p.stem.removeprefix("ingest_") for p in (ROOT / "scripts" / "ingest").glob("*.py")}
+    assert scripts == names
+    for name in names:
+        function = getattr(sync, f"sync_{name}")
+        assert function.__name__ == f"sync_{name}" and name in function.__doc__

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from app.live.events import ApplyCounts, drain, store_events, valid_event
 from app.load.api_source import complete_embedded
 from app.load.ingest import IngestResult
 from app.load.runner import run
-from app.registry import BY_NAME, Resource, load_order
+from app.registry import BY_NAME, RESOURCES, Resource, load_order
 
 log = logging.getLogger(__name__)
 
@@ -268,39 +268,16 @@ def sync_resource(
     return refresh(engine, settings, names=[name])[0]
 
 
-def sync_products(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
-    return sync_resource("products", engine, settings)
+def _sync_function(name: str) -> Callable[..., IngestResult]:
+    def sync(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
+        return sync_resource(name, engine, settings)
+
+    sync.__name__ = sync.__qualname__ = f"sync_{name}"
+    sync.__doc__ = f"List {name} whole from the API into the mirror, with the delete sweep."
+    return sync
 
 
-def sync_prices(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
-    return sync_resource("prices", engine, settings)
-
-
-def sync_customers(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
-    return sync_resource("customers", engine, settings)
-
-
-def sync_payment_methods(
-    engine: Engine | None = None, settings: Settings | None = None
-) -> IngestResult:
-    return sync_resource("payment_methods", engine, settings)
-
-
-def sync_subscriptions(
-    engine: Engine | None = None, settings: Settings | None = None
-) -> IngestResult:
-    return sync_resource("subscriptions", engine, settings)
-
-
-def sync_invoices(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
-    return sync_resource("invoices", engine, settings)
-
-
-def sync_payment_intents(
-    engine: Engine | None = None, settings: Settings | None = None
-) -> IngestResult:
-    return sync_resource("payment_intents", engine, settings)
-
-
-def sync_charges(engine: Engine | None = None, settings: Settings | None = None) -> IngestResult:
-    return sync_resource("charges", engine, settings)
+# sync_products(), sync_prices(), sync_customers(), …: one per resource of the registry, named
+# as the seed names them, so a resource added to the registry has its own at once
+for _resource in RESOURCES:
+    globals()[f"sync_{_resource.name}"] = _sync_function(_resource.name)
