@@ -89,17 +89,20 @@ stop_progress() {  # the fetch's own exit: close its end, give the drawer a mome
   done
 }
 
-# Stripe keys must never reach a terminal or a log: keep a prefix and the last four characters,
-# for the configured key whatever its shape and for anything that looks like a Stripe key.
-mask_key() {
-  local k=$1
-  if (( ${#k} > 12 )); then printf '%s…%s' "${k:0:8}" "${k: -4}"; else printf '***'; fi
-}
-
+# Stripe keys must never reach a terminal or a log. The masking is the Python side's
+# (app.core.config.mask_secrets: any key's shape, the configured key whatever its shape,
+# database passwords): the key as shown comes with the settings (STRIPE_KEY_MASKED), and a
+# message is masked by asking it — on the way to a failure, so one Python start is nothing.
+# Should Python not answer, the configured key is hidden whole.
 mask() {
-  local text=$1 key=${STRIPE_SECRET_KEY:-}
-  if [[ -n $key ]]; then text=${text//"$key"/$(mask_key "$key")}; fi
-  sed -E 's/((sk|rk|pk)_(live|test)_|whsec_)[A-Za-z0-9]*([A-Za-z0-9]{4})/\1…\4/g' <<<"$text"
+  local text=$1 masked
+  if masked=$(cd "$PROJECT_ROOT" && "$PYTHON" scripts/list_resources.py --mask <<<"$text" 2>/dev/null); then
+    printf '%s' "$masked"
+  elif [[ -n ${STRIPE_SECRET_KEY:-} ]]; then
+    printf '%s' "${text//"$STRIPE_SECRET_KEY"/***}"
+  else
+    printf '%s' "$text"
+  fi
 }
 
 parse_fetch_args() {  # SCRIPT ARGS…: --help prints the script's header comment; --restart

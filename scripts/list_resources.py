@@ -9,6 +9,7 @@ and embedded the lists Stripe embeds only a first page of, as `envelope|list_pat
 parent's id); "-" when there are none (tabs are whitespace to `read`, so no field may be empty).
 `list_resources.py --shell [NAMES…]` prints the Stripe settings and those lines (as
 RESOURCE_LINES) as shell assignments for `eval`: one Python start per fetch.
+`list_resources.py --mask` prints its standard input with every secret masked.
 Unknown names exit 2 with the list of known ones.
 """
 
@@ -23,7 +24,7 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.commands.cli import add_debug_option, run_command  # noqa: E402
-from app.core.config import load_settings  # noqa: E402
+from app.core.config import load_settings, mask_key, mask_secrets  # noqa: E402
 from app.core.errors import PipelineError  # noqa: E402
 from app.core.exit_codes import EXIT_FAILED  # noqa: E402
 from app.registry import load_order  # noqa: E402
@@ -53,6 +54,8 @@ def settings_lines() -> list[str]:
         "STRIPE_API_VERSION": settings.stripe_api_version,
         "STRIPE_ACCOUNT": settings.stripe_account,
         "JSON_DIR": str(settings.json_dir),
+        # the key as messages show it: the one masking, app.core.config's
+        "STRIPE_KEY_MASKED": mask_key(settings.stripe_secret_key),
     }
     return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
 
@@ -63,12 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         "names", nargs="*", help="resources (comma- or space-separated); all if none"
     )
     parser.add_argument(
+        "--mask",
+        action="store_true",
+        help="print standard input with every secret masked (the fetchers' messages)",
+    )
+    parser.add_argument(
         "--shell",
         action="store_true",
         help="print settings and resource lines as shell assignments",
     )
     add_debug_option(parser)
     args = parser.parse_args(argv)
+    if args.mask:
+        load_settings()  # the configured key and passwords are masked whatever their shape
+        sys.stdout.write(mask_secrets(sys.stdin.read()))
+        return 0
     try:
         names = [n for arg in args.names for n in arg.replace(",", " ").split()]
         lines = resource_lines(names or None, load_settings().stripe_api_version)

@@ -210,3 +210,30 @@ def test_a_wrong_password_is_refused_without_showing_it(hostile_role):
         _logs_in_as(url)
     assert "password authentication failed" in str(caught.value)
     assert "wr0ng" not in mask_secrets(f"{url}: {caught.value}")
+
+
+def test_the_bash_fetchers_mask_as_the_python_side_does(monkeypatch):
+    # one masking: fetch_lib.sh asks app.core.config for it rather than keeping its own rules
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from app.core.config import load_settings
+
+    root = Path(__file__).resolve().parent.parent
+    key = "not-a-stripe-shaped-key-1234567890"  # the configured key, whatever its shape
+    text = f"refused {key}; also sk_live_{'x' * 24}abcd and postgresql://u:hunter22@db/x"
+    script = 'source scripts/fetch_lib.sh; mask "$1"'
+    env = {**os.environ, "STRIPE_SECRET_KEY": key}
+    shown = subprocess.run(
+        ["bash", "-c", script, "bash", text],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    monkeypatch.setenv("STRIPE_SECRET_KEY", key)
+    load_settings()
+    assert shown == mask_secrets(text)
+    assert key not in shown and "hunter22" not in shown and "x" * 24 not in shown
