@@ -32,7 +32,7 @@ from app.core.errors import PipelineError
 from app.core.progress import ProgressBoard
 from app.db.session import get_engine, raw_cursor
 from app.live.events import ApplyCounts, drain, store_events, valid_event
-from app.load.api_source import complete_embedded
+from app.load.api_source import complete_child_list, paged_by
 from app.load.ingest import IngestResult
 from app.load.runner import run
 from app.registry import BY_NAME, RESOURCES, Resource, load_order
@@ -103,7 +103,7 @@ class StripeApi:
         """Page the rest of embedded lists that say `has_more`, as the fetcher does."""
         with api_errors(self.settings, resource.name):
             for child in resource.children:
-                complete_embedded(self.client, self.pager, obj, child)
+                complete_child_list(obj, child, paged_by(self.client, self.pager))
 
 
 @dataclass

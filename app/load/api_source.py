@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,7 +45,7 @@ def read_api_objects(resource: Any, settings: Any) -> Generator[Any, None, None]
 
     def complete(lister: ParallelLister, obj: dict[str, Any]) -> None:
         for child in resource.children:
-            complete_listed(lister, obj, child)
+            complete_child_list(obj, child, listed_by(lister))
 
     with api_errors(settings, resource.name):
         lister = ParallelLister(
@@ -346,36 +346,44 @@ def _child_list(child: Child, parent_id: str) -> tuple[str, dict[str, Any]]:
     return path, params
 
 
-def complete_listed(lister: Any, parent: dict[str, Any], child: Child) -> None:
-    """`complete_embedded` for the parallel lister: pages the rest in the calling worker."""
-    envelope = dig(parent, *child.envelope_path)
-    if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
-        return
-    data = envelope.get("data") or []
-    path, params = _child_list(child, parent["id"])
-    start = {"limit": 100, **({"starting_after": data[-1]["id"]} if data else {})}
-    rest = lister.pages(ListSpec(path, params), start, parent_id=parent["id"])
-    envelope["data"] = [*data, *(obj for page in rest for obj in page)]
-    envelope["has_more"] = False
+# the rest of a child list after its first page: (path template, params, first request's
+# params, parent id) → the remaining objects, in order
+RestOfList = Callable[[str, dict[str, Any], dict[str, Any], str], Iterable[dict[str, Any]]]
 
 
-def complete_embedded(
-    client: stripe.StripeClient, pager: ApiPager, parent: dict[str, Any], child: Child
-) -> None:
+def complete_child_list(parent: dict[str, Any], child: Child, rest_of: RestOfList) -> None:
     """Stripe embeds only the first page of a child list (`has_more: true` when there is more):
-    page the rest from the registry's list path and put the whole list in the parent."""
+    page the rest from the registry's list path (`rest_of` sends the requests: the parallel
+    lister's worker, or the live path's pager) and put the whole list in the parent."""
     envelope = dig(parent, *child.envelope_path)
     if not isinstance(envelope, dict) or envelope.get("has_more") is not True:
         return
     data = envelope.get("data") or []
     template, params = _child_list(child, parent["id"])
-    path = template.replace("{id}", parent["id"])
-    params = {"limit": 100, **params}
-    if data:
-        params["starting_after"] = data[-1]["id"]
-
-    def list_page(p: dict[str, Any]) -> Any:
-        return get_json(client, path, p).data
-
-    envelope["data"] = [*data, *pager.each(list_page, params, template)]
+    start = {"limit": 100, **({"starting_after": data[-1]["id"]} if data else {})}
+    envelope["data"] = [*data, *rest_of(template, params, start, parent["id"])]
     envelope["has_more"] = False
+
+
+def listed_by(lister: ParallelLister) -> RestOfList:
+    """A child list's rest paged by the parallel lister, in the calling worker."""
+
+    def rest(
+        template: str, params: dict[str, Any], start: dict[str, Any], parent_id: str
+    ) -> Iterable[dict[str, Any]]:
+        pages = lister.pages(ListSpec(template, params), start, parent_id=parent_id)
+        return (obj for page in pages for obj in page)
+
+    return rest
+
+
+def paged_by(client: stripe.StripeClient, pager: ApiPager) -> RestOfList:
+    """A child list's rest paged one request at a time inside the budget (the live path)."""
+
+    def rest(
+        template: str, params: dict[str, Any], start: dict[str, Any], parent_id: str
+    ) -> Iterable[dict[str, Any]]:
+        path = template.replace("{id}", parent_id)
+        return pager.each(lambda p: get_json(client, path, p).data, {**start, **params}, template)
+
+    return rest
