@@ -157,3 +157,19 @@ def test_script_help():
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "--force" in result.stdout
+
+
+def test_populate_fills_the_configured_connected_account(sandbox, settings, monkeypatch):
+    # the one client of every path: STRIPE_ACCOUNT goes with every request, as in the fetch
+    accounts: list[str | None] = []
+    answer = sandbox.sandbox.handle
+
+    def recording(method: str, target: str, headers: dict[str, str], body: bytes):
+        accounts.append({k.lower(): v for k, v in headers.items()}.get("stripe-account"))
+        return answer(method, target, headers, body)
+
+    monkeypatch.setattr(sandbox.sandbox, "handle", recording)
+    connected = dataclasses.replace(settings, stripe_account="acct_1Connected")
+    report = populate(connected, load_fixtures(FIXTURES))
+    assert report.failed == 0, report.failures
+    assert len(accounts) > 10 and set(accounts) == {"acct_1Connected"}

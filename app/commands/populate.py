@@ -21,6 +21,7 @@ from typing import Any
 
 import stripe
 
+from app.client.stripe_api import stripe_client
 from app.core.config import (
     Settings,
     mask_key,
@@ -107,16 +108,6 @@ def load_fixtures(folder: Path) -> Fixtures:
     return fixtures
 
 
-def make_client(settings: Settings) -> stripe.StripeClient:
-    return stripe.StripeClient(
-        settings.stripe_secret_key,
-        base_addresses={"api": settings.stripe_api_base},
-        stripe_version=settings.stripe_api_version,
-        # the SDK adds idempotency keys to retried POSTs, so a retry never creates twice
-        max_network_retries=3,
-    )
-
-
 def check_allowed(settings: Settings) -> None:
     # whatever its shape (a mistyped `sk_tset_…` too), the key is masked in every later message
     remember_secret(settings.stripe_secret_key)
@@ -135,7 +126,9 @@ def populate(
 ) -> PopulateReport:
     """Create what is missing; with `force`, cancel and recreate the fixture subscriptions."""
     check_allowed(settings)
-    client = client or make_client(settings)
+    # the one client every path uses (STRIPE_ACCOUNT included); the SDK adds idempotency keys
+    # to retried POSTs, so a retry never creates twice
+    client = client or stripe_client(settings)
     report = PopulateReport()
     try:
         products = _ensure_products(client, fixtures.products, report)
