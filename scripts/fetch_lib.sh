@@ -33,7 +33,7 @@ FETCH_RATE=${FETCH_RATE:-25}                 # requests/s for the whole fetch; 0
 FETCH_ENDPOINT_RATE=${FETCH_ENDPOINT_RATE:-} # requests/s per endpoint (default: load_setup)
 FETCH_CONCURRENCY=${FETCH_CONCURRENCY:-8}    # per-customer payment-method workers
 FETCH_RANGES=${FETCH_RANGES:-8}              # page chains one global list runs at once; 1 = one
-FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-8}
+FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-}      # retries of a request (default: the rules)
 FETCH_PAGE_LIMIT=${FETCH_PAGE_LIMIT:-100}    # Stripe's maximum; smaller only for tests
 FETCH_TIMEOUT=${FETCH_TIMEOUT:-60}           # seconds one request may take in all
 # seconds a request may receive nothing before curl gives it up: a request never answered (a
@@ -162,6 +162,9 @@ load_setup() {
     exit "$EXIT_FAILED"
   fi
   eval "$setup"
+  # the retry rules are the Python side's (app.client.stripe_api), as are the settings
+  FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-$RETRIES_DEFAULT}
+  [[ $FETCH_MAX_RETRIES =~ ^[0-9]+$ ]] || { log "error: FETCH_MAX_RETRIES must be a number"; exit "$EXIT_FAILED"; }
   [[ -n ${STRIPE_SECRET_KEY:-} ]] || { log "error: STRIPE_SECRET_KEY is not set"; exit "$EXIT_FAILED"; }
   if ! [[ $FETCH_PAGE_LIMIT =~ ^[0-9]+$ ]] || (( FETCH_PAGE_LIMIT < 1 || FETCH_PAGE_LIMIT > 100 )); then
     log "error: FETCH_PAGE_LIMIT must be 1..100"
@@ -454,9 +457,10 @@ error_message() {  # Stripe's error body → its message, or the start of whatev
 }
 
 # backoff in seconds for attempt $1 (1-based): 0.5, 1, 2, … capped at 16, with 50–100 % jitter
-backoff_seconds() {
-  local ms=$(( 500 * (1 << ($1 - 1)) ))
-  (( ms > 16000 )) && ms=16000
+backoff_seconds() {  # ATTEMPT: drawn between half and all of the rules' ceiling (BACKOFF_MS)
+  local last=$(( ${#BACKOFF_MS[@]} - 1 )) n=$(( $1 - 1 ))
+  (( n > last )) && n=$last
+  local ms=${BACKOFF_MS[n]}
   ms=$(( ms / 2 + RANDOM % (ms / 2 + 1) ))
   printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
 }
@@ -496,7 +500,11 @@ retry_wait() {
     fatal "$what: giving up after $attempt attempts: $REASON"
   fi
   WAIT_S=$retry_after
-  [[ $WAIT_S =~ ^[0-9]+$ ]] || WAIT_S=$(backoff_seconds "$attempt")
+  if [[ $WAIT_S =~ ^[0-9]+$ ]]; then
+    (( WAIT_S > RETRY_AFTER_MAX_S )) && WAIT_S=$RETRY_AFTER_MAX_S
+  else
+    WAIT_S=$(backoff_seconds "$attempt")
+  fi
   log "$what: $REASON; retry $attempt/$FETCH_MAX_RETRIES in ${WAIT_S}s"
 }
 

@@ -23,6 +23,11 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.client.stripe_api import (  # noqa: E402
+    MAX_RATE_LIMIT_RETRIES,
+    RETRY_AFTER_MAX_SECONDS,
+    backoff_ceilings_ms,
+)
 from app.commands.cli import add_debug_option, run_command  # noqa: E402
 from app.core.config import load_settings, mask_key, mask_secrets  # noqa: E402
 from app.core.errors import PipelineError  # noqa: E402
@@ -56,8 +61,12 @@ def settings_lines() -> list[str]:
         "JSON_DIR": str(settings.json_dir),
         # the key as messages show it: the one masking, app.core.config's
         "STRIPE_KEY_MASKED": mask_key(settings.stripe_secret_key),
+        # the retry rules of every path (app.client.stripe_api)
+        "RETRIES_DEFAULT": str(MAX_RATE_LIMIT_RETRIES),
+        "RETRY_AFTER_MAX_S": str(RETRY_AFTER_MAX_SECONDS),
     }
-    return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+    lines = [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+    return [*lines, f"BACKOFF_MS=({' '.join(str(ms) for ms in backoff_ceilings_ms())})"]
 
 
 def main(argv: list[str] | None = None) -> int:

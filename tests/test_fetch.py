@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.client.stripe_api import MAX_RATE_LIMIT_RETRIES
 from app.core.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from app.registry import BY_NAME, RESOURCES
 from tests.fetch_helpers import (
@@ -118,6 +119,26 @@ def test_the_fetchers_exit_codes_are_the_python_commands_table():
     unknown = subprocess.run([str(FETCH), "--frobnicate"], capture_output=True, text=True)
     assert unknown.returncode == EXIT_FAILED
     assert "unknown argument '--frobnicate' (try --help)" in unknown.stderr
+
+
+def test_the_fetchers_retry_by_the_python_sides_rules():
+    # one retry policy: the curl fetch draws its backoffs from app.client.stripe_api's ceilings
+    from app.client.stripe_api import backoff_ceiling
+
+    script = (
+        'source "$1"; cd "$2"; eval "$("$PYTHON" scripts/list_resources.py --shell)"; '
+        'echo "$RETRIES_DEFAULT"; for a in $(seq 1 12); do backoff_seconds "$a"; echo; done'
+    )
+    shown = subprocess.run(
+        ["bash", "-c", script, "bash", str(FETCH.parent / "fetch_lib.sh"), str(FETCH.parents[1])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert int(shown[0]) == MAX_RATE_LIMIT_RETRIES
+    for attempt, waited in enumerate(map(float, shown[1:]), start=1):
+        ceiling = backoff_ceiling(attempt)
+        assert ceiling / 2 - 0.001 <= waited <= ceiling, (attempt, waited)
 
 
 def test_missing_endpoint_is_an_error_naming_it(sandbox, tmp_path):

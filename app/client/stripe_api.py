@@ -42,7 +42,13 @@ from app.core.strict_json import inexact_number, loads_keeping_inexact
 
 log = logging.getLogger(__name__)
 
+# How a failed request is retried, by every path: the curl fetch reads these rules through
+# scripts/list_resources.py. Retries after the first attempt; the backoff before retry n is
+# drawn between half and all of backoff_ceiling(n); a Retry-After is honoured up to a minute.
 MAX_RATE_LIMIT_RETRIES = 8
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 16.0
+RETRY_AFTER_MAX_SECONDS = 60
 PAGE = 100  # objects per list request: Stripe's largest page
 
 
@@ -191,10 +197,25 @@ def retry_delay(exc: stripe.StripeError, attempt: int) -> float:
     raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     try:
         if raw is not None:
-            return min(max(float(raw), 0.0), 60.0)
+            return min(max(float(raw), 0.0), RETRY_AFTER_MAX_SECONDS)
     except ValueError:
         pass
-    return min(0.5 * 2 ** (attempt - 1), 16.0) * random.uniform(0.5, 1.0)
+    return backoff_ceiling(attempt) * random.uniform(0.5, 1.0)
+
+
+def backoff_ceiling(attempt: int) -> float:
+    """The longest backoff before retry `attempt` (from 1): doubling from half a second, at
+    most 16 s."""
+    return min(BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)
+
+
+def backoff_ceilings_ms() -> list[int]:
+    """backoff_ceiling of each retry, in ms, up to the first that reaches the most (the same
+    after it): the table the curl fetch draws its backoffs from."""
+    table = [round(backoff_ceiling(1) * 1000)]
+    while table[-1] < BACKOFF_MAX_SECONDS * 1000:
+        table.append(round(backoff_ceiling(len(table) + 1) * 1000))
+    return table
 
 
 def _has_more(page: Any) -> bool:
