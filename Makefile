@@ -13,7 +13,7 @@ MSG ?= schema change
 REPORT ?= data/reports/check_db.json
 # demo-sample's own database on the dev server, so the sample never mixes with the demo's rows
 SAMPLE_DATABASE_URL ?= postgresql://postgres:postgres@127.0.0.1:5434/stripe_db_sample
-FETCH_RATE ?= 25
+FETCH_RATE ?=
 BENCH_CUSTOMERS ?= 500
 SWEEP ?=
 FOLLOW ?=

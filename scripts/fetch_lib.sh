@@ -29,8 +29,8 @@
 
 # ---- settings ---------------------------------------------------------------------------------
 
-FETCH_RATE=${FETCH_RATE:-25}                 # requests/s for the whole fetch; 0 = no budget
-FETCH_ENDPOINT_RATE=${FETCH_ENDPOINT_RATE:-} # requests/s per endpoint (default: load_setup)
+# FETCH_RATE (requests/s in all; 0 = no budget) and FETCH_ENDPOINT_RATE (per endpoint): their
+# defaults and checks are app.client.budget's, read in load_setup
 FETCH_CONCURRENCY=${FETCH_CONCURRENCY:-8}    # per-customer payment-method workers
 FETCH_RANGES=${FETCH_RANGES:-8}              # page chains one global list runs at once; 1 = one
 FETCH_MAX_RETRIES=${FETCH_MAX_RETRIES:-}      # retries of a request (default: the rules)
@@ -170,15 +170,8 @@ load_setup() {
     log "error: FETCH_PAGE_LIMIT must be 1..100"
     exit "$EXIT_FAILED"
   fi
-  [[ $FETCH_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
-    || { log "error: FETCH_RATE must be a number of requests per second (0: no budget)"; exit "$EXIT_FAILED"; }
-  # Stripe's default per-endpoint limit, 25/s, unless set; none when FETCH_RATE=0 (no budget at
-  # all: the local sandbox, a benchmark) and FETCH_ENDPOINT_RATE is not set
-  if [[ -z $FETCH_ENDPOINT_RATE ]]; then
-    if [[ $FETCH_RATE =~ ^0*([.]0*)?$ ]]; then FETCH_ENDPOINT_RATE=0; else FETCH_ENDPOINT_RATE=25; fi
-  fi
-  [[ $FETCH_ENDPOINT_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] \
-    || { log "error: FETCH_ENDPOINT_RATE must be a number of requests per second (0: none)"; exit "$EXIT_FAILED"; }
+  # FETCH_RATE, FETCH_ENDPOINT_RATE (defaults and checks) and their gaps, BUDGET_GAP_US and
+  # ENDPOINT_GAP_US, came with the settings: app.client.budget's rule for every path
   [[ $FETCH_RANGES =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_RANGES must be a positive number"; exit "$EXIT_FAILED"; }
   [[ $FETCH_TIMEOUT =~ ^[1-9][0-9]*$ && $FETCH_STALL_TIMEOUT =~ ^[1-9][0-9]*$ ]] \
     || { log "error: FETCH_TIMEOUT and FETCH_STALL_TIMEOUT must be whole seconds (1 or more)"; exit "$EXIT_FAILED"; }
@@ -192,9 +185,6 @@ load_setup() {
   OUT_DIR=$JSON_DIR
   WORK_DIR=$OUT_DIR/.partial
   mkdir -p "$WORK_DIR"
-  # the budgets in µs between two requests, whoever sends them (in all; to one endpoint)
-  BUDGET_GAP_US=$(awk -v r="$FETCH_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
-  ENDPOINT_GAP_US=$(awk -v r="$FETCH_ENDPOINT_RATE" 'BEGIN { print (r > 0) ? int(1000000 / r) : 0 }')
   [[ $FETCH_BATCH =~ ^[1-9][0-9]*$ ]] || { log "error: FETCH_BATCH must be a positive number"; exit "$EXIT_FAILED"; }
   curl_features
 }

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.client.budget import budget_rates  # noqa: E402
 from app.client.stripe_api import (  # noqa: E402
     MAX_RATE_LIMIT_RETRIES,
     RETRY_AFTER_MAX_SECONDS,
@@ -53,6 +54,7 @@ def resource_lines(names: list[str] | None, api_version: str) -> list[str]:
 
 def settings_lines() -> list[str]:
     settings = load_settings()
+    rate, endpoint_rate = budget_rates()
     values = {
         "STRIPE_SECRET_KEY": settings.stripe_secret_key,
         "STRIPE_API_BASE": settings.stripe_api_base,
@@ -61,6 +63,12 @@ def settings_lines() -> list[str]:
         "JSON_DIR": str(settings.json_dir),
         # the key as messages show it: the one masking, app.core.config's
         "STRIPE_KEY_MASKED": mask_key(settings.stripe_secret_key),
+        # the budget's rates, requests/s in all and per endpoint (app.client.budget), and the
+        # gaps in µs between two requests that the fetch's token files keep (0: none)
+        "FETCH_RATE": f"{rate:g}",
+        "FETCH_ENDPOINT_RATE": f"{endpoint_rate:g}",
+        "BUDGET_GAP_US": str(int(1_000_000 / rate) if rate > 0 else 0),
+        "ENDPOINT_GAP_US": str(int(1_000_000 / endpoint_rate) if endpoint_rate > 0 else 0),
         # the retry rules of every path (app.client.stripe_api)
         "RETRIES_DEFAULT": str(MAX_RATE_LIMIT_RETRIES),
         "RETRY_AFTER_MAX_S": str(RETRY_AFTER_MAX_SECONDS),

@@ -141,6 +141,25 @@ def test_the_fetchers_retry_by_the_python_sides_rules():
         assert ceiling / 2 - 0.001 <= waited <= ceiling, (attempt, waited)
 
 
+def test_the_budget_is_the_python_sides_rule(sandbox, tmp_path, monkeypatch):
+    # one rule for both paths: defaults, the endpoint budget that follows FETCH_RATE, refusals
+    from app.client.budget import budget_rates
+    from app.core.errors import ConfigError
+
+    for rate, endpoint, expected in (("", "", (25, 25)), ("100", "", (100, 25)), ("0", "", (0, 0))):
+        monkeypatch.setenv("FETCH_RATE", rate)
+        monkeypatch.setenv("FETCH_ENDPOINT_RATE", endpoint)
+        assert budget_rates() == expected
+    monkeypatch.setenv("FETCH_RATE", "fast")
+    with pytest.raises(ConfigError, match="FETCH_RATE must be a number"):
+        budget_rates()
+    refused = run_fetch(sandbox.url, tmp_path, FETCH_RATE="fast", RESOURCES="products")
+    assert refused.returncode == EXIT_FAILED
+    assert "FETCH_RATE must be a number of requests per second (0: no budget), not 'fast'" in (
+        refused.stderr
+    )
+
+
 def test_missing_endpoint_is_an_error_naming_it(sandbox, tmp_path):
     result = run_fetch(sandbox.url + "/nowhere", tmp_path, RESOURCES="products")
     assert result.returncode == EXIT_FAILED

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
+
+from app.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +139,26 @@ class RequestBudget:
         return max(4, min(self.workers(), math.ceil(self.endpoint_rate * SECONDS_PER_REQUEST)))
 
 
-def _rate_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        return float(raw) if raw.strip() else default
-    except ValueError:
-        log.warning("%s=%r is not a number; using %s requests/s", name, raw, default)
+_RATE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def _rate_from_env(name: str, default: float, what: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
         return default
+    if not _RATE.fullmatch(raw):
+        raise ConfigError(f"{name} must be a number of requests per second ({what}), not {raw!r}")
+    return float(raw)
+
+
+def budget_rates() -> tuple[float, float]:
+    """The run's budget from FETCH_RATE and FETCH_ENDPOINT_RATE, for every path (the curl fetch
+    reads it through scripts/list_resources.py): requests/s in all and per endpoint, 0 for
+    none. Stripe's limits by default; FETCH_RATE=0 (the local sandbox, a benchmark) means no
+    budget at all, per endpoint too unless FETCH_ENDPOINT_RATE says otherwise."""
+    rate = _rate_from_env("FETCH_RATE", DEFAULT_RATE, "0: no budget")
+    endpoint_default = DEFAULT_ENDPOINT_RATE if rate > 0 else 0.0
+    return rate, _rate_from_env("FETCH_ENDPOINT_RATE", endpoint_default, "0: none")
 
 
 _BUDGETS: dict[tuple[float, float], RequestBudget] = {}
@@ -152,10 +168,7 @@ _BUDGETS_LOCK = threading.Lock()
 def budget_from_env() -> RequestBudget:
     """The process's one budget for FETCH_RATE and FETCH_ENDPOINT_RATE (the curl fetchers read
     the same FETCH_RATE): every listing of this process draws from it, whatever runs at once."""
-    rate = _rate_from_env("FETCH_RATE", DEFAULT_RATE)
-    # FETCH_RATE=0 means no budget at all (the local sandbox, a benchmark)
-    endpoint_rate = _rate_from_env("FETCH_ENDPOINT_RATE", DEFAULT_ENDPOINT_RATE if rate > 0 else 0)
-    key = (max(rate, 0.0), max(endpoint_rate, 0.0))
+    key = budget_rates()
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
