@@ -72,8 +72,9 @@ def test_churn_makes_every_kind_of_mutation_and_each_records_events(
 
 
 def test_churn_on_an_empty_sandbox_builds_what_it_changes(sandbox: SandboxHandle) -> None:
-    report = run_churn(sandbox.url, rate=200, seconds=0.5, seed=2)
-    assert not report.errors and report.total > 50
+    # what it does, not how fast (a busy machine churns fewer): every change made, of many kinds
+    report = run_churn(sandbox.url, rate=200, seconds=1.0, seed=2)
+    assert not report.errors and report.total > 20 and len(report.mutations) >= 5
     assert "churn:" in report.summary() and "errors 0" in report.summary()
 
 
