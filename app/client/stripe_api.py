@@ -1,4 +1,4 @@
-"""Listing Stripe through the stripe SDK: many requests in flight inside one request budget.
+"""Requests to Stripe through the stripe SDK, inside one request budget, and their retries.
 
 `auto_paging_iter()` sends its page requests itself, one at a time, so it can neither keep a
 fetch under Stripe's rate limit nor retry a 429 (the SDK retries 429 only when Stripe says
@@ -9,16 +9,7 @@ FETCH_RATE is 0 unless set), so the payment-method listing, capped at 25/s by St
 live mode, leaves the rest of the budget to the other endpoints. A 429 is retried after
 `Retry-After` (or a backoff).
 
-What runs in parallel (`ParallelLister`):
-- a large list is split into `created` ranges, each paged by its own worker and merged in the
-  order pages arrive. Ranges are `[gte, lt)` on whole seconds, so objects created in the same
-  second fall into one range (no duplicates, no gaps). The newest range is open-ended, and
-  once everything is listed the objects created since the listing began are listed too, so
-  none created during the fetch is lost;
-- lists that belong to a parent (a customer's payment methods) are fetched for many parents
-  at once and yielded in the parents' order.
-Pages wait in bounded queues, so memory stays flat: a slow consumer (the bulk load) holds the
-workers back rather than piling pages up.
+What runs in parallel is app.client.lister's; the budget is app.client.budget's.
 """
 
 from __future__ import annotations
