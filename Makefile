@@ -20,13 +20,15 @@ FOLLOW ?=
 INTERVAL ?= 2
 WEBHOOK_HOST ?= 127.0.0.1
 WEBHOOK_PORT ?= 8010
+# Stripe's example objects, which `make test-shared` checks the transformers and the sandbox against
+STRIPE_FIXTURES ?= ../shared/stripe/fixtures3.json
 
 # User values reach the recipes only as environment variables, quoted there ("$$JSON_DIR"), never
 # as text pasted into a shell command line: `RESOURCES='x"; rm -rf …'` stays one argument and a
 # JSON_DIR with spaces one path. $(value …) takes each value as typed, so a `$(shell …)` in it is
 # not run by make either.
 USER_VARS := ENV SOURCE JSON_DIR MODE RESOURCES FILE N MSG REPORT SAMPLE_DATABASE_URL FETCH_RATE \
-	BENCH_CUSTOMERS SWEEP FOLLOW INTERVAL WEBHOOK_HOST WEBHOOK_PORT
+	BENCH_CUSTOMERS SWEEP FOLLOW INTERVAL WEBHOOK_HOST WEBHOOK_PORT STRIPE_FIXTURES
 $(foreach var,$(USER_VARS),$(eval override $(var) := $$(value $(var))))
 export $(USER_VARS)
 
@@ -40,7 +42,7 @@ TABLES := $(patsubst scripts/ingest/ingest_%.py,%,$(wildcard scripts/ingest/inge
 INGEST_ARGS = --source "$$SOURCE" --json-dir "$$JSON_DIR" --mode "$$MODE"
 
 .PHONY: help install demo demo-sample db-up db-down db-status init-db reset-db init-migration \
-	ingest-all $(addprefix ingest-,$(TABLES)) test lint bench-ingest guard-dev clean \
+	ingest-all $(addprefix ingest-,$(TABLES)) test test-fast test-shared shared-fixtures lint bench-ingest guard-dev clean \
 	sandbox sandbox-stop sandbox-reset sandbox-status sandbox-seed bench-sandbox check-db \
 	bench-check-db populate populate-force fetch bench-fetch sync webhook bench-sync
 
@@ -154,8 +156,22 @@ check-db: $(STAMP) ## Verify the database against Stripe: counts, ids, fields, f
 bench-check-db: guard-dev $(STAMP) db-up ## Check vs ingest on N synthetic objects: times, ratio, peak memory
 	$(PY) scripts/bench_check_db.py --n "$${N:-200000}"
 
-test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test
-	$(PY) -m pytest
+# the tiers select by the markers tests/conftest.py and the tests set (pyproject.toml lists them)
+test: guard-dev $(STAMP) db-up ## Run the test suite against stripe_db_test (all but the checks against STRIPE_FIXTURES)
+	$(PY) -m pytest -m "not shared"
+
+test-fast: guard-dev $(STAMP) db-up ## The edit loop, well under a minute: the mirror's tests on PostgreSQL, without the sandbox, subprocesses or slow tests
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -m "not shared and not e2e and not slow and not sandbox"
+
+test-shared: guard-dev shared-fixtures $(STAMP) db-up ## Check the transformers and the sandbox against Stripe's example objects (STRIPE_FIXTURES)
+	$(PY) -m pytest -m shared
+
+shared-fixtures:
+	@path=$$STRIPE_FIXTURES; [[ $$path == /* ]] || path=$$PWD/$$path; \
+	if [[ ! -f $$path ]]; then \
+		printf "error: Stripe's example objects are not at %s: put fixtures3.json there, or set STRIPE_FIXTURES=/path/to/fixtures3.json\n" \
+			"$$path" >&2; \
+		exit 1; fi
 
 lint: $(STAMP) ## ruff, mypy, the layers and no import cycle (import-linter), and shellcheck when installed
 	$(VENV)/bin/ruff check app scripts tests alembic

@@ -2,12 +2,17 @@
 
 The schema is rebuilt once per session (drop_all → create_all); each test runs inside a
 transaction that is rolled back, so code under test may commit (its commits become savepoints).
+
+Every test is marked with what it needs, so the Makefile's tiers select by marker (`make test`:
+all but `shared`; `make test-fast`; `make test-shared`): `db`, `sandbox` and `shared` are set here
+from the fixtures a test uses, `e2e`, `slow` and `tools(…)` are written on the tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +38,38 @@ _plugins = (
 pytest_plugins = _plugins
 
 
+# a test that uses any of these fixtures, directly or through another, gets the marker
+NEEDS = {
+    "shared": {"fixtures3", "stripe_examples"},
+    "db": {"test_database_url", "engine", "conn", "session"},
+    "sandbox": {"sandbox_server", "sandbox", "stripe_sdk", "sandbox_factory"},
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("ENV", "DEV").upper() == "PROD":
         raise pytest.UsageError(
             "refusing to run the tests under ENV=PROD: they reset their database"
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+        if item.path.name.startswith("test_sandbox_"):  # the sandbox's own, some start their own
+            item.add_marker("sandbox")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # a command the README asks for that is missing fails the tests that run it, naming it: a
+    # skip would pass the run without the paths that need it
+    for mark in item.iter_markers("tools"):
+        missing = [name for name in mark.args if shutil.which(name) is None]
+        if missing:
+            pytest.fail(f"{' and '.join(missing)} not found on PATH: install it", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +113,12 @@ def session(conn: Connection) -> Iterator[Session]:
 
 @pytest.fixture(scope="session")
 def fixtures3() -> dict[str, Any]:
-    if not FIXTURES3.exists():
-        pytest.skip(f"Stripe's example objects not found at {FIXTURES3} (set STRIPE_FIXTURES)")
-    return json.loads(FIXTURES3.read_text())["resources"]
+    """Stripe's example objects. Only `make test-shared` runs the tests that use them (`shared`),
+    so a missing file is a failure that says where to put it, never a skip."""
+    if not FIXTURES3.is_file():
+        pytest.fail(
+            f"Stripe's example objects not found at {FIXTURES3}: put fixtures3.json there or set "
+            "STRIPE_FIXTURES to its path (`make test` leaves these tests out)",
+            pytrace=False,
+        )
+    return dict(json.loads(FIXTURES3.read_text())["resources"])

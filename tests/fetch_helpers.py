@@ -172,5 +172,6 @@ def serve_body(body: bytes) -> Any:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll: shutdown() returns within 50 ms rather than half a second
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server

@@ -5,15 +5,13 @@
   restored afterwards.
 - `sandbox_factory(**options)`: a separate sandbox with options (rate limits, faults), stopped
   at the end of the test.
-- `stripe_examples`: Stripe's example objects from fixtures3.json, or a skip saying where to put it.
+- `stripe_examples`: Stripe's example objects from fixtures3.json (tests/conftest.py's `fixtures3`,
+  which fails saying where to put the file when it is missing).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +20,6 @@ import stripe
 
 from app.sandbox.server import SandboxHandle, run_in_thread
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk_test_sandbox_tests"
 
 
@@ -64,14 +61,5 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxHandle]]:
 
 
 @pytest.fixture(scope="session")
-def stripe_examples() -> dict[str, Any]:
-    path = Path(
-        os.environ.get(
-            "STRIPE_FIXTURES", PROJECT_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
-        )
-    )
-    if not path.is_file():
-        pytest.skip(
-            f"Stripe's example objects not found at {path}: set STRIPE_FIXTURES to fixtures3.json"
-        )
-    return dict(json.loads(path.read_text())["resources"])
+def stripe_examples(fixtures3: dict[str, Any]) -> dict[str, Any]:
+    return fixtures3

@@ -142,6 +142,7 @@ def test_payment_methods_come_in_the_customers_order(sandbox, unlimited):
     assert [order[o] for o in owners] == sorted(order[o] for o in owners)
 
 
+@pytest.mark.slow
 def test_the_shared_budget_is_never_exceeded(sandbox_factory, monkeypatch):
     rate, per_endpoint = 20, 8
     limited = sandbox_factory(rate_limit=True, test_rate=rate, endpoint_rate=per_endpoint)
@@ -182,6 +183,7 @@ def test_the_shared_budget_is_never_exceeded(sandbox_factory, monkeypatch):
     assert len(busy) / (busy[-1] - busy[0]) > per_endpoint * 0.8
 
 
+@pytest.mark.slow
 def test_a_429_is_retried_after_retry_after(sandbox_factory, monkeypatch):
     limited = sandbox_factory(rate_limit=True, test_rate=4)
     limited.seed(customers=10)
@@ -207,6 +209,7 @@ def test_a_consumer_that_stops_early_stops_the_workers(sandbox, unlimited, name)
     assert threading.active_count() <= before
 
 
+@pytest.mark.slow
 def test_budget_spaces_requests_per_endpoint_without_holding_back_others():
     budget = RequestBudget(100, 10)
     took: dict[str, float] = {}
@@ -251,6 +254,7 @@ def requests_taken(budget: RequestBudget, threads: list[str], seconds: float) ->
     return took
 
 
+@pytest.mark.slow
 def test_a_first_endpoint_keeps_its_own_budget_when_the_overall_one_is_short():
     # 40/s in all, 20/s per endpoint: three endpoints want 60/s. The one that goes first (the
     # payment methods' long pole) keeps its 20/s; the other two share what is left
@@ -263,6 +267,7 @@ def test_a_first_endpoint_keeps_its_own_budget_when_the_overall_one_is_short():
     assert budget._first_waiting == 0
 
 
+@pytest.mark.slow
 def test_first_changes_nothing_without_an_endpoint_budget():
     # with no endpoint budget to stop at, going first would leave the others nothing
     took = requests_taken(RequestBudget(40, 0), ["pm", "pm", "charges", "charges"], 1.0)

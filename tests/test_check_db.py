@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ from sqlalchemy import Connection, create_engine, pool, text
 
 from app.check.reconcile import CheckReport, check
 from app.commands import check_db as reconcile_command
+from app.core.config import load_settings
 from app.core.strict_json import Unreadable
 from app.db.base import Base
 from app.db.session import sqlalchemy_url
+from app.load.api_source import read_api_objects
 from app.load.ingest import ingest
 from app.registry import BY_NAME, RESOURCES, load_order
+from app.sandbox.server import run_in_thread
 from app.schema import create_database, drop_database
 from app.synthetic import deleted_customer, list_envelope, sample_export
 
@@ -392,21 +396,15 @@ def test_command_exits_2_on_an_unknown_resource(capsys):
 
 @pytest.fixture(scope="module")
 def sandbox_settings() -> Iterator[Any]:
-    server = pytest.importorskip("app.sandbox.server", reason="the local sandbox is not here")
-    from dataclasses import replace
-
-    from app.core.config import load_settings
-
-    with server.run_in_thread() as handle:
+    with run_in_thread() as handle:
         handle.seed(customers=3)
         yield replace(
             load_settings(), stripe_api_base=handle.url, stripe_secret_key="sk_test_check_db"
         )
 
 
+@pytest.mark.sandbox
 def test_source_api_reconciles_against_the_sandbox(conn, sandbox_settings):
-    from app.load.api_source import read_api_objects
-
     for resource in load_order():
         ingest(conn, resource, read_api_objects(resource, sandbox_settings))
     clean = check(conn, load_order(), lambda r: read_api_objects(r, sandbox_settings), source="api")

@@ -12,6 +12,8 @@ from app.core.config import PROJECT_ROOT
 from app.synthetic import customer
 
 PYTHON = sys.executable
+# the commands as a user runs them: scripts and make in processes of their own
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture()
@@ -109,9 +111,11 @@ def test_help_explains_the_options(tmp_path):
         assert word in result.stdout
 
 
+@pytest.mark.tools("make")
 def test_make_ingest_of_one_table_runs_its_script(cli_db, tmp_path):
     result = subprocess.run(
-        ["make", "ingest-products", "FILE=data/sample/products.json"],
+        # -o: never reinstall the venv from a test, whatever pyproject.toml's time stamp says
+        ["make", "-o", ".venv/.installed", "ingest-products", "FILE=data/sample/products.json"],
         cwd=PROJECT_ROOT,
         env={**os.environ, "REJECTS_DIR": str(tmp_path), **cli_db},
         capture_output=True,
@@ -124,6 +128,7 @@ def test_make_ingest_of_one_table_runs_its_script(cli_db, tmp_path):
     assert products_line.split()[1:3] == ["3", "3"]  # read, inserted
 
 
+@pytest.mark.tools("make")
 def test_make_ingest_of_an_unknown_table_names_the_tables():
     result = subprocess.run(
         ["make", "ingest-refunds"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60

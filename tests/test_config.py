@@ -1,9 +1,11 @@
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from app.core import config
 from app.core.config import (
     PROJECT_ROOT,
     load_settings,
@@ -18,9 +20,10 @@ from app.db.session import sqlalchemy_url
 PYTHON = sys.executable
 
 
-def test_dev_is_the_default_and_reads_env_dev(monkeypatch):
-    if (PROJECT_ROOT / ".env.local").exists():
-        pytest.skip(".env.local overrides .env.dev on this machine")
+def test_dev_is_the_default_and_reads_env_dev(monkeypatch, tmp_path):
+    # the committed .env.dev alone: a .env.local on this machine would override it
+    shutil.copy(PROJECT_ROOT / ".env.dev", tmp_path / ".env.dev")
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
     monkeypatch.delenv("ENV", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     settings = load_settings()
@@ -142,6 +145,7 @@ def run(args, env_extra):
     )
 
 
+@pytest.mark.e2e
 def test_reset_script_refuses_under_prod_on_its_own():
     result = run(
         [PYTHON, "scripts/init_db.py", "--reset"],
@@ -151,6 +155,7 @@ def test_reset_script_refuses_under_prod_on_its_own():
     assert "refusing to reset the databases under ENV=PROD" in result.stderr
 
 
+@pytest.mark.e2e
 def test_init_db_of_an_unreachable_postgres_url_is_one_masked_line():
     result = run(
         [PYTHON, "scripts/init_db.py", "--only", "dev"],
@@ -162,7 +167,9 @@ def test_init_db_of_an_unreachable_postgres_url_is_one_masked_line():
     assert "make db-up" in result.stderr
 
 
-@pytest.mark.parametrize("target", ["reset-db", "test", "bench-ingest"])
+@pytest.mark.e2e
+@pytest.mark.tools("make")
+@pytest.mark.parametrize("target", ["reset-db", "test", "test-fast", "test-shared", "bench-ingest"])
 def test_make_refuses_destructive_targets_under_prod(target):
     result = run(["make", target, "ENV=PROD"], {})
     assert result.returncode != 0

@@ -6,7 +6,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -30,10 +29,7 @@ from tests.fetch_helpers import (
     start_fetch,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("curl") and shutil.which("jq") and shutil.which("flock")),
-    reason="the fetchers need curl, jq and flock (util-linux)",
-)
+pytestmark = [pytest.mark.e2e, pytest.mark.tools("curl", "jq", "flock")]
 
 
 def digest(folder: Path) -> dict[str, str]:

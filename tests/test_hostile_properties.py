@@ -8,11 +8,10 @@
 - The array splitter cuts any JSON array, in any layout and at any read size, into exactly the
   elements a whole-document parser sees.
 
-`HYPOTHESIS_PROFILE=slow` runs ten times as many examples.
+`HYPOTHESIS_PROFILE=slow` runs ten times as many examples, `fast` a tenth (tests/property_examples.py).
 """
 
 import json
-import os
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -29,9 +28,8 @@ from app.load.json_files import read_json_objects
 from app.load.rejects import RejectSink
 from app.registry import RESOURCES
 from app.synthetic import sample_export
+from tests.property_examples import examples
 
-SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
-DB_EXAMPLES = 400 if SLOW else 40
 SAMPLE = sample_export(customers=2)
 LAYOUTS = ("envelope_one_per_line", "envelope_indented", "array_compact", "json_lines")
 
@@ -98,7 +96,7 @@ def exact(value: object) -> object:
 
 
 @settings(
-    max_examples=DB_EXAMPLES,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -156,7 +154,7 @@ def test_every_object_is_stored_exactly_or_set_aside_with_a_reason(conn, case, l
         savepoint.rollback()
 
 
-@settings(max_examples=2000 if SLOW else 200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     elements=st.lists(json_values.filter(lambda v: _encodable(v)), max_size=6),
     layout=st.sampled_from(["compact", "indented", "envelope", "envelope_indented"]),
@@ -207,7 +205,7 @@ nested = st.recursive(
 )
 
 
-@settings(max_examples=1000 if SLOW else 300, deadline=None)
+@settings(max_examples=examples(300, slow=1000), deadline=None)
 @given(value=nested, wrap=st.integers(min_value=0, max_value=32), ascii_only=st.booleans())
 def test_a_plain_answer_never_hides_a_deep_or_non_finite_object(value, wrap, ascii_only):
     # an API answer the quick text check calls plain needs no walk: it must never be wrong
@@ -279,7 +277,7 @@ ONE_BAD_AMONG_GOOD = [
 ]
 
 
-@settings(max_examples=600 if SLOW else 60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(objects=customer_objects)
 @example(objects=ONE_BAD_AMONG_GOOD)
 def test_every_layout_reads_the_same_objects_and_sets_aside_the_same(objects):
@@ -296,7 +294,7 @@ def test_every_layout_reads_the_same_objects_and_sets_aside_the_same(objects):
 
 
 @settings(
-    max_examples=200 if SLOW else 12,
+    max_examples=examples(12, slow=200),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -208,6 +208,8 @@ SLOW_FETCH = {
 }
 
 
+@pytest.mark.e2e
+@pytest.mark.tools("curl", "jq", "flock")
 def test_an_ingest_during_a_fetch_loads_each_file_once_it_is_written(
     sandbox_factory, engine, test_database_url, tmp_path
 ):
@@ -234,6 +236,8 @@ def test_an_ingest_during_a_fetch_loads_each_file_once_it_is_written(
             conn.exec_driver_sql(f"TRUNCATE {TABLES} CASCADE")
 
 
+@pytest.mark.e2e
+@pytest.mark.tools("curl", "jq", "flock")
 def test_an_ingest_says_which_file_a_stopped_fetch_never_wrote(
     sandbox_factory, engine, test_database_url, tmp_path
 ):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.core.errors import InputFileError
 from app.load import json_files as sources
 from app.load.json_files import read_json_objects
+from tests.property_examples import examples
 
 FETCH_LIB = Path(__file__).resolve().parent.parent / "scripts" / "fetch_lib.sh"
 OBJECTS = [{"id": f"cus_{i}", "object": "customer", "n": i} for i in range(3)]
@@ -27,6 +28,7 @@ def _no_splitter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "_split", refuse)
 
 
+@pytest.mark.e2e
 def test_the_fetchers_own_files_are_read_line_by_line(tmp_path, monkeypatch):
     # the file exactly as fetch_lib.sh's write_list writes it: `,` at the start of each line
     lines = "".join(orjson.dumps(o).decode() + "\n" for o in OBJECTS)
@@ -69,7 +71,7 @@ def test_a_misplaced_comma_is_refused_not_read_past(tmp_path, separators, last):
 separator = st.sampled_from(["\n", ",\n", "\n,", ",\n,", " ,\n", "\n, ", ",", "\n\n,", ""])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     count=st.integers(min_value=0, max_value=4),
     gaps=st.lists(separator, min_size=5, max_size=5),

@@ -4,7 +4,6 @@ needs — as jq gave it, without jq's rounding."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import orjson
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from app.client.list_pages import split_list_page
 from app.synthetic import sample_export
+from tests.property_examples import examples
 
 SAMPLE = sample_export(customers=3)
 
@@ -23,7 +23,7 @@ def page(data: list, has_more: bool = False, indent: bool = True) -> bytes:
     return json.dumps(body, indent=2 if indent else None).encode()
 
 
-@pytest.mark.skipif(not shutil.which("jq"), reason="compares with jq")
+@pytest.mark.tools("jq")
 @pytest.mark.parametrize("resource", sorted(SAMPLE))
 def test_a_page_splits_as_jq_split_it(tmp_path, resource):
     body = page(SAMPLE[resource], has_more=True)
@@ -80,7 +80,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(objects=st.lists(st.dictionaries(st.text(max_size=3), values, max_size=4), max_size=4),
        indent=st.booleans())  # fmt: skip
 def test_every_line_reads_back_as_the_object_sent(objects, indent):

@@ -19,10 +19,10 @@ MAKEFILE = PROJECT_ROOT / "Makefile"
 UNREACHABLE_DB = "postgresql://postgres:postgres@127.0.0.1:1/none"
 USER_VARIABLES = (
     "ENV SOURCE JSON_DIR MODE RESOURCES FILE N MSG REPORT SAMPLE_DATABASE_URL FETCH_RATE "
-    "BENCH_CUSTOMERS"
+    "BENCH_CUSTOMERS STRIPE_FIXTURES"
 ).split()
 
-pytestmark = pytest.mark.skipif(not shutil.which("make"), reason="needs GNU make")
+pytestmark = [pytest.mark.e2e, pytest.mark.tools("make")]
 
 
 def make(
@@ -88,6 +88,7 @@ def test_populate_is_refused_under_prod(env):
         ("init-migration", "MSG", {}),
         ("fetch", "RESOURCES", {}),
         ("fetch", "FETCH_RATE", {}),
+        ("test-shared", "STRIPE_FIXTURES", {}),
     ],
 )
 def test_hostile_values_are_not_run(target, variable, extra, tmp_path):

@@ -22,9 +22,10 @@ from app.core import config
 from app.core.config import mask_key, mask_secrets, parse_database_url
 from app.db.session import sqlalchemy_url
 from app.schema import create_database
+from tests.property_examples import examples
 
 SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2")
-FAST = settings(max_examples=40, deadline=None)
+FAST = settings(max_examples=examples(40), deadline=None)
 
 # (no `_`: a user named like `u_sk_test_…` would rightly be masked as a key)
 users = st.from_regex(r"[a-z][a-z0-9]{0,12}", fullmatch=True)

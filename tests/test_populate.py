@@ -110,6 +110,7 @@ def run_script(
     )
 
 
+@pytest.mark.e2e
 def test_script_reports_stripe_errors_and_exits_non_zero(sandbox, tmp_path: Path):
     for name in ("products.json", "customers.json"):
         (tmp_path / name).write_text((FIXTURES / name).read_text())
@@ -124,6 +125,7 @@ def test_script_reports_stripe_errors_and_exits_non_zero(sandbox, tmp_path: Path
     assert len(live_subscriptions(sandbox)) == 4
 
 
+@pytest.mark.e2e
 def test_script_refuses_live_key_even_in_dev(sandbox):
     result = run_script(sandbox.url, key="sk_live_" + "abcdefghijklmnop")
     assert result.returncode == 2
@@ -132,6 +134,7 @@ def test_script_refuses_live_key_even_in_dev(sandbox):
     assert result.returncode == 2 and "ENV=PROD" in result.stderr
 
 
+@pytest.mark.e2e
 def test_script_refuses_a_restricted_live_key(sandbox):
     result = run_script(sandbox.url, key="rk_live_" + "abcdefghijklmnop")
     assert result.returncode == 2
@@ -140,6 +143,7 @@ def test_script_refuses_a_restricted_live_key(sandbox):
     assert counts(sandbox)["customer"] == 0  # refused before anything was sent
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "key",
     ["sk_tset_" + "4eC39HqLyjWDarjtT1zdp7dc", "sk_tset_local", "pasted-the-wrong-thing-0123456789"],
@@ -152,6 +156,7 @@ def test_script_never_prints_a_mistyped_key(sandbox, key):
     assert "Traceback" not in output
 
 
+@pytest.mark.e2e
 def test_script_help():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False

@@ -121,6 +121,7 @@ def test_bars_on_a_terminal_and_log_lines_above_them():
     assert "check invoices" in stream.getvalue() and "10 of 10 objects" in stream.getvalue()
 
 
+@pytest.mark.e2e
 def test_ingest_into_a_pipe_prints_plain_progress_lines(database_url, tmp_path):
     write_customers(tmp_path / "counted", 3000, meta=True)
     write_customers(tmp_path / "sized", 3000, meta=False)
@@ -146,6 +147,7 @@ def test_ingest_into_a_pipe_prints_plain_progress_lines(database_url, tmp_path):
         assert "customers" in result.stdout and "3,000" in result.stdout  # the summary table
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", [INGEST_ALL, CHECK_DB])
 def test_quiet_silences_progress(script, database_url, tmp_path):
     write_customers(tmp_path, 3000, meta=True)
@@ -165,6 +167,7 @@ def test_quiet_silences_progress(script, database_url, tmp_path):
     assert result.stdout  # the summary or the report still shows
 
 
+@pytest.mark.e2e
 def test_check_db_into_a_pipe_prints_plain_progress_lines(database_url, tmp_path):
     write_customers(tmp_path, 3000, meta=True)
     result = run(
@@ -181,6 +184,7 @@ def test_check_db_into_a_pipe_prints_plain_progress_lines(database_url, tmp_path
     assert re.search(r"check customers: [\d,]+ of 3,000 objects", result.stderr), result.stderr
 
 
+@pytest.mark.e2e
 def test_a_feed_from_another_process_is_drawn_and_its_log_lines_kept():
     # the curl fetch reports through scripts/fetch_progress.py; nothing it writes is lost
     feed = (

@@ -50,6 +50,7 @@ def _all_events(sandbox: SandboxHandle) -> list[dict[str, Any]]:
         params["starting_after"] = page["data"][-1]["id"]
 
 
+@pytest.mark.slow
 def test_churn_makes_every_kind_of_mutation_and_each_records_events(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
@@ -71,6 +72,7 @@ def test_churn_makes_every_kind_of_mutation_and_each_records_events(
         assert caused & KINDS[line["kind"]], (line, caused)
 
 
+@pytest.mark.slow
 def test_churn_on_an_empty_sandbox_builds_what_it_changes(sandbox: SandboxHandle) -> None:
     # what it does, not how fast (a busy machine churns fewer): every change made, of many kinds
     report = run_churn(sandbox.url, rate=200, seconds=1.0, seed=2)

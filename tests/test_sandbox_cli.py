@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# `python -m app.sandbox` in processes of its own
+pytestmark = pytest.mark.e2e
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Hostile input to the sandbox, with hypothesis: the form decoder and the HTTP endpoint answer
 2xx or Stripe's 4xx error body, never a 500, never a hang, and never store what they cannot send.
 
-Quick by default (`max_examples=50`); `HYPOTHESIS_PROFILE=slow` runs many more examples. Every
+Quick by default (`max_examples=50`); `HYPOTHESIS_PROFILE=slow` runs many more examples, `fast`
+fewer (tests/property_examples.py). Every
 failure hypothesis has found is kept below as an explicit `@example`.
 
 The bodies use parameter names the routes read as strings, lists and filters (and random ones);
@@ -12,7 +13,6 @@ they leave out the amount arithmetic of prices, invoice items and subscriptions 
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -28,18 +28,12 @@ from app.sandbox.errors import InvalidRequestError
 from app.sandbox.params import MAX_DEPTH, decode_form
 from app.sandbox.server import SandboxHandle, run_in_thread
 from app.sandbox.versions import API_VERSIONS
+from tests.property_examples import examples
 
-settings.register_profile(
-    "sandbox-hostile",
-    max_examples=50,
+PROFILE = settings(
+    max_examples=examples(50, slow=2000),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "sandbox-hostile-slow", settings.get_profile("sandbox-hostile"), max_examples=2000
-)
-PROFILE = settings.get_profile(
-    "sandbox-hostile-slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "sandbox-hostile"
 )
 
 KEY = "sk_test_hostile"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import shutil
 import socket
 import subprocess
 import time
@@ -56,7 +55,7 @@ def api(sandbox: SandboxHandle) -> requests.Session:
     return _api(sandbox)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.tools("curl")
 def test_curl_creates_and_lists_with_basic_auth(sandbox: SandboxHandle) -> None:
     def curl(*args: str) -> dict[str, Any]:
         out = subprocess.run(

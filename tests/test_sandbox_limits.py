@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 import requests
 
 from app.sandbox.server import SandboxConfig, SandboxHandle
@@ -64,6 +65,7 @@ def test_no_429_when_rate_limiting_is_off(sandbox: SandboxHandle) -> None:
     assert statuses == Counter({200: 300})
 
 
+@pytest.mark.slow
 def test_injected_500s_appear_at_about_the_chosen_share(
     sandbox_factory: Callable[..., SandboxHandle],
 ) -> None:
@@ -75,6 +77,7 @@ def test_injected_500s_appear_at_about_the_chosen_share(
     assert failed.json()["error"]["type"] == "api_error"
 
 
+@pytest.mark.slow
 def test_dropped_connections_and_slow_responses(
     sandbox_factory: Callable[..., SandboxHandle],
 ) -> None:
@@ -96,6 +99,7 @@ def test_dropped_connections_and_slow_responses(
     assert ok + dropped == 300
 
 
+@pytest.mark.slow
 def test_faults_are_off_by_default(sandbox: SandboxHandle) -> None:
     statuses, elapsed, _ = _burst(f"{sandbox.url}/v1/products", 200, TEST)
     assert statuses == Counter({200: 200}) and elapsed < 10

@@ -23,6 +23,8 @@ import urllib3
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": "Bearer sk_test_persist"}
+# background sandboxes started, killed and restarted through the CLI
+pytestmark = pytest.mark.e2e
 
 
 @dataclass

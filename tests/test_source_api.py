@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from typing import Any
 
 import pytest
@@ -19,10 +18,6 @@ from app.load.ingest import ingest
 from app.load.json_files import read_json_objects
 from app.registry import load_order
 from tests.fetch_helpers import TEST_KEY, create_long_lists, run_fetch, sandbox_ids
-
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("curl") and shutil.which("jq")), reason="the fetchers need curl and jq"
-)
 
 # bookkeeping of the load itself, not data from Stripe
 NOT_COMPARED = {"synced_at"}
@@ -51,6 +46,8 @@ def real_rows(conn: Connection, resource) -> set[str]:
     return set(conn.execute(select(table.c.id).where(table.c.is_placeholder.is_(False))).scalars())
 
 
+@pytest.mark.e2e
+@pytest.mark.tools("curl", "jq", "flock")
 def test_populate_fetch_ingest_and_api_source_agree(sandbox, settings, conn, tmp_path):
     fixtures = load_fixtures(PROJECT_ROOT / "data" / "fixtures")
     assert populate(settings, fixtures).failed == 0
@@ -90,6 +87,8 @@ def test_populate_fetch_ingest_and_api_source_agree(sandbox, settings, conn, tmp
         assert from_api[table] == rows, table
 
 
+@pytest.mark.e2e
+@pytest.mark.tools("curl", "jq", "flock")
 def test_lists_past_their_first_page_load_whole_from_files_and_api(
     sandbox, settings, conn, tmp_path
 ):
@@ -130,6 +129,7 @@ def test_lists_past_their_first_page_load_whole_from_files_and_api(
     assert loaded["api"] == loaded["json"]
 
 
+@pytest.mark.slow
 def test_api_source_retries_rate_limited_pages(sandbox_factory, settings, monkeypatch):
     limited = sandbox_factory(rate_limit=True, test_rate=5)
     limited.seed(customers=8)
@@ -150,6 +150,7 @@ def test_a_refused_key_is_a_clear_error_with_the_key_masked(settings):
     assert "k3yS3cr3tV4lue" not in message
 
 
+@pytest.mark.slow
 def test_an_unreachable_api_says_what_to_start(settings):
     nowhere = dataclasses.replace(settings, stripe_api_base="http://127.0.0.1:1")
     with pytest.raises(FetchError, match="cannot reach the Stripe API at http://127.0.0.1:1"):
@@ -178,6 +179,7 @@ def test_a_connected_account_is_listed_not_the_platform(sandbox_factory, setting
     assert seen and set(seen) == {"acct_1Connected"}
 
 
+@pytest.mark.slow
 def test_proxy_variables_are_honoured(settings, monkeypatch):
     # requests no longer reads the environment per request: the proxies are read once
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")

@@ -279,6 +279,8 @@ def _charge_of(customer_id: str) -> dict:
     return obj
 
 
+@pytest.mark.e2e
+@pytest.mark.tools("curl", "jq", "flock")
 def test_a_swept_load_of_a_whole_fetch_starts_the_cursor(
     db, settings, sandbox, monkeypatch, tmp_path
 ):
@@ -326,6 +328,7 @@ def test_sweep_refuses_a_file_whose_listing_time_is_unknown(db, settings, monkey
     assert row(db, "customers", "cus_1") is None
 
 
+@pytest.mark.e2e
 def test_the_sync_command_runs_a_pass_and_says_what_it_did(db, settings, stripe_sdk):
     import os
     import subprocess
@@ -429,6 +432,7 @@ def test_an_object_read_again_with_a_number_no_column_keeps_is_set_aside(db, set
     assert row(db, "customers", one["id"]) is None  # never stored with its number rounded
 
 
+@pytest.mark.slow
 def test_an_event_that_cannot_be_applied_now_waits_without_holding_back_the_rest(
     db, settings, stripe_sdk, sandbox_factory
 ):
@@ -519,6 +523,7 @@ def test_items_of_an_older_version_take_their_subscriptions_period(db):
     assert item["current_period_end"] is not None
 
 
+@pytest.mark.slow
 def test_a_full_load_that_fails_starts_no_cursor(db, settings, sandbox_factory):
     from app.core.errors import PipelineError
     from app.live.sync import read_cursor

@@ -385,6 +385,7 @@ def script_env(**values: str) -> dict[str, str]:
     return {**env, "ENV": "DEV", **values}
 
 
+@pytest.mark.e2e
 def test_the_command_refuses_to_start_without_a_secret(test_database_url):
     env = script_env(DATABASE_URL=test_database_url, STRIPE_WEBHOOK_SECRET="")
     done = subprocess.run(
@@ -396,6 +397,7 @@ def test_the_command_refuses_to_start_without_a_secret(test_database_url):
     assert "stripe listen" in lines[0]
 
 
+@pytest.mark.e2e
 def test_the_command_receives_applies_and_stops_cleanly(db, test_database_url):
     port = free_port()
     env = script_env(
@@ -430,6 +432,7 @@ def test_the_command_receives_applies_and_stops_cleanly(db, test_database_url):
     assert SECRET not in stderr
 
 
+@pytest.mark.e2e
 def test_help_explains_the_flow():
     done = subprocess.run([*SCRIPT, "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
