@@ -198,6 +198,9 @@ def db(engine: Engine) -> Iterator[Engine]:
         conn.exec_driver_sql("TRUNCATE customers, stripe_events CASCADE")
 
 
+ACCOUNT = "acct_1WebhookTests0000"
+
+
 def receiver_settings(database_url: str) -> Settings:
     return dataclasses.replace(
         load_settings("DEV"),
@@ -206,6 +209,8 @@ def receiver_settings(database_url: str) -> Settings:
         # the worker's API (same-second ties) is never needed here: nothing listens there
         stripe_secret_key="sk_test_webhook",
         stripe_api_base="http://127.0.0.1:9",
+        # so the receiver need not ask the API for its account at start
+        stripe_account=ACCOUNT,
     )
 
 
@@ -403,6 +408,7 @@ def test_the_command_receives_applies_and_stops_cleanly(db, test_database_url):
         STRIPE_WEBHOOK_SECRET=SECRET,
         STRIPE_SECRET_KEY="sk_test_webhook",
         STRIPE_API_BASE="http://127.0.0.1:9",
+        STRIPE_ACCOUNT=ACCOUNT,
     )
     process = subprocess.Popen(
         [*SCRIPT, "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
