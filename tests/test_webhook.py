@@ -441,3 +441,25 @@ def test_help_explains_the_flow():
     assert done.returncode == 0
     for words in ("Stripe-Signature", "503", "stripe listen", "--no-worker", "webhook_endpoints"):
         assert words in done.stdout
+
+
+def test_a_connected_accounts_event_applies_to_that_accounts_rows(receiver, db):
+    own = event(50, "own@example.com")
+    connected = {**event(51, "connected@example.com"), "account": "acct_1Connected000000"}
+    for evt in (own, connected):
+        assert deliver(receiver, evt).status_code == 200
+    customer_id = own["data"]["object"]["id"]  # the same id in both accounts
+    wait_for(
+        lambda: (
+            one(db, "SELECT count(*) AS n FROM customers WHERE id = :id", id=customer_id)["n"] == 2
+        )
+    )
+    with db.connect() as conn:
+        found = conn.execute(
+            text("SELECT account_id, email FROM customers WHERE id = :id ORDER BY email"),
+            {"id": customer_id},
+        ).all()
+    assert [tuple(r) for r in found] == [
+        ("acct_1Connected000000", "connected@example.com"),
+        (ACCOUNT, "own@example.com"),  # no `account`: the receiver's own
+    ]
