@@ -193,7 +193,8 @@ def main() -> int:
         results = ingest_run(
             url, load_order(), settings, source="api", json_dir=work, single_file=None,
             mode="upsert", rejects_dir=work / "rejects", sweep=True,
-            on_whole_listing=lambda at: start_sync_cursor(get_engine(url), settings, at),
+            on_whole_listing=lambda at, account: start_sync_cursor(
+                get_engine(url), settings, at, account),
         )  # fmt: skip
         rows = sum(s.read for r in results for s in r.stats.values())
         load_seconds = time.monotonic() - started

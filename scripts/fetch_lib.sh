@@ -516,6 +516,21 @@ http_get() {
 
 http_gone() { HTTP_GONE=1; }
 
+# MIRRORED_ACCOUNT: the Stripe account every file of this run belongs to, recorded in each
+# .meta.json for the ingest: STRIPE_ACCOUNT when set, else the key's own (GET /v1/account).
+learn_account() {
+  if [[ -n ${STRIPE_ACCOUNT:-} ]]; then
+    MIRRORED_ACCOUNT=$STRIPE_ACCOUNT
+    return
+  fi
+  local out=$WORK_DIR/account.json
+  http_get "$STRIPE_API_BASE/v1/account" "$out" account /v1/account \
+    || fatal "account: $STRIPE_API_BASE/v1/account answered 404"
+  MIRRORED_ACCOUNT=$(jq -r 'if type == "object" then .id // empty else empty end' "$out" 2>/dev/null || true)
+  rm -f "$out"
+  [[ -n $MIRRORED_ACCOUNT ]] || fatal "account: $STRIPE_API_BASE/v1/account answered no account id"
+}
+
 # ---- pages of one list ------------------------------------------------------------------------
 
 # split_page RESPONSE OBJECTS_OUT [ENVELOPES NEEDS_OUT]: a list page's objects, one per line, into
@@ -1168,10 +1183,11 @@ write_list() {
   # started_at: when the run (or the interrupted run it resumed) began; every object of the file
   # was read after it, so it is the Stripe time the ingest records for their state
   jq -n --arg resource "$name" --arg version "$STRIPE_API_VERSION" --arg base "$STRIPE_API_BASE" \
+    --arg account "$MIRRORED_ACCOUNT" \
     --arg url "$list_url" --arg at "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg started "$(cat "$WORK_DIR/run.started")" \
     --argjson objects "$objects" --argjson pages "$pages" --argjson seconds "$seconds" \
-    '{resource: $resource, stripe_version: $version, started_at: $started, fetched_at: $at,
+    '{resource: $resource, account: $account, stripe_version: $version, started_at: $started, fetched_at: $at,
       objects: $objects, pages: $pages, seconds: $seconds, api_base: $base, url: $url}' >"$meta_tmp"
   mv "$tmp" "$final"
   mv "$meta_tmp" "$meta"

@@ -21,6 +21,7 @@ take_run_lock
 start_progress
 start_splitter
 trap on_interrupt INT TERM
+learn_account
 log "fetching payment methods from $STRIPE_API_BASE (Stripe-Version $STRIPE_API_VERSION, key $STRIPE_KEY_MASKED, budget ${FETCH_RATE} req/s, ${FETCH_ENDPOINT_RATE} per endpoint) into $OUT_DIR"
 
 IFS=$'\t' read -r _ pm_path pm_query _ <<<"$RESOURCE_LINES"

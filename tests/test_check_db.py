@@ -118,7 +118,8 @@ def test_a_deleted_row_is_reported_missing(conn, loaded):
 
 def test_an_added_row_is_reported_extra(conn, loaded):
     conn.exec_driver_sql(
-        "INSERT INTO products (id, raw, livemode) VALUES ('prod_added', '{\"id\": \"prod_added\"}', false)"
+        "INSERT INTO products (account_id, id, raw, livemode) "
+        "VALUES ('acct_default', 'prod_added', '{\"id\": \"prod_added\"}', false)"
     )
     report = run_check(conn, loaded)
     assert failures(report) == {"products": {"extra": 1}}

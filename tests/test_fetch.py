@@ -17,6 +17,7 @@ import requests
 from app.client.stripe_api import MAX_RATE_LIMIT_RETRIES
 from app.core.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from app.registry import BY_NAME, RESOURCES
+from app.sandbox.resources.account import SANDBOX_ACCOUNT
 from tests.fetch_helpers import (
     FETCH,
     FETCH_PMS,
@@ -48,6 +49,7 @@ def test_fetch_writes_every_sandbox_object_exactly_once(sandbox, tmp_path):
     for resource in RESOURCES:
         meta = json.loads((tmp_path / f"{resource.name}.meta.json").read_text())
         assert meta["stripe_version"] == "2026-10-28.endive"
+        assert meta["account"] == SANDBOX_ACCOUNT  # the key's account, for the ingest
         assert meta["objects"] == len(objects_in(tmp_path, resource.name))
         assert f"{resource.name}:" in result.stderr  # the closing line
     customers = objects_in(tmp_path, "customers")
@@ -159,7 +161,7 @@ def test_the_budget_is_the_python_sides_rule(sandbox, tmp_path, monkeypatch):
 def test_missing_endpoint_is_an_error_naming_it(sandbox, tmp_path):
     result = run_fetch(sandbox.url + "/nowhere", tmp_path, RESOURCES="products")
     assert result.returncode == EXIT_FAILED
-    assert "/nowhere has no endpoint GET /v1/products (404" in result.stderr
+    assert "/nowhere has no endpoint GET /v1/account (404" in result.stderr
     assert not (tmp_path / "products.json").exists()
 
 
@@ -238,7 +240,8 @@ def test_interrupted_fetch_resumes_where_it_stopped(sandbox, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"customers: resuming after {done_pages} pages" in result.stderr
     requests = int(result.stderr.split("requests: ")[1].split()[0])
-    assert requests == 15 - done_pages  # 30 customers, 2 a page: only the missing pages
+    # 30 customers, 2 a page: only the missing pages, and the one asking for the account
+    assert requests == 15 - done_pages + 1
     assert_files_match_sandbox(tmp_path, sandbox.store, (BY_NAME["customers"],))
 
 
@@ -450,7 +453,8 @@ def test_interrupted_payment_methods_resume_per_customer(sandbox, tmp_path):
     assert "customers: already fetched by the interrupted run" in result.stderr
     assert f"payment_methods: resuming ({finished} customers already done)" in result.stderr
     requests = int(result.stderr.split("requests: ")[1].split()[0])
-    assert requests == 30 - finished  # neither the customers nor the finished ones again
+    # neither the customers nor the finished ones again (one request asks for the account)
+    assert requests == 30 - finished + 1
     assert_files_match_sandbox(
         tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
     )
@@ -685,3 +689,12 @@ def test_a_request_never_answered_is_retried_not_waited_for(sandbox_factory, tmp
     assert_files_match_sandbox(
         tmp_path, sandbox.store, (BY_NAME["customers"], BY_NAME["payment_methods"])
     )
+
+
+def test_a_connected_accounts_fetch_records_that_account(sandbox, tmp_path):
+    result = run_fetch(
+        sandbox.url, tmp_path, RESOURCES="products", STRIPE_ACCOUNT="acct_1Connected000000"
+    )
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "products.meta.json").read_text())
+    assert meta["account"] == "acct_1Connected000000"

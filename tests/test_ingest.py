@@ -4,6 +4,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select, text
 
+from app.core.config import DEFAULT_ACCOUNT
 from app.core.errors import InputFileError
 from app.load import ingest as ingest_module
 from app.load.ingest import ingest
@@ -34,7 +35,7 @@ def count(conn, model) -> int:
 def test_customer_insertion(conn, session):
     result = ingest(conn, CUSTOMERS, [customer(1), customer(2)])
     assert result.stats["customers"].inserted == 2
-    stored = session.get(Customer, "cus_00000000000001")
+    stored = session.get(Customer, (DEFAULT_ACCOUNT, "cus_00000000000001"))
     assert stored.email == "customer1@example.com"
     assert stored.created.tzinfo is not None
     assert stored.raw == customer(1)
@@ -75,7 +76,7 @@ def test_ensure_deleted_customer_placeholder_created(conn, session):
     result = ingest(conn, CHARGES, [charge(9, 404, 4200)])
     assert result.stats["charges"].inserted == 1
     assert result.stats["charges"].placeholders == 1
-    ghost = session.get(Customer, "cus_00000000000404")
+    ghost = session.get(Customer, (DEFAULT_ACCOUNT, "cus_00000000000404"))
     assert ghost.is_placeholder is True
     assert ghost.referenced_by == "ch_00000000000009"
     assert ghost.email is None and ghost.raw is None
@@ -85,7 +86,7 @@ def test_real_object_replaces_its_placeholder(conn, session):
     ingest(conn, CHARGES, [charge(9, 404, 4200)])
     result = ingest(conn, CUSTOMERS, [customer(404)], mode="skip")  # even in skip mode
     assert result.stats["customers"].updated == 1
-    real = session.get(Customer, "cus_00000000000404")
+    real = session.get(Customer, (DEFAULT_ACCOUNT, "cus_00000000000404"))
     assert real.is_placeholder is False
     assert real.referenced_by is None
     assert real.email == "customer404@example.com"
@@ -483,8 +484,10 @@ def test_a_listing_older_than_the_row_leaves_the_rows_items_alone(conn):
     newer = copy.deepcopy(listed)
     newer["items"]["data"].append(copy.deepcopy(newer["items"]["data"][0]) | {"id": "si_added"})
     event_time = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC)
-    row = transform_object(subscriptions, newer, None, formats_for(subscriptions), event_time)
-    load_rows(conn, subscriptions, [row], IngestResult("subscriptions"))
+    row = transform_object(
+        subscriptions, newer, None, formats_for(subscriptions), event_time, account=DEFAULT_ACCOUNT
+    )
+    load_rows(conn, subscriptions, [row], IngestResult("subscriptions"), account=DEFAULT_ACCOUNT)
 
     for began in (event_time.replace(second=4), event_time):  # an earlier second, the same one
         result = ingest(conn, subscriptions, [listed], state_at=began)

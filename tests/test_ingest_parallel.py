@@ -19,6 +19,7 @@ from app.core.errors import FetchError
 from app.load.api_source import ListingSpool, ListingStopped
 from app.load.fetch_watch import FetchStopped, RunningFetch
 from app.registry import BY_NAME, load_order
+from app.sandbox.resources.account import SANDBOX_ACCOUNT
 from tests.fetch_helpers import TEST_KEY, objects_in, start_fetch
 
 TABLES = (
@@ -168,11 +169,11 @@ def test_a_failed_listing_spares_the_other_resources(sandbox, api_run, engine, m
 def test_sweep_starts_the_sync_cursor_after_a_whole_api_run(sandbox, api_run):
     sandbox.seed(customers=10)
     started: list[object] = []
-    results = api_run(sweep=True, on_whole_listing=started.append)
+    results = api_run(sweep=True, on_whole_listing=lambda at, account: started.append(account))
     assert not any(r.error for r in results)
-    assert len(started) == 1
+    assert started == [SANDBOX_ACCOUNT]  # the cursor of the account listed
     partial: list[object] = []  # without the sweep, no listing is known to be whole
-    api_run(on_whole_listing=partial.append)
+    api_run(on_whole_listing=lambda at, account: partial.append(at))
     assert partial == []
 
 

@@ -22,6 +22,7 @@ from app.live.sync import StripeApi, refresh, sync_customers, sync_events
 from app.load.api_source import read_api_objects
 from app.load.ingest import ingest
 from app.registry import BY_NAME, load_order
+from app.sandbox.resources.account import SANDBOX_ACCOUNT
 from app.synthetic import customer
 from tests.fetch_helpers import serve_body
 from tests.sandbox_plugin import TEST_KEY
@@ -127,7 +128,9 @@ def test_changes_in_stripe_reach_the_mirror_through_events(db, settings, sandbox
 
     # and the mirror agrees with Stripe: the deleted customer counts as deleted, not extra
     with db.connect() as conn:
-        report = check(conn, load_order(), lambda r: read_api_objects(r, settings))
+        report = check(
+            conn, load_order(), lambda r: read_api_objects(r, settings), account=SANDBOX_ACCOUNT
+        )
         conn.rollback()
     assert report.ok, [t.to_dict() for t in report.tables if not t.ok]
 
@@ -241,8 +244,15 @@ def test_a_cursor_past_the_event_retention_triggers_a_refresh_and_says_so(db, se
 def test_the_delete_sweep_soft_deletes_what_a_complete_listing_lacks(db, settings, stripe_sdk):
     alive = stripe_sdk.Customer.create(email="alive@example.com")
     with db.begin() as conn:
-        ingest(conn, CUSTOMERS, [customer(1)])  # a row Stripe does not list
-        ingest(conn, CUSTOMERS, [customer(2)], state_at=datetime.now(UTC) + timedelta(hours=1))
+        # a row Stripe does not list (of the key's account: the sweep judges no other)
+        ingest(conn, CUSTOMERS, [customer(1)], account=SANDBOX_ACCOUNT)
+        ingest(
+            conn,
+            CUSTOMERS,
+            [customer(2)],
+            state_at=datetime.now(UTC) + timedelta(hours=1),
+            account=SANDBOX_ACCOUNT,
+        )
     result = sync_customers(db, settings)
     assert result.stats["customers"].deleted == 1
     assert row(db, "customers", "cus_00000000000001")["deleted"] is True
@@ -441,10 +451,13 @@ def test_an_event_that_cannot_be_applied_now_waits_without_holding_back_the_rest
     tie = [event(1, 5_000, one), event(2, 5_000, {**one, "email": "second@example.com"})]
     other = event(3, 5_001, {**customer(2), "email": "other@x.io"})
     with db.begin() as conn:
-        store_events(conn, [*tie, other], "webhook")
+        store_events(conn, [*tie, other], "webhook", SANDBOX_ACCOUNT)
     down = sandbox_factory()
     down.stop()  # the API is unreachable: the tie cannot be settled now
-    offline = StripeApi(dataclasses.replace(settings, stripe_api_base=down.url))
+    # (a reader knows its account from its start, as the receiver's and sync's do)
+    offline = StripeApi(
+        dataclasses.replace(settings, stripe_api_base=down.url, stripe_account=SANDBOX_ACCOUNT)
+    )
     counts = drain(db, offline)
     # one by one: the first of the tie applies, the second is the tie, the other goes through
     assert counts.outcomes["applied"] == 2
@@ -530,7 +543,9 @@ def test_a_full_load_that_fails_starts_no_cursor(db, settings, sandbox_factory):
 
     down = sandbox_factory()
     down.stop()
-    offline = dataclasses.replace(settings, stripe_api_base=down.url)
+    offline = dataclasses.replace(
+        settings, stripe_api_base=down.url, stripe_account=SANDBOX_ACCOUNT
+    )
     with pytest.raises(PipelineError, match="cannot reach the Stripe API"):
         sync_events(db, offline)
     assert read_cursor(db, offline) is None  # the next pass loads everything again

@@ -198,6 +198,9 @@ def db(engine: Engine) -> Iterator[Engine]:
         conn.exec_driver_sql("TRUNCATE customers, stripe_events CASCADE")
 
 
+ACCOUNT = "acct_1WebhookTests0000"
+
+
 def receiver_settings(database_url: str) -> Settings:
     return dataclasses.replace(
         load_settings("DEV"),
@@ -206,6 +209,8 @@ def receiver_settings(database_url: str) -> Settings:
         # the worker's API (same-second ties) is never needed here: nothing listens there
         stripe_secret_key="sk_test_webhook",
         stripe_api_base="http://127.0.0.1:9",
+        # so the receiver need not ask the API for its account at start
+        stripe_account=ACCOUNT,
     )
 
 
@@ -405,6 +410,7 @@ def test_the_command_receives_applies_and_stops_cleanly(db, test_database_url):
         STRIPE_WEBHOOK_SECRET=SECRET,
         STRIPE_SECRET_KEY="sk_test_webhook",
         STRIPE_API_BASE="http://127.0.0.1:9",
+        STRIPE_ACCOUNT=ACCOUNT,
     )
     process = subprocess.Popen(
         [*SCRIPT, "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
@@ -438,3 +444,25 @@ def test_help_explains_the_flow():
     assert done.returncode == 0
     for words in ("Stripe-Signature", "503", "stripe listen", "--no-worker", "webhook_endpoints"):
         assert words in done.stdout
+
+
+def test_a_connected_accounts_event_applies_to_that_accounts_rows(receiver, db):
+    own = event(50, "own@example.com")
+    connected = {**event(51, "connected@example.com"), "account": "acct_1Connected000000"}
+    for evt in (own, connected):
+        assert deliver(receiver, evt).status_code == 200
+    customer_id = own["data"]["object"]["id"]  # the same id in both accounts
+    wait_for(
+        lambda: (
+            one(db, "SELECT count(*) AS n FROM customers WHERE id = :id", id=customer_id)["n"] == 2
+        )
+    )
+    with db.connect() as conn:
+        found = conn.execute(
+            text("SELECT account_id, email FROM customers WHERE id = :id ORDER BY email"),
+            {"id": customer_id},
+        ).all()
+    assert [tuple(r) for r in found] == [
+        ("acct_1Connected000000", "connected@example.com"),
+        (ACCOUNT, "own@example.com"),  # no `account`: the receiver's own
+    ]

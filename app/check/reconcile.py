@@ -8,6 +8,9 @@ Set-based SQL then compares that table with the mirrored one: one FULL JOIN clas
 references that point nowhere. Python only streams objects and holds a few samples, so memory
 stays flat however large the export; the work is a scan and a hash join per table.
 
+The check is of one Stripe account: the mirrored rows of other accounts are neither counted
+nor compared (`account`; the expected rows carry it too).
+
 Nothing is written outside temporary tables and functions; callers run the check in a
 transaction they roll back.
 """
@@ -24,8 +27,10 @@ from typing import Any
 import psycopg2
 from sqlalchemy import Connection, Table
 
+from app.core.config import DEFAULT_ACCOUNT
 from app.core.errors import PipelineError, TransformError, first_line
 from app.core.progress import ProgressCallback
+from app.db.base import references_of
 from app.db.session import raw_cursor
 
 # the ingest's own rows and COPY formatting: the check must see values exactly as the ingest
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # bookkeeping columns of the mirror: not derived from the Stripe object, so never compared
 _BOOKKEEPING = (
+    "account_id",
     "id",
     "raw",
     "api_version",
@@ -183,13 +189,22 @@ def check(
     location: str = "",
     sample_size: int = SAMPLE_SIZE,
     progress: ProgressFor | None = None,
+    account: str = DEFAULT_ACCOUNT,
 ) -> CheckReport:
-    """Compare each resource's table(s) with the objects `objects_for(resource)` yields."""
+    """Compare each resource's table(s), the rows of `account`, with the objects
+    `objects_for(resource)` yields."""
     started = time.monotonic()
     report = CheckReport(source, location)
     for resource in resources:
         report.tables.extend(
-            check_resource(conn, resource, objects_for, sample_size=sample_size, progress=progress)
+            check_resource(
+                conn,
+                resource,
+                objects_for,
+                sample_size=sample_size,
+                progress=progress,
+                account=account,
+            )
         )
     report.seconds = time.monotonic() - started
     return report
@@ -202,6 +217,7 @@ def check_resource(
     *,
     sample_size: int = SAMPLE_SIZE,
     progress: ProgressFor | None = None,
+    account: str = DEFAULT_ACCOUNT,
 ) -> list[TableCheck]:
     """The resource's table, then each child table, each compared with what the source says."""
     started = time.monotonic()
@@ -221,6 +237,7 @@ def check_resource(
             parent,
             progress(resource.name) if progress is not None else None,
             sample_size,
+            account,
         )
     except (PipelineError, psycopg2.DataError) as exc:
         cursor.execute("ROLLBACK TO SAVEPOINT check_resource")
@@ -232,9 +249,9 @@ def check_resource(
         )
         parent.seconds = time.monotonic() - started
         return [parent]
-    compare_table(cursor, resource.table, loaders[0], parent, sample_size, child=None)
+    compare_table(cursor, resource.table, loaders[0], parent, sample_size, None, account)
     for child, loader, result in zip(resource.children, loaders[1:], children, strict=True):
-        compare_table(cursor, child.table, loader, result, sample_size, child=child)
+        compare_table(cursor, child.table, loader, result, sample_size, child, account)
     for loader in loaders:
         loader.drop()
     cursor.execute("RELEASE SAVEPOINT check_resource")
@@ -249,6 +266,7 @@ def _load_expected(
     result: TableCheck,
     progress: ProgressCallback | None,
     sample_size: int,
+    account: str,
 ) -> None:
     """Stream the source through the ingest's own transform into the expected tables."""
     size = batch_size_for(resource.table)
@@ -271,7 +289,7 @@ def _load_expected(
     with BatchWriter([send]) as writer:
         for obj in objects:
             try:
-                row = transform_object(resource, obj, None, formats)
+                row = transform_object(resource, obj, None, formats, account=account)
             except TransformError as exc:
                 unreadable = result.finding("unreadable")
                 unreadable.count += 1
@@ -351,10 +369,16 @@ def compare_table(
     result: TableCheck,
     sample_size: int,
     child: Child | None,
+    account: str,
 ) -> None:
     name, exp = table.name, expected.name
-    cursor.execute(f"SELECT (SELECT count(*) FROM {exp}), (SELECT count(*) FROM {name})")
+    cursor.execute(
+        f"SELECT (SELECT count(*) FROM {exp}), (SELECT count(*) FROM {name} WHERE account_id = %s)",
+        (account,),
+    )
     result.source_count, result.db_count = cursor.fetchone()
+    # the account's rows only: a subquery the planner pulls up into the scan
+    mine = f"(SELECT *, ctid AS row_ctid FROM {name} WHERE account_id = %s)"
 
     typed = [c.name for c in table.columns if c.name not in _BOOKKEEPING]
     json_columns = {c.name for c in table.columns if type(c.type).__name__ == "JSONB"}
@@ -379,21 +403,20 @@ def compare_table(
         # detached, or its customer deleted (Stripe detaches a deleted customer's methods)
         extra = (
             "CASE WHEN t.customer_id IS NULL OR EXISTS (SELECT 1 FROM customers c "
-            "WHERE c.id = t.customer_id AND c.deleted) THEN 'detached' ELSE 'extra' END"
+            "WHERE c.account_id = t.account_id AND c.id = t.customer_id AND c.deleted) "
+            "THEN 'detached' ELSE 'extra' END"
         )
     elif child is None:
         extra = "'extra'"
     else:
         # items of a parent deleted in Stripe stay as they were: the parent's row says deleted
         parent_table = next(
-            fk.column.table.name
-            for fk in table.foreign_keys
-            if fk.parent.name == child.parent_column
+            target for column, target in references_of(table) if column == child.parent_column
         )
         extra = (
             f"CASE WHEN EXISTS (SELECT 1 FROM {parent_table} p "
-            f"WHERE p.id = t.{child.parent_column} AND p.deleted) "
-            "THEN 'soft_deleted' ELSE 'extra' END"
+            f"WHERE p.account_id = t.account_id AND p.id = t.{child.parent_column} "
+            "AND p.deleted) THEN 'soft_deleted' ELSE 'extra' END"
         )
     # one pass: the WHERE keeps only rows that do not agree, so the CASEs and arrays are
     # computed for those alone; the window functions count each kind and pick its samples
@@ -418,15 +441,15 @@ def compare_table(
                    CASE WHEN {both_live}
                         THEN array_remove(ARRAY[{differing_columns}]::text[], NULL) END
                      AS columns,
-                   t.referenced_by, t.ctid::text AS t_ctid, e.ctid::text AS e_ctid
-            FROM {name} t FULL JOIN {exp} e ON t.id = e.id
+                   t.referenced_by, t.row_ctid::text AS t_ctid, e.ctid::text AS e_ctid
+            FROM {mine} t FULL JOIN {exp} e ON t.id = e.id
             WHERE NOT ({both_live} AND {same})
           ) classified
         ) ranked
         WHERE rank <= %s
         ORDER BY kind, id
         """,
-        (sample_size,),
+        (account, sample_size),
     )
     for kind, row_id, n, columns, referenced_by, t_ctid, e_ctid in cursor.fetchall():
         found = result.finding(kind)
@@ -440,7 +463,7 @@ def compare_table(
         elif kind == "deletion_differs":
             sample["deleted_in"] = _deleted_side(cursor, name, exp, t_ctid, e_ctid)
         found.samples.append(sample)
-    _check_foreign_keys(cursor, table, result, sample_size)
+    _check_foreign_keys(cursor, table, result, sample_size, account)
 
 
 def _same_json(column: str, *, top: bool) -> str:
@@ -480,17 +503,19 @@ def _deleted_side(cursor: Any, name: str, exp: str, t_ctid: str, e_ctid: str) ->
     return "database" if db_deleted else "source"
 
 
-def _check_foreign_keys(cursor: Any, table: Table, result: TableCheck, sample_size: int) -> None:
+def _check_foreign_keys(
+    cursor: Any, table: Table, result: TableCheck, sample_size: int, account: str
+) -> None:
     """Foreign keys are real constraints, but triggers can be disabled and rows edited by hand:
-    look for values that name no row of their target anyway."""
-    for fk in sorted(table.foreign_keys, key=lambda f: f.parent.name):
-        column, target = fk.parent.name, fk.column.table.name
+    look for values that name no row of their target, in the row's account, anyway."""
+    for column, target in references_of(table):
         cursor.execute(
             f"SELECT c.id, c.{column}, count(*) OVER () FROM {table.name} c "
-            f"WHERE c.{column} IS NOT NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {target} p WHERE p.id = c.{column}) "
+            f"WHERE c.account_id = %s AND c.{column} IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {target} p "
+            f"WHERE p.account_id = c.account_id AND p.id = c.{column}) "
             f"ORDER BY c.id LIMIT %s",
-            (sample_size,),
+            (account, sample_size),
         )
         rows = cursor.fetchall()
         if not rows:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +71,32 @@ def stripe_client(settings: Any) -> stripe.StripeClient:
         max_network_retries=3,
         http_client=stripe.RequestsClient(session=session, proxy=proxy),
     )
+
+
+_accounts: dict[tuple[str, str], str] = {}
+_accounts_lock = threading.Lock()
+
+
+def mirrored_account(settings: Any) -> str:
+    """The id of the Stripe account a run mirrors: STRIPE_ACCOUNT when set (a connected
+    account), else the key's own account, as `GET /v1/account` names it — asked once per key
+    and address in a process."""
+    if settings.stripe_account:
+        return str(settings.stripe_account)
+    key = (settings.stripe_api_base, settings.stripe_secret_key)
+    with _accounts_lock:
+        known = _accounts.get(key)
+        if known is not None:
+            return known
+        with api_errors(settings, "account"):
+            answer = get_json(stripe_client(settings), "/v1/account", {})
+        found = answer.data.get("id") if isinstance(answer.data, dict) else None
+        if not isinstance(found, str) or not found:
+            raise FetchError(
+                f"account: {settings.stripe_api_base}/v1/account answered no account id"
+            )
+        _accounts[key] = found
+        return found
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
 from app.check.reconcile import KINDS, SAMPLE_SIZE, CheckReport, TableCheck, check
+from app.client.stripe_api import mirrored_account
 from app.commands.cli import add_debug_option, log_to_stderr
 from app.core.config import Settings, load_settings, mask_secrets
 from app.core.errors import PipelineError
@@ -22,6 +23,7 @@ from app.core.progress import ProgressBoard, ProgressCallback, ProgressTask
 from app.db.session import sqlalchemy_url
 from app.load.api_source import read_api_objects
 from app.load.json_files import read_json_objects
+from app.load.runner import json_account
 from app.registry import BY_NAME, Resource, load_order, parse_names
 from app.schema import require_tables, unreachable
 
@@ -175,6 +177,7 @@ def run(
                         location=location,
                         sample_size=sample_size,
                         progress=progress,
+                        account=mirrored_account(settings),
                     )
                     progress.finish()
                 else:
@@ -186,6 +189,7 @@ def run(
                         location=str(json_dir),
                         sample_size=sample_size,
                         progress=progress,
+                        account=json_account(json_dir, [r.name for r in chosen], settings),
                     )
                     progress.finish()
                 transaction.rollback()

@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
                 results=results,
                 sweep=args.sweep,
                 board=board,
-                on_whole_listing=lambda at: start_sync_cursor(get_engine(url), settings, at),
+                on_whole_listing=lambda at, account: start_sync_cursor(
+                    get_engine(url), settings, at, account
+                ),
             )
     except PipelineError as exc:
         if results:
@@ -135,11 +137,12 @@ def main(argv: list[str] | None = None, resources: list[str] | None = None) -> i
     return exit_code(results, args.rejects_dir or settings.rejects_dir)
 
 
-def start_sync_cursor(engine: Any, settings: Settings, at: datetime) -> None:
-    """Every resource listed whole and swept: `make sync` can go on from the listing's start
-    instead of listing everything again (a cursor already there is never moved back)."""
-    if read_cursor(engine, settings) is None:
-        write_cursor(engine, settings, at, None, refreshed=True)
+def start_sync_cursor(engine: Any, settings: Settings, at: datetime, account: str) -> None:
+    """Every resource of `account` listed whole and swept: `make sync` can go on from the
+    listing's start instead of listing everything again (a cursor already there is never moved
+    back)."""
+    if read_cursor(engine, settings, account) is None:
+        write_cursor(engine, settings, at, None, refreshed=True, account=account)
         log.info("sync cursor set to %s: `make sync` goes on from there", f"{at:%Y-%m-%d %H:%M:%S}")
 
 

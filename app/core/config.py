@@ -150,6 +150,13 @@ def _remember_url_password(url: str, name: str) -> None:
         remember_secret(password)
 
 
+# The account of rows and exports that recorded none: a mirror made before rows knew their
+# account (the migration tags its rows so), and a JSON export whose .meta.json names no account
+# (an old export, data/sample/) when STRIPE_ACCOUNT is not set. Not a Stripe id: Stripe's are
+# `acct_` and 16 letters or digits.
+DEFAULT_ACCOUNT = "acct_default"
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str

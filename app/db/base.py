@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, MetaData, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKeyConstraint,
+    MetaData,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -35,8 +45,17 @@ class StripeObject:
     Placeholder rows stand for objects that are referenced but were never fetched (a deleted
     customer a charge still points at): only `id`, `is_placeholder` and `referenced_by` are set,
     until the real object arrives and replaces them.
+
+    Every row belongs to the Stripe account it was mirrored from (`account_id`, see
+    app.core.config.DEFAULT_ACCOUNT): ids an account chooses (products, prices, coupons) may
+    repeat in another account, so the key is (account_id, id), and every foreign key stays
+    inside the account: (account_id, x_id) → parent (account_id, id). `references` declares
+    them: column → parent table, or (parent table, ON DELETE action).
     """
 
+    references: ClassVar[dict[str, str | tuple[str, str]]] = {}
+
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True, sort_order=-11)
     id: Mapped[str] = mapped_column(String(255), primary_key=True, sort_order=-10)
     livemode: Mapped[bool | None] = mapped_column(sort_order=-9)
     created: Mapped[datetime | None] = mapped_column(sort_order=-8)
@@ -62,6 +81,29 @@ class StripeObject:
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
+        foreign_keys = []
+        for column, target in cls.references.items():
+            parent, ondelete = (target, None) if isinstance(target, str) else target
+            foreign_keys.append(
+                ForeignKeyConstraint(
+                    ["account_id", column],
+                    [f"{parent}.account_id", f"{parent}.id"],
+                    ondelete=ondelete,
+                    # named after the column, as the single-column keys were
+                    name=f"fk_{cls.__tablename__}_{column}_{parent}",  # type: ignore[attr-defined]
+                )
+            )
         return (
             CheckConstraint("is_placeholder OR raw IS NOT NULL", name="raw_unless_placeholder"),
+            *foreign_keys,
         )
+
+
+def references_of(table: Any) -> list[tuple[str, str]]:
+    """A Stripe table's references: (column, parent table), the account left out (every one
+    stays inside the row's account)."""
+    found = []
+    for constraint in table.foreign_key_constraints:
+        column = next(c for c in constraint.column_keys if c != "account_id")
+        found.append((column, constraint.referred_table.name))
+    return sorted(found)

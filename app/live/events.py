@@ -8,6 +8,10 @@ newest state whatever the arrival order: each row records the Stripe time of its
 second with different content is settled by reading the object from the API. The rows and the
 events' `applied_at` are written in one transaction, so a crash applies a batch whole or not at
 all and a re-run applies nothing twice.
+
+Each event belongs to an account (`event.account` for a connected account's event, else the
+account of the run that stored it), kept in the inbox's `account_id`; it is applied to that
+account's rows only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from app.core.clock import stripe_now
-from app.core.config import mask_secrets
+from app.core.config import DEFAULT_ACCOUNT, mask_secrets
 from app.core.errors import PipelineError, TransformError
 from app.core.strict_json import api_object_problem, api_object_text
 from app.db.session import raw_cursor
@@ -44,10 +48,14 @@ REREAD_WORKERS = 8  # objects read from the API at once when events cannot settl
 
 class ObjectReader(Protocol):
     """What applying needs from the API: today's object (same-second ties, expansions an event
-    cannot carry), whole child lists."""
+    cannot carry), whole child lists. It reads one account's objects: events of another
+    account are applied without it."""
 
     @property
     def api_version(self) -> str: ...
+
+    @property
+    def account(self) -> str: ...
 
     def retrieve(self, resource: Resource, object_id: str) -> dict[str, Any] | None: ...
 
@@ -99,9 +107,16 @@ def valid_event(event: Any) -> str | None:
     return None
 
 
-def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str) -> int:
+def store_events(
+    conn: Connection,
+    events: Iterable[dict[str, Any]],
+    source: str,
+    account: str = DEFAULT_ACCOUNT,
+) -> int:
     """Put events in the inbox; those already there (by id) are left as they are. Returns how
-    many were new. The caller commits.
+    many were new. The caller commits. An event belongs to `event.account` when it names one (a
+    connected account's event, as Connect webhooks send it), else to `account`, the account of
+    the run that received or listed it.
 
     An event PostgreSQL cannot hold as jsonb (a NUL in a string, a lone surrogate, an integer
     beyond 64 bits) is stored set aside: its exact text kept as a string, its outcome
@@ -114,14 +129,16 @@ def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str
     cursor = raw_cursor(conn)
     cursor.execute(
         "INSERT INTO stripe_events "
-        "(id, type, created, livemode, api_version, raw, source, applied_at, outcome) "
-        "SELECT id, type, to_timestamp(created), livemode, v, raw, %s, "
+        "(account_id, id, type, created, livemode, api_version, raw, source, applied_at, outcome) "
+        "SELECT a, id, type, to_timestamp(created), livemode, v, raw, %s, "
         "CASE WHEN outcome IS NOT NULL THEN now() END, outcome "
-        "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::boolean[], %s::text[], "
-        "%s::jsonb[], %s::text[]) AS e(id, type, created, livemode, v, raw, outcome) "
-        "ON CONFLICT (id) DO NOTHING",
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::boolean[], "
+        "%s::text[], %s::jsonb[], %s::text[]) "
+        "AS e(a, id, type, created, livemode, v, raw, outcome) "
+        "ON CONFLICT (account_id, id) DO NOTHING",
         (
             source,
+            [event_account(e, account) for e, _raw, _why in rows],
             [e["id"] for e, _raw, _why in rows],
             [e["type"] for e, _raw, _why in rows],
             [e["created"] for e, _raw, _why in rows],
@@ -135,6 +152,13 @@ def store_events(conn: Connection, events: Iterable[dict[str, Any]], source: str
         if why:
             log.warning("event %s (%s) set aside: %s", event["id"], event["type"], why)
     return max(cursor.rowcount, 0)
+
+
+def event_account(event: dict[str, Any], default: str) -> str:
+    """The account whose objects the event changes: `event.account` (a connected account's
+    event), else `default`, the account the event was received or listed for."""
+    named = event.get("account")
+    return named if isinstance(named, str) and named else default
 
 
 def _as_jsonb(event: dict[str, Any]) -> tuple[str, str | None]:
@@ -219,20 +243,34 @@ def _apply_pending(
     with engine.begin() as conn:
         cursor = raw_cursor(conn)
         cursor.execute(
-            "SELECT id, raw FROM stripe_events WHERE id = ANY(%s) AND applied_at IS NULL "
-            "ORDER BY created, id FOR UPDATE SKIP LOCKED",
+            "SELECT account_id, id, raw FROM stripe_events WHERE id = ANY(%s) "
+            "AND applied_at IS NULL ORDER BY created, id FOR UPDATE SKIP LOCKED",
             ([event_id for event_id, _raw in pending],),
         )
         locked = cursor.fetchall()
         if not locked:
             return ApplyCounts()
-        counts, outcomes = apply_events(conn, [raw for _id, raw in locked], reader)
-        ids = [event_id for event_id, _raw in locked]
+        by_account: dict[str, list[dict[str, Any]]] = {}
+        for account, _id, raw in locked:
+            by_account.setdefault(account, []).append(raw)
+        counts = ApplyCounts()
+        outcomes: dict[tuple[str, str], str] = {}
+        for account, events in sorted(by_account.items()):
+            # the reader reads its own account's objects, not another's
+            own = reader if reader is not None and reader.account == account else None
+            applied, said = apply_events(conn, events, own, account=account)
+            counts.add(applied)
+            outcomes.update({(account, event_id): why for event_id, why in said.items()})
+        keys = [(account, event_id) for account, event_id, _raw in locked]
         cursor.execute(
             "UPDATE stripe_events SET applied_at = clock_timestamp(), outcome = o.outcome "
-            "FROM unnest(%s::text[], %s::text[]) AS o(id, outcome) "
-            "WHERE stripe_events.id = o.id",
-            (ids, [outcomes.get(event_id, "applied") for event_id in ids]),
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS o(account_id, id, outcome) "
+            "WHERE stripe_events.account_id = o.account_id AND stripe_events.id = o.id",
+            (
+                [account for account, _id in keys],
+                [event_id for _account, event_id in keys],
+                [outcomes.get(key, "applied") for key in keys],
+            ),
         )
     return counts
 
@@ -246,10 +284,14 @@ def _note_failure(engine: Engine, event_id: str, reason: str) -> None:
 
 
 def apply_events(
-    conn: Connection, events: list[dict[str, Any]], reader: ObjectReader | None
+    conn: Connection,
+    events: list[dict[str, Any]],
+    reader: ObjectReader | None,
+    *,
+    account: str = DEFAULT_ACCOUNT,
 ) -> tuple[ApplyCounts, dict[str, str]]:
-    """Apply events (oldest first) to the mirror inside the caller's transaction; the counts
-    and each event's outcome."""
+    """Apply one account's events (oldest first) to its rows inside the caller's transaction;
+    the counts and each event's outcome. `reader` reads that account's objects."""
     counts = ApplyCounts()
     outcomes: dict[str, str] = {}
     grouped: dict[str, list[dict[str, Any]]] = {}
@@ -261,7 +303,7 @@ def apply_events(
             continue
         grouped.setdefault(resource.name, []).append(event)
     for resource in load_order(grouped):
-        _apply_resource(conn, resource, grouped[resource.name], reader, counts, outcomes)
+        _apply_resource(conn, resource, grouped[resource.name], reader, counts, outcomes, account)
     counts.outcomes.update(outcomes.values())
     return counts, outcomes
 
@@ -273,6 +315,7 @@ def _apply_resource(
     reader: ObjectReader | None,
     counts: ApplyCounts,
     outcomes: dict[str, str],
+    account: str,
 ) -> None:
     latest: dict[str, dict[str, Any]] = {}
     ties: set[str] = set()
@@ -300,8 +343,9 @@ def _apply_resource(
     table = resource.table.name
     cursor = raw_cursor(conn)
     cursor.execute(
-        f"SELECT id, state_at, raw, deleted FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-        (sorted(latest),),
+        f"SELECT id, state_at, raw, deleted FROM {table} WHERE account_id = %s AND id = ANY(%s) "
+        "ORDER BY id FOR UPDATE",
+        (account, sorted(latest)),
     )
     held = {row_id: (state_at, raw, gone) for row_id, state_at, raw, gone in cursor.fetchall()}
     formats = formats_for(resource)
@@ -344,7 +388,9 @@ def _apply_resource(
             )
             continue
         try:
-            row = transform_object(resource, obj, event.get("api_version"), formats, when)
+            row = transform_object(
+                resource, obj, event.get("api_version"), formats, when, account=account
+            )
         except TransformError as exc:
             outcomes[event["id"]] = f"rejected: {exc.reason}"
             log.warning("event %s: set aside %s", event["id"], exc)
@@ -361,12 +407,13 @@ def _apply_resource(
         for name in (resource.name, *(c.name for c in resource.children)):
             result.table(name)
     result.table(resource.name).read += len(rows)
-    load_rows(conn, resource, rows, result, source_name="events")
+    load_rows(conn, resource, rows, result, source_name="events", account=account)
     # a state confirmed by a newer event is newer, even when its content did not change
     cursor.execute(
         f"UPDATE {table} t SET state_at = v.s FROM unnest(%s::text[], %s::timestamptz[]) "
-        "AS v(id, s) WHERE t.id = v.id AND (t.state_at IS NULL OR t.state_at < v.s)",
-        ([r.id for r in rows], [r.state_at for r in rows]),
+        "AS v(id, s) WHERE t.account_id = %s AND t.id = v.id "
+        "AND (t.state_at IS NULL OR t.state_at < v.s)",
+        ([r.id for r in rows], [r.state_at for r in rows], account),
     )
 
 

@@ -25,7 +25,13 @@ import stripe
 from sqlalchemy import Engine
 
 from app.client.budget import budget_from_env
-from app.client.stripe_api import ApiPager, api_errors, get_json, stripe_client
+from app.client.stripe_api import (
+    ApiPager,
+    api_errors,
+    get_json,
+    mirrored_account,
+    stripe_client,
+)
 from app.core.clock import stripe_now
 from app.core.config import Settings, load_settings
 from app.core.errors import PipelineError
@@ -56,6 +62,11 @@ class StripeApi:
     @property
     def api_version(self) -> str:
         return self.settings.stripe_api_version
+
+    @property
+    def account(self) -> str:
+        """The account whose objects this reads (STRIPE_ACCOUNT, else the key's own)."""
+        return mirrored_account(self.settings)
 
     @property
     def requests(self) -> int:
@@ -120,22 +131,26 @@ class SyncReport:
     seconds: float = 0.0
 
 
-def _account(settings: Settings) -> tuple[str, bool]:
+def _account(settings: Settings, account: str | None = None) -> tuple[str, bool]:
+    """The cursor's key: the account (given, else the run's: STRIPE_ACCOUNT or the key's own)
+    and the mode."""
     livemode = settings.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
-    return settings.stripe_account or "self", livemode
+    return account or mirrored_account(settings), livemode
 
 
-def read_cursor(engine: Engine, settings: Settings) -> datetime | None:
-    return _read_state(engine, settings)[0]
+def read_cursor(engine: Engine, settings: Settings, account: str | None = None) -> datetime | None:
+    return _read_state(engine, settings, account)[0]
 
 
-def _read_state(engine: Engine, settings: Settings) -> tuple[datetime | None, datetime | None]:
+def _read_state(
+    engine: Engine, settings: Settings, account: str | None = None
+) -> tuple[datetime | None, datetime | None]:
     """The cursor (the newest event stored) and when the listing that stored it began."""
-    account, livemode = _account(settings)
+    account, livemode = _account(settings, account)
     with engine.connect() as conn:
         cursor = raw_cursor(conn)
         cursor.execute(
-            "SELECT cursor, listed_at FROM sync_state WHERE account = %s AND livemode = %s",
+            "SELECT cursor, listed_at FROM sync_state WHERE account_id = %s AND livemode = %s",
             (account, livemode),
         )
         found = cursor.fetchone()
@@ -151,15 +166,16 @@ def write_cursor(
     *,
     refreshed: bool = False,
     listed_at: datetime | None = None,
+    account: str | None = None,
 ) -> None:
     """Move the cursor forward (never back), in its own transaction."""
-    account, livemode = _account(settings)
+    account, livemode = _account(settings, account)
     with engine.begin() as conn:
         raw_cursor(conn).execute(
             "INSERT INTO sync_state "
-            "(account, livemode, cursor, last_event_id, refreshed_at, listed_at) "
+            "(account_id, livemode, cursor, last_event_id, refreshed_at, listed_at) "
             "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END, %s) "
-            "ON CONFLICT (account, livemode) DO UPDATE SET "
+            "ON CONFLICT (account_id, livemode) DO UPDATE SET "
             "cursor = greatest(sync_state.cursor, excluded.cursor), "
             "last_event_id = CASE WHEN excluded.cursor >= sync_state.cursor "
             "  THEN excluded.last_event_id ELSE sync_state.last_event_id END, "
@@ -213,7 +229,7 @@ def sync_events(
                     "sync: %d listed item(s) are not events; skipped", len(page) - len(good)
                 )
             with engine.begin() as conn:
-                report.stored += store_events(conn, good, "sync")
+                report.stored += store_events(conn, good, "sync", api.account)
             report.listed += len(page)
             for event in good:
                 at = datetime.fromtimestamp(event["created"], tz=now.tzinfo)

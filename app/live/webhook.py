@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.core.config import Settings, mask_secrets, parse_database_url
+from app.client.stripe_api import mirrored_account
+from app.core.config import DEFAULT_ACCOUNT, Settings, mask_secrets, parse_database_url
 from app.core.errors import ConfigError, first_line
 from app.core.strict_json import MAX_OBJECT_BYTES, Unreadable, decode_object
 from app.db.session import sqlalchemy_url
@@ -116,11 +117,12 @@ def open_engine(database_url: str) -> Engine:
     )
 
 
-def store(engine: Engine, event: dict[str, Any]) -> bool:
-    """Commit the event to the inbox; False when it was already there (a duplicate delivery)."""
+def store(engine: Engine, event: dict[str, Any], account: str = DEFAULT_ACCOUNT) -> bool:
+    """Commit the event to the inbox (a connected account's event to `event.account`, any other
+    to `account`, the receiver's own); False when it was already there (a duplicate delivery)."""
     with engine.begin() as conn:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{DB_TIMEOUT}s'")
-        return store_events(conn, [event], "webhook") == 1
+        return store_events(conn, [event], "webhook", account) == 1
 
 
 def pending_count(engine: Engine) -> int:
@@ -242,10 +244,27 @@ class Receiver:
                     "tie, a long child list) the worker cannot apply the inbox until it is"
                 )
             self.reader = reader or StripeApi(settings)
+        self.account = self._own_account(settings, self.reader)
         self.drain_interval = drain_interval
         self.max_backoff = max_backoff
         self.engine: Engine | None = None
         self.worker: InboxWorker | None = None
+
+    @staticmethod
+    def _own_account(settings: Settings, reader: ObjectReader | None) -> str:
+        """The account an event that names none (not a connected account's) belongs to:
+        learned once, at start (STRIPE_ACCOUNT, else `GET /v1/account` with the key); with
+        neither, the default account (app.core.config.DEFAULT_ACCOUNT), said out loud."""
+        if reader is not None:
+            return reader.account
+        if settings.stripe_account or settings.stripe_secret_key:
+            return mirrored_account(settings)
+        log.warning(
+            "neither STRIPE_ACCOUNT nor STRIPE_SECRET_KEY is set: events are stored for the "
+            "account %s",
+            DEFAULT_ACCOUNT,
+        )
+        return DEFAULT_ACCOUNT
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -277,7 +296,7 @@ class Receiver:
             return _error(400, exc.reason)
         assert self.engine is not None  # the lifespan opened it
         try:
-            new = await run_in_threadpool(store, self.engine, event)
+            new = await run_in_threadpool(store, self.engine, event, self.account)
         except DB_ERRORS as exc:
             log.error(
                 "%s %s not stored, answered 503 (Stripe retries): %s",

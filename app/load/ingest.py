@@ -4,7 +4,7 @@ The reading thread parses, transforms (bad objects set aside with their reason) 
 each row as a line of COPY text; rows go, by id, to one of two writer threads with their own
 connections. Per batch, in one transaction, a writer creates placeholder rows for referenced
 objects that are missing, COPies the ids the table lacks straight into it, and moves the others
-through a temporary staging table with one `INSERT … ON CONFLICT (id) DO UPDATE … WHERE
+through a temporary staging table with one `INSERT … ON CONFLICT (account_id, id) DO UPDATE … WHERE
 (columns) IS DISTINCT FROM (excluded columns)`, so unchanged rows are not rewritten. A crash
 leaves whole batches; a re-run finishes the job.
 """
@@ -26,6 +26,7 @@ import psycopg2.extensions
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
+from app.core.config import DEFAULT_ACCOUNT
 from app.core.errors import InputFileError, TransformError, first_line
 from app.core.strict_json import Unreadable, id_in_text
 from app.db.session import raw_cursor
@@ -82,8 +83,11 @@ def ingest(
     writers: int | None = None,
     state_at: datetime | None = None,
     sweep: bool = False,
+    account: str = DEFAULT_ACCOUNT,
 ) -> IngestResult:
-    """Load `objects` (Stripe dicts) into the resource's table(s) and count what happened.
+    """Load `objects` (Stripe dicts) of one Stripe `account` into the resource's table(s) and
+    count what happened. Every row written carries the account; no other account's row is read
+    or written (the sweep included).
 
     Batches are written by `writers` threads, each on its own connection (default
     WRITERS): PostgreSQL is the bottleneck of a load and uses one core per connection. When the
@@ -112,7 +116,9 @@ def ingest(
         result.table(child.name)
     started = time.monotonic()
     extra = [conn.engine.connect() for _ in range(max(1, writers or WRITERS) - 1)]
-    batch_writers = [_Writer(c, resource, mode, rejects, source_name) for c in [conn, *extra]]
+    batch_writers = [
+        _Writer(c, resource, account, mode, rejects, source_name) for c in [conn, *extra]
+    ]
     seen = _SeenIds() if sweep else None
     try:
         formats = formats_for(resource)
@@ -136,6 +142,7 @@ def ingest(
                     rejects,
                     result,
                     state_at,
+                    account,
                 )
                 if row is not None:
                     slot = hash(row.id) % len(pending)
@@ -152,7 +159,9 @@ def ingest(
                 if rows:
                     queue_.put(rows, slot)
         if seen is not None and state_at is not None:
-            result.table(resource.name).deleted += sweep_unlisted(conn, resource, seen, state_at)
+            result.table(resource.name).deleted += sweep_unlisted(
+                conn, resource, seen, state_at, account
+            )
     except InputFileError as exc:
         # the input broke off: what was written stays (whole batches); say how much it was
         exc.partial = _merged(result, batch_writers, started)
@@ -194,9 +203,10 @@ class _SeenIds:
 
 
 def sweep_unlisted(
-    conn: Connection, resource: Resource, seen: _SeenIds, listed_at: datetime
+    conn: Connection, resource: Resource, seen: _SeenIds, listed_at: datetime, account: str
 ) -> int:
-    """Soft-delete the rows a complete listing (started at `listed_at`) did not hold."""
+    """Soft-delete the account's rows a complete listing of it (started at `listed_at`) did not
+    hold; other accounts' rows are not the listing's to judge."""
     if resource.per_customer:
         # listed through their customers: a card missing there may be detached, not deleted
         log.info("%s: no delete sweep (listed per customer)", resource.name)
@@ -219,10 +229,10 @@ def sweep_unlisted(
         cursor.execute("ANALYZE listed_ids")
         cursor.execute(
             f"UPDATE {table} t SET deleted = true, deleted_at = now(), synced_at = now(), "
-            "state_at = %s WHERE NOT t.deleted AND NOT t.is_placeholder "
+            "state_at = %s WHERE t.account_id = %s AND NOT t.deleted AND NOT t.is_placeholder "
             "AND (t.state_at IS NULL OR t.state_at < %s) "
             "AND NOT EXISTS (SELECT FROM listed_ids l WHERE l.id = t.id)",
-            (listed_at, listed_at),
+            (listed_at, account, listed_at),
         )
         swept = max(cursor.rowcount, 0)
     if swept:
@@ -251,6 +261,7 @@ class _Writer:
         self,
         conn: Connection,
         resource: Resource,
+        account: str,
         mode: Mode,
         rejects: RejectSink | None,
         source_name: str,
@@ -262,9 +273,9 @@ class _Writer:
         self.source_name = source_name
         self.result = IngestResult(resource.name)
         # a listing's rows: of a state read in some second, which a same-second event may follow
-        self.loader = TableLoader(conn, resource.table, ties="keep")
+        self.loader = TableLoader(conn, resource.table, account, ties="keep")
         self.child_loaders = {
-            c.name: TableLoader(conn, c.table, ties="keep") for c in resource.children
+            c.name: TableLoader(conn, c.table, account, ties="keep") for c in resource.children
         }
 
     def load(self, rows: list[PreparedRow]) -> None:
@@ -345,12 +356,13 @@ def _transform(
     source_name: str,
     rejects: RejectSink | None,
     result: IngestResult,
-    state_at: datetime | None = None,
+    state_at: datetime | None,
+    account: str,
 ) -> PreparedRow | None:
     """Transform one object and format its COPY line here, on the reading thread, so that the
     writer threads mostly wait on the server (and the GIL is free for the next object)."""
     try:
-        return transform_object(resource, obj, api_version, formats, state_at)
+        return transform_object(resource, obj, api_version, formats, state_at, account=account)
     except TransformError as exc:
         result.table(resource.name).rejected += 1
         log.warning("%s: set aside %s", source_name or resource.name, exc)
@@ -369,11 +381,13 @@ def load_rows(
     mode: Mode = "upsert",
     rejects: RejectSink | None = None,
     source_name: str = "",
+    account: str,
 ) -> None:
-    """Write rows made by `transform_object` in the caller's transaction (one savepoint), as a
-    batch of the ingest: placeholders, upsert, soft deletes, child rows; counts into `result`."""
-    loader = TableLoader(conn, resource.table)
-    children = {c.name: TableLoader(conn, c.table) for c in resource.children}
+    """Write rows made by `transform_object` for `account` in the caller's transaction (one
+    savepoint), as a batch of the ingest: placeholders, upsert, soft deletes, child rows;
+    counts into `result`."""
+    loader = TableLoader(conn, resource.table, account)
+    children = {c.name: TableLoader(conn, c.table, account) for c in resource.children}
     _load_batch(conn, resource, loader, children, rows, mode, rejects, source_name, result)
 
 

@@ -38,6 +38,10 @@ class PreparedRow:
         return cast(str, self.values["id"])
 
     @property
+    def account(self) -> str:
+        return cast(str, self.values["account_id"])
+
+    @property
     def deleted(self) -> bool:
         return bool(self.values["deleted"])
 
@@ -52,13 +56,17 @@ def transform_object(
     api_version: str | None,
     formats: dict[str, CopyFormat],
     state_at: datetime | None = None,
+    *,
+    account: str,
 ) -> PreparedRow:
     """One source object as its row, with its COPY line and its embedded child rows; raises
     TransformError naming the object when it cannot be a row. Ingest, sync and check-db share
-    it."""
+    it. `account`: the Stripe account the object belongs to, which the run knows (the
+    transformers see only the object)."""
     if isinstance(obj, Unreadable):
         raise TransformError(resource.name, id_in_text(obj.text), obj.reason)
     values = resource.transform(obj)
+    values["account_id"] = account
     values["api_version"] = api_version
     values["state_at"] = state_at
     # a deleted object's row is written without COPY, but its line proves it can be stored
@@ -67,6 +75,7 @@ def transform_object(
         row.complete = frozenset(complete_lists(resource, values))
         for name, items in embedded_rows(resource, values).items():
             for item in items:
+                item["account_id"] = account
                 item["api_version"] = api_version
                 item["state_at"] = state_at
             row.children[name] = [

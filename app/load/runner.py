@@ -10,7 +10,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -21,9 +21,10 @@ import psycopg2
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from app.client.stripe_api import mirrored_account
 from app.core.clock import stripe_now
-from app.core.config import Settings, mask_secrets
-from app.core.errors import InputFileError, PipelineError, first_line
+from app.core.config import DEFAULT_ACCOUNT, Settings, mask_secrets
+from app.core.errors import ConfigError, InputFileError, PipelineError, first_line
 from app.core.progress import ProgressBoard, ProgressTask
 from app.db.session import get_engine
 from app.load.api_source import ApiListings, ListingStopped, read_api_objects
@@ -79,7 +80,7 @@ def run(
     results: list[IngestResult] | None = None,
     sweep: bool = False,
     board: ProgressBoard | None = None,
-    on_whole_listing: Callable[[datetime], None] | None = None,
+    on_whole_listing: Callable[[datetime, str], None] | None = None,
 ) -> list[IngestResult]:
     """Ingest `chosen`, a resource only once the resources it depends on are loaded; each
     resource's result joins `results` as it ends (kept in `chosen`'s order), so a caller
@@ -93,7 +94,7 @@ def run(
 
     With `sweep`, each input is a complete listing: rows it lacks are soft-deleted, and once
     every resource is loaded so, `on_whole_listing` is told the earliest listing's start (where
-    `make sync` can go on from).
+    `make sync` can go on from) and the account listed.
 
     A curl fetch still writing `json_dir` (app.load.fetch_watch) is followed: each file is loaded
     once the fetch has written it and pages no list any more, the others' loads going first
@@ -114,6 +115,9 @@ def run(
             fetch.command,
         )
     board = board or ProgressBoard(enabled=False)
+    if source == "api":
+        # the account the rows belong to, learned before any listing starts
+        log.info("mirroring the account %s", mirrored_account(settings))
     listed: list[datetime | None] = []
     engine = get_engine(url)
     try:
@@ -210,7 +214,12 @@ def run(
             raise crash
     whole = {r.name for r in chosen} == set(BY_NAME) and not any(r.error for r in results)
     if sweep and whole and all(listed) and on_whole_listing is not None:
-        on_whole_listing(min(t for t in listed if t is not None))
+        account = (
+            mirrored_account(settings)
+            if source == "api"
+            else json_account(json_dir, [r.name for r in chosen], settings)
+        )
+        on_whole_listing(min(t for t in listed if t is not None), account)
     return results
 
 
@@ -236,7 +245,7 @@ def _load_one(
     try:
         rejects.start(resource.name)
         task = ProgressTask(f"ingest {resource.name}")
-        objects, label, version, state_at = _source_of(
+        objects, label, version, state_at, account = _source_of(
             resource,
             settings,
             source=source,
@@ -263,6 +272,7 @@ def _load_one(
             progress=task,
             state_at=state_at,
             sweep=sweep,
+            account=account,
         )
         board.finish(task)
     except InputFileError as exc:
@@ -352,9 +362,10 @@ def _source_of(
     single_file: Path | None,
     task: ProgressTask | None = None,
     listings: ApiListings | None = None,
-) -> tuple[Iterator[Any], str, str, datetime | None]:
-    """The resource's objects, what to call where they come from, their API version and the
-    Stripe time of their state (when the listing started; None: unknown).
+) -> tuple[Iterator[Any], str, str, datetime | None, str]:
+    """The resource's objects, what to call where they come from, their API version, the
+    Stripe time of their state (when the listing started; None: unknown) and their account
+    (`file_account` for a file).
 
     `task` learns how much there is to read: the object count the fetcher recorded in the
     file's .meta.json, else the file's size (and how far the reading is); an API list gives
@@ -365,7 +376,8 @@ def _source_of(
             objects, started = listings.objects(resource), listings.started[resource.name]
         else:
             objects, started = read_api_objects(resource, settings), stripe_now()
-        return objects, label, settings.stripe_api_version, started
+        account = mirrored_account(settings)
+        return objects, label, settings.stripe_api_version, started, account
     path = single_file or json_dir / resource.file_name
     meta = _meta_of(path)
     version = meta.get("stripe_version")
@@ -375,7 +387,30 @@ def _source_of(
         str(path),
         version if isinstance(version, str) and version else settings.stripe_api_version,
         _time(meta.get("started_at")),
+        file_account(meta, settings),
     )
+
+
+def file_account(meta: dict[str, Any], settings: Settings) -> str:
+    """The account a JSON export's objects belong to: the one its `.meta.json` records (the
+    curl fetch records it), else STRIPE_ACCOUNT, else DEFAULT_ACCOUNT (an export made before
+    files named their account, data/sample/, a hand-made file)."""
+    recorded = meta.get("account")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return settings.stripe_account or DEFAULT_ACCOUNT
+
+
+def json_account(json_dir: Path, names: Iterable[str], settings: Settings) -> str:
+    """The one account of these files in `json_dir` (`file_account` of each); files that name
+    different accounts are refused (one account per run)."""
+    found = {file_account(_meta_of(json_dir / BY_NAME[name].file_name), settings) for name in names}
+    if len(found) > 1:
+        raise ConfigError(
+            f"the files in {json_dir} belong to different accounts ({', '.join(sorted(found))}): "
+            "one account per run"
+        )
+    return found.pop() if found else settings.stripe_account or DEFAULT_ACCOUNT
 
 
 def _measure(

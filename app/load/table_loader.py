@@ -1,6 +1,8 @@
-"""Bulk writes into one table: placeholders for missing references, new rows COPied straight
-in, the others through a staging table and one `INSERT … ON CONFLICT … WHERE` that rewrites
-only what changed and never an older state over a newer one; soft deletes; stale child rows.
+"""Bulk writes into one table, for one Stripe account: placeholders for missing references, new
+rows COPied straight in, the others through a staging table and one `INSERT … ON CONFLICT
+(account_id, id) … WHERE` that rewrites only what changed and never an older state over a
+newer one; soft deletes; stale child rows. Every statement names the account: ids repeat
+across accounts, and one account's load never reads or writes another's rows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 from sqlalchemy import Connection, Table
 
+from app.db.base import references_of
 from app.db.session import raw_cursor
 from app.load.rows import CopyFormat, PreparedRow
 
@@ -22,6 +25,8 @@ Mode = Literal["upsert", "skip"]
 Ties = Literal["take", "keep"]
 # columns that say when, not what: a row whose content is the same is not rewritten for them
 _WHEN = ("state_at",)
+# a row's key: never updated
+_KEY = ("account_id", "id")
 
 
 @dataclass
@@ -46,7 +51,8 @@ class Upserted(NamedTuple):
 
 
 class TableLoader:
-    """Bulk writes into one table through a temporary staging table.
+    """Bulk writes of one account's rows into one table through a temporary staging table.
+    The rows given must be that account's (their `account_id`: transform_object's `account`).
 
     `ties`: what a state of the same Stripe second as the row's does. "take" (events, whose
     same-second ties the caller settled by reading the object again): it replaces the row.
@@ -54,15 +60,18 @@ class TableLoader:
     keeps its state unless the object is the same (a re-run still repairs its columns); a
     change after the listing's read has an event of its own, which the live path applies."""
 
-    def __init__(self, conn: Connection, table: Table, *, ties: Ties = "take") -> None:
+    def __init__(
+        self, conn: Connection, table: Table, account: str, *, ties: Ties = "take"
+    ) -> None:
         self.conn = conn
+        self.account = account
         self.ties = ties
         self.table = table
         self.name = table.name
         self.format = CopyFormat(table)
         self.columns = self.format.columns
         self.stage = f"stage_{self.name}"
-        self.foreign_keys = [(fk.parent.name, fk.column.table.name) for fk in table.foreign_keys]
+        self.foreign_keys = references_of(table)
 
     def _cursor(self) -> Any:
         return raw_cursor(self.conn)
@@ -85,12 +94,17 @@ class TableLoader:
             # over placeholders
             ordered = sorted(refs.items())
             cursor.execute(
-                f"INSERT INTO {target} (id, referenced_by, is_placeholder) "
-                "SELECT r.id, r.ref, true FROM unnest(%s::text[], %s::text[]) AS r(id, ref) "
+                f"INSERT INTO {target} (account_id, id, referenced_by, is_placeholder) "
+                "SELECT %s, r.id, r.ref, true FROM unnest(%s::text[], %s::text[]) AS r(id, ref) "
                 # most references exist: an anti-join skips them more cheaply than ON CONFLICT
-                f"WHERE NOT EXISTS (SELECT FROM {target} t WHERE t.id = r.id) "
-                "ON CONFLICT (id) DO NOTHING",
-                ([ref for ref, _ in ordered], [by for _, by in ordered]),
+                f"WHERE NOT EXISTS (SELECT FROM {target} t WHERE t.account_id = %s "
+                "AND t.id = r.id) ON CONFLICT (account_id, id) DO NOTHING",
+                (
+                    self.account,
+                    [ref for ref, _ in ordered],
+                    [by for _, by in ordered],
+                    self.account,
+                ),
             )
             if cursor.rowcount > 0:
                 created += cursor.rowcount
@@ -122,7 +136,10 @@ class TableLoader:
         if not rows:
             return Upserted(set(), set())
         cursor = self._cursor()
-        cursor.execute(f"SELECT id FROM {self.name} WHERE id = ANY(%s)", ([r.id for r in rows],))
+        cursor.execute(
+            f"SELECT id FROM {self.name} WHERE account_id = %s AND id = ANY(%s)",
+            (self.account, [r.id for r in rows]),
+        )
         existing = {row_id for (row_id,) in cursor.fetchall()}
         new = [r for r in rows if r.id not in existing]
         written: set[str] = set()
@@ -151,10 +168,10 @@ class TableLoader:
         self._copy(self.stage, rows)
         cols = ", ".join(self.columns)
         updates = ", ".join(
-            f"{c} = excluded.{c}" for c in self.columns if c not in ("id", "deleted")
+            f"{c} = excluded.{c}" for c in self.columns if c not in _KEY + ("deleted",)
         )
         # every column, not only raw: a typed column damaged by hand is repaired by a re-run
-        compared = [c for c in self.columns if c not in ("id", "deleted", *_WHEN)]
+        compared = [c for c in self.columns if c not in (*_KEY, "deleted", *_WHEN)]
         mine = ", ".join(f"{self.name}.{c}" for c in compared)
         theirs = ", ".join(f"excluded.{c}" for c in compared)
         # never an older state over a newer one (states of unknown time always apply); a state
@@ -173,7 +190,7 @@ class TableLoader:
         )
         cursor.execute(
             f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {self.stage} "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}, is_placeholder = false, "
+            f"ON CONFLICT (account_id, id) DO UPDATE SET {updates}, is_placeholder = false, "
             f"referenced_by = NULL, synced_at = now() WHERE {when} "
             "RETURNING id, (xmax = 0) AS inserted"
         )
@@ -186,7 +203,8 @@ class TableLoader:
         if held and mode == "upsert" and "raw" in self.columns:
             # what still differs was refused: the row holds a newer state
             cursor.execute(
-                f"SELECT s.id FROM {self.stage} s JOIN {self.name} t ON t.id = s.id "
+                f"SELECT s.id FROM {self.stage} s JOIN {self.name} t "
+                "ON t.account_id = s.account_id AND t.id = s.id "
                 "WHERE t.raw IS DISTINCT FROM s.raw"
             )
             holding = {row_id for (row_id,) in cursor.fetchall()}
@@ -200,15 +218,17 @@ class TableLoader:
         # a placeholder (never seen) takes the deleted object as its raw; a known row keeps
         # the object as it was last seen
         cursor.execute(
-            f"INSERT INTO {self.name} (id, raw, deleted, api_version, state_at, deleted_at) "
-            "SELECT id, raw, true, v, s, now() "
+            f"INSERT INTO {self.name} "
+            "(account_id, id, raw, deleted, api_version, state_at, deleted_at) "
+            "SELECT %s, id, raw, true, v, s, now() "
             "FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::timestamptz[]) "
             "AS r(id, raw, v, s) "
-            f"ON CONFLICT (id) DO UPDATE SET deleted = true, is_placeholder = false, "
+            f"ON CONFLICT (account_id, id) DO UPDATE SET deleted = true, is_placeholder = false, "
             f"raw = COALESCE({self.name}.raw, excluded.raw), synced_at = now(), "
             f"deleted_at = now(), state_at = COALESCE(excluded.state_at, {self.name}.state_at) "
             f"WHERE NOT {self.name}.deleted",
             (
+                self.account,
                 [r.id for r in rows],
                 [orjson.dumps(r.values["raw"]).decode() for r in rows],
                 [r.values["api_version"] for r in rows],
@@ -225,6 +245,7 @@ class TableLoader:
         if not parents:
             return
         self._cursor().execute(
-            f"DELETE FROM {self.name} WHERE {parent_column} = ANY(%s) AND NOT (id = ANY(%s))",
-            (list(parents), [r.id for r in rows]),
+            f"DELETE FROM {self.name} WHERE account_id = %s AND {parent_column} = ANY(%s) "
+            "AND NOT (id = ANY(%s))",
+            (self.account, list(parents), [r.id for r in rows]),
         )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -10,13 +10,16 @@ from app.db.base import Base, StripeObject
 
 class Charge(StripeObject, Base):
     __tablename__ = "charges"
+    references = {
+        "customer_id": "customers",
+        "payment_intent_id": "payment_intents",
+        "invoice_id": "invoices",
+    }
 
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
-    payment_intent_id: Mapped[str | None] = mapped_column(
-        ForeignKey("payment_intents.id"), index=True
-    )
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # only API versions before 2025-03-31 send `charge.invoice`
-    invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
     amount: Mapped[int | None]
     amount_captured: Mapped[int | None]
     amount_refunded: Mapped[int | None]

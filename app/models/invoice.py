@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -11,10 +11,14 @@ from app.db.base import Base, StripeObject
 
 class Invoice(StripeObject, Base):
     __tablename__ = "invoices"
+    references = {
+        "customer_id": "customers",
+        "subscription_id": "subscriptions",
+    }
 
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # `invoice.subscription` before API 2025-03-31, `parent.subscription_details` after
-    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     number: Mapped[str | None]
     status: Mapped[str | None] = mapped_column(index=True)
     billing_reason: Mapped[str | None]
@@ -40,10 +44,11 @@ class InvoiceLine(StripeObject, Base):
     """One line of an invoice, from `invoice.lines.data`."""
 
     __tablename__ = "invoice_lines"
+    references = {
+        "invoice_id": ("invoices", "CASCADE"),
+    }
 
-    invoice_id: Mapped[str] = mapped_column(
-        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
-    )
+    invoice_id: Mapped[str] = mapped_column(String(255), index=True)
     subscription_id: Mapped[str | None]
     subscription_item_id: Mapped[str | None]
     price_id: Mapped[str | None]

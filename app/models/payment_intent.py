@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -10,10 +10,14 @@ from app.db.base import Base, StripeObject
 
 class PaymentIntent(StripeObject, Base):
     __tablename__ = "payment_intents"
+    references = {
+        "customer_id": "customers",
+        "invoice_id": "invoices",
+    }
 
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # only API versions before 2025-03-31 send `payment_intent.invoice`
-    invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
     amount: Mapped[int | None]
     amount_received: Mapped[int | None]
     currency: Mapped[str | None]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -10,8 +10,11 @@ from app.db.base import Base, StripeObject
 
 class PaymentMethod(StripeObject, Base):
     __tablename__ = "payment_methods"
+    references = {
+        "customer_id": "customers",
+    }
 
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     type: Mapped[str | None]
     card_brand: Mapped[str | None]
     card_last4: Mapped[str | None]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -10,8 +10,11 @@ from app.db.base import Base, StripeObject
 
 class Price(StripeObject, Base):
     __tablename__ = "prices"
+    references = {
+        "product_id": "products",
+    }
 
-    product_id: Mapped[str | None] = mapped_column(ForeignKey("products.id"), index=True)
+    product_id: Mapped[str | None] = mapped_column(String(255), index=True)
     active: Mapped[bool | None]
     currency: Mapped[str | None]
     unit_amount: Mapped[int | None]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, StripeObject
@@ -11,8 +11,11 @@ from app.db.base import Base, StripeObject
 
 class Subscription(StripeObject, Base):
     __tablename__ = "subscriptions"
+    references = {
+        "customer_id": "customers",
+    }
 
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     status: Mapped[str | None] = mapped_column(index=True)
     currency: Mapped[str | None]
     collection_method: Mapped[str | None]
@@ -34,11 +37,13 @@ class SubscriptionItem(StripeObject, Base):
     """One line of a subscription, from `subscription.items.data`."""
 
     __tablename__ = "subscription_items"
+    references = {
+        "subscription_id": ("subscriptions", "CASCADE"),
+        "price_id": "prices",
+    }
 
-    subscription_id: Mapped[str] = mapped_column(
-        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
-    )
-    price_id: Mapped[str | None] = mapped_column(ForeignKey("prices.id"), index=True)
+    subscription_id: Mapped[str] = mapped_column(String(255), index=True)
+    price_id: Mapped[str | None] = mapped_column(String(255), index=True)
     quantity: Mapped[int | None]
     current_period_start: Mapped[datetime | None]
     current_period_end: Mapped[datetime | None]

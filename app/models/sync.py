@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, func, text
+from sqlalchemy import DateTime, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -13,10 +13,13 @@ from app.db.base import Base
 
 class StripeEvent(Base):
     """Every Stripe event received (webhook) or listed (sync), once: the event id is the key,
-    so a duplicate delivery is a no-op. Stored before it is applied; `applied_at` says it was."""
+    so a duplicate delivery is a no-op. Stored before it is applied; `applied_at` says it was.
+    `account_id`: the account whose objects it changes (`event.account` for a connected
+    account's event, else the account of the run that stored it)."""
 
     __tablename__ = "stripe_events"
 
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     id: Mapped[str] = mapped_column(primary_key=True)
     type: Mapped[str]
     created: Mapped[datetime]
@@ -47,7 +50,7 @@ class SyncState(Base):
 
     __tablename__ = "sync_state"
 
-    account: Mapped[str] = mapped_column(primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     livemode: Mapped[bool] = mapped_column(primary_key=True)
     # every event created before this is in the inbox (less the overlap re-read each pass)
     cursor: Mapped[datetime]

@@ -18,6 +18,8 @@ class Context:
     request_id: str | None = None
     idempotency_key: str | None = None
     record_events: bool = True
+    # the `Stripe-Account` header: a connected account the request acts for
+    stripe_account: str | None = None
 
     @property
     def livemode(self) -> bool:

@@ -320,6 +320,7 @@ class Sandbox:
             int(time.time()),
             request_id=request_id,
             idempotency_key=idempotency_key,
+            stripe_account=headers.get("stripe-account") or None,
         )
         try:
             with store.lock:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from app.sandbox.context import Context
 from app.sandbox.listing import list_page
 from app.sandbox.params import Params
+from app.sandbox.resources.account import retrieve_account
 from app.sandbox.resources.catalog import (
     create_price,
     create_product,
@@ -111,6 +112,7 @@ def _lister(resource: str, url: str) -> Handler:
 
 
 _ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/account", retrieve_account),
     ("GET", "/v1/products", list_products),
     ("POST", "/v1/products", create_product),
     ("GET", "/v1/products/{id}", _getter("product")),
