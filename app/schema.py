@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -58,8 +59,32 @@ def _reason(exc: SQLAlchemyError) -> str:
     return mask_secrets(first_line(getattr(exc, "orig", None) or exc))
 
 
-def upgrade(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+def upgrade(url: str, account: str | None = None) -> None:
+    """Bring the schema to head; `account`: the account the rows of a mirror made before rows
+    recorded theirs are given (the migration's `-x account=…`)."""
+    config = alembic_config(url)
+    if account:
+        config.cmd_opts = argparse.Namespace(x=[f"account={account}"])
+    command.upgrade(config, "head")
+
+
+def rows_without_account(url: str) -> bool:
+    """Whether the database holds a mirror made before rows recorded their account: Stripe
+    tables without `account_id`, with rows in them."""
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            found = inspect(conn)
+            for table in Base.metadata.sorted_tables:
+                if "account_id" not in table.c or not found.has_table(table.name):
+                    continue
+                if any(c["name"] == "account_id" for c in found.get_columns(table.name)):
+                    return False  # the mirror already records its account
+                if conn.execute(text(f"SELECT EXISTS (SELECT FROM {table.name})")).scalar():
+                    return True
+        return False
+    finally:
+        engine.dispose()
 
 
 def pending_changes(url: str) -> list[object]:

@@ -12,8 +12,9 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import schema
+from app.client.stripe_api import mirrored_account
 from app.commands.cli import add_debug_option, run_command
-from app.core.config import load_settings, mask_secrets, refuse_in_prod
+from app.core.config import DEFAULT_ACCOUNT, Settings, load_settings, mask_secrets, refuse_in_prod
 from app.core.errors import ConfigError, PipelineError, first_line
 from app.core.exit_codes import EXIT_FAILED
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.reset:
                 schema.drop_database(url)
             created = schema.create_database(url)
-            schema.upgrade(url)
+            schema.upgrade(url, account=_account_of_old_rows(name, url, settings))
             state = "created, schema at head" if created else "exists, schema at head"
             print(f"{name}: {mask_secrets(url)} — {state}")
     except PipelineError as exc:
@@ -67,6 +68,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_FAILED
     return 0
+
+
+def _account_of_old_rows(name: str, url: str, settings: Settings) -> str | None:
+    """A mirror made before rows recorded their account: its rows are given the key's account,
+    as GET /v1/account names it (so the next SOURCE=api load or sync updates them rather than
+    adding the account beside them), when STRIPE_ACCOUNT does not say it and the API answers;
+    else the migration's own rule (STRIPE_ACCOUNT, else acct_default)."""
+    if settings.stripe_account or not settings.stripe_secret_key:
+        return None
+    if not schema.rows_without_account(url):
+        return None
+    try:
+        account = mirrored_account(settings)
+    except PipelineError as exc:
+        print(
+            f"note: {name}: its rows get {DEFAULT_ACCOUNT}: the API did not name the key's "
+            f"account ({mask_secrets(first_line(exc))}); to give them yours, run "
+            "`.venv/bin/alembic -x account=acct_… upgrade head` instead",
+            file=sys.stderr,
+        )
+        return None
+    print(f"{name}: the rows of this mirror are given the key's account, {account}")
+    return account
 
 
 if __name__ == "__main__":

@@ -138,6 +138,9 @@ def test_an_export_without_an_account_belongs_to_the_configured_or_default_accou
     assert file_account({}, configured) == ACCOUNT_B
     # what the file records wins: it says where its objects came from
     assert file_account({"account": ACCOUNT_A}, configured) == ACCOUNT_A
+    # a file naming none in a mirror of one account is that account's; STRIPE_ACCOUNT still wins
+    assert file_account({}, settings, ACCOUNT_A) == ACCOUNT_A
+    assert file_account({}, configured, ACCOUNT_A) == ACCOUNT_B
 
 
 def test_the_sweep_of_one_account_never_touches_another_accounts_rows(db, settings, tmp_path):

@@ -15,10 +15,11 @@ from sqlalchemy import Engine, MetaData, create_engine, inspect, pool, text
 
 from app import schema
 from app.check.reconcile import check
-from app.core.config import DEFAULT_ACCOUNT, PROJECT_ROOT
+from app.core.config import DEFAULT_ACCOUNT, PROJECT_ROOT, load_settings
 from app.db.session import sqlalchemy_url
 from app.load.json_files import read_json_objects
 from app.load.rows import embedded_rows
+from app.load.runner import json_account, only_account
 from app.registry import RESOURCES, load_order
 
 BEFORE_ACCOUNTS = "78fac6b51b6e"  # the head of a mirror made before this revision
@@ -182,3 +183,61 @@ def test_the_migration_tags_old_rows_with_the_documented_default():
     spec.loader.exec_module(migration)
     assert migration.DEFAULT_ACCOUNT == DEFAULT_ACCOUNT
     assert Path(MIGRATION).name.startswith("20261203_")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("api", ["answers", "unreachable"])
+def test_init_db_gives_an_old_mirrors_rows_the_keys_account(old_url, sandbox, api):
+    # `make init-db` on a mirror made before accounts: the rows get the account GET /v1/account
+    # names, so the next SOURCE=api load or sync updates them instead of adding the account
+    # beside them; with no API to ask, the migration's own rule (acct_default) and a note
+    import os
+    import subprocess
+    import sys
+
+    from app.sandbox.resources.account import SANDBOX_ACCOUNT
+
+    upgrade(old_url, BEFORE_ACCOUNTS)
+    fill_as_before(old_url)
+    base = sandbox.url if api == "answers" else "http://127.0.0.1:9"
+    env = {
+        **os.environ,
+        "ENV": "DEV",
+        "DATABASE_URL": old_url,
+        "STRIPE_API_BASE": base,
+        "STRIPE_SECRET_KEY": "sk_test_init_db_account",
+        "STRIPE_ACCOUNT": "",
+    }
+    done = subprocess.run(
+        [sys.executable, "scripts/init_db.py", "--only", "dev"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = SANDBOX_ACCOUNT if api == "answers" else DEFAULT_ACCOUNT
+    engine = _engine(old_url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(text("SELECT DISTINCT account_id FROM customers")).scalars()
+            assert list(found) == [expected]
+            # the old export names no account: it is the mirror's one account's, and agrees
+            settings = load_settings("DEV")
+            names = [r.name for r in load_order()]
+            assert only_account(conn) == expected
+            account = json_account(SAMPLE, names, settings, only_account(conn))
+            report = check(
+                conn,
+                load_order(),
+                lambda r: read_json_objects(SAMPLE / r.file_name),
+                account=account,
+            )
+            assert account == expected and report.ok
+    finally:
+        engine.dispose()
+    if api == "answers":
+        assert f"given the key's account, {SANDBOX_ACCOUNT}" in done.stdout
+    else:
+        assert f"its rows get {DEFAULT_ACCOUNT}" in done.stderr and "-x account=" in done.stderr

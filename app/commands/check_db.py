@@ -23,7 +23,7 @@ from app.core.progress import ProgressBoard, ProgressCallback, ProgressTask
 from app.db.session import sqlalchemy_url
 from app.load.api_source import read_api_objects
 from app.load.json_files import read_json_objects
-from app.load.runner import json_account
+from app.load.runner import json_account, only_account
 from app.registry import BY_NAME, Resource, load_order, parse_names
 from app.schema import require_tables, unreachable
 
@@ -189,7 +189,9 @@ def run(
                         location=str(json_dir),
                         sample_size=sample_size,
                         progress=progress,
-                        account=json_account(json_dir, [r.name for r in chosen], settings),
+                        account=json_account(
+                            json_dir, [r.name for r in chosen], settings, only_account(conn)
+                        ),
                     )
                     progress.finish()
                 transaction.rollback()

@@ -18,7 +18,7 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 import psycopg2
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.client.stripe_api import mirrored_account
@@ -32,7 +32,7 @@ from app.load.fetch_watch import FetchStopped, RunningFetch
 from app.load.ingest import IngestResult, ingest
 from app.load.json_files import read_json_objects
 from app.load.rejects import RejectSink
-from app.registry import BY_NAME, Resource
+from app.registry import BY_NAME, RESOURCES, Resource
 from app.schema import require_tables, unreachable
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def run(
     try:
         with engine.connect() as conn:
             require_tables(conn, chosen)
+            # a file that names no account belongs to the mirror's, when it holds just one
+            mirrors = only_account(conn) if source == "json" else None
             conn.rollback()
     except OperationalError as exc:
         raise unreachable(url, exc) from exc
@@ -155,6 +157,7 @@ def run(
                         rejects=rejects,
                         sweep=sweep,
                         board=board,
+                        mirrors=mirrors,
                     )
             except KeyboardInterrupt as exc:  # the run is being stopped: it stops too
                 result.error = "interrupted"
@@ -217,7 +220,7 @@ def run(
         account = (
             mirrored_account(settings)
             if source == "api"
-            else json_account(json_dir, [r.name for r in chosen], settings)
+            else json_account(json_dir, [r.name for r in chosen], settings, mirrors)
         )
         on_whole_listing(min(t for t in listed if t is not None), account)
     return results
@@ -237,6 +240,7 @@ def _load_one(
     rejects: RejectSink,
     sweep: bool,
     board: ProgressBoard,
+    mirrors: str | None = None,
 ) -> tuple[IngestResult, datetime | None]:
     """One resource's load: its result (a failure of its own recorded in it, not raised) and
     the Stripe time of its listing's start. KeyboardInterrupt (the run was stopped) and
@@ -253,6 +257,7 @@ def _load_one(
             single_file=single_file,
             task=task,
             listings=listings,
+            mirrors=mirrors,
         )
         board.show(task)  # its total known: no first line without one
         if sweep and state_at is None:
@@ -362,6 +367,7 @@ def _source_of(
     single_file: Path | None,
     task: ProgressTask | None = None,
     listings: ApiListings | None = None,
+    mirrors: str | None = None,
 ) -> tuple[Iterator[Any], str, str, datetime | None, str]:
     """The resource's objects, what to call where they come from, their API version, the
     Stripe time of their state (when the listing started; None: unknown) and their account
@@ -387,30 +393,56 @@ def _source_of(
         str(path),
         version if isinstance(version, str) and version else settings.stripe_api_version,
         _time(meta.get("started_at")),
-        file_account(meta, settings),
+        file_account(meta, settings, mirrors),
     )
 
 
-def file_account(meta: dict[str, Any], settings: Settings) -> str:
+def file_account(meta: dict[str, Any], settings: Settings, mirrors: str | None = None) -> str:
     """The account a JSON export's objects belong to: the one its `.meta.json` records (the
-    curl fetch records it), else STRIPE_ACCOUNT, else DEFAULT_ACCOUNT (an export made before
-    files named their account, data/sample/, a hand-made file)."""
+    curl fetch records it), else STRIPE_ACCOUNT, else the one account the mirror holds
+    (`mirrors`, see `only_account`: an old export of a mirror that `make init-db` gave its
+    real account), else DEFAULT_ACCOUNT (an export made before files named their account,
+    data/sample/, a hand-made file, into an empty mirror)."""
     recorded = meta.get("account")
     if isinstance(recorded, str) and recorded:
         return recorded
-    return settings.stripe_account or DEFAULT_ACCOUNT
+    return settings.stripe_account or mirrors or DEFAULT_ACCOUNT
 
 
-def json_account(json_dir: Path, names: Iterable[str], settings: Settings) -> str:
+def json_account(
+    json_dir: Path, names: Iterable[str], settings: Settings, mirrors: str | None = None
+) -> str:
     """The one account of these files in `json_dir` (`file_account` of each); files that name
     different accounts are refused (one account per run)."""
-    found = {file_account(_meta_of(json_dir / BY_NAME[name].file_name), settings) for name in names}
+    found = {
+        file_account(_meta_of(json_dir / BY_NAME[name].file_name), settings, mirrors)
+        for name in names
+    }
     if len(found) > 1:
         raise ConfigError(
             f"the files in {json_dir} belong to different accounts ({', '.join(sorted(found))}): "
             "one account per run"
         )
-    return found.pop() if found else settings.stripe_account or DEFAULT_ACCOUNT
+    return found.pop() if found else settings.stripe_account or mirrors or DEFAULT_ACCOUNT
+
+
+def only_account(conn: Connection) -> str | None:
+    """The mirror's account when it holds rows of exactly one, else None. Cheap: each table's
+    first and last account in its key's order."""
+    found: set[str] = set()
+    for resource in RESOURCES:
+        table = resource.table.name
+        found.update(
+            conn.execute(
+                text(
+                    f"(SELECT account_id FROM {table} ORDER BY account_id LIMIT 1) UNION "
+                    f"(SELECT account_id FROM {table} ORDER BY account_id DESC LIMIT 1)"
+                )
+            ).scalars()
+        )
+        if len(found) > 1:
+            return None
+    return found.pop() if found else None
 
 
 def _measure(
